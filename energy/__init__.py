@@ -1,0 +1,26 @@
+"""Energy accounting: the cited cost table and the ledger every energy, write and wear figure comes from.
+
+Imports nothing else of crossbar-sim; everything else may import it.
+"""
+
+from energy.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from energy.costs import COST_PRESETS, DEFAULT_COST_PRESET, CostTable, cost_preset, pulse_energy_pj
+from energy.ledger import EVENTS, KEYS, PHASES, WRITE_EVENTS, Ledger, LedgerRow, LedgerScope
+
+__all__ = [
+    "COST_PRESETS",
+    "DEFAULT_COST_PRESET",
+    "EVENTS",
+    "KEYS",
+    "PHASES",
+    "WRITE_EVENTS",
+    "CostTable",
+    "Ledger",
+    "LedgerRow",
+    "LedgerScope",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "cost_preset",
+    "pulse_energy_pj",
+]

@@ -1,0 +1,239 @@
+"""Per-event energy (pJ) and latency (ns) costs, with a source for every default.
+
+A `CostTable` prices the events the `Ledger` records. Costs that depend on device physics are not stored as
+guesses: `pulse_energy_pj(voltage_v, conductance_us, width_ns)` computes E = V^2 * G * t from explicit inputs,
+and the crossbar model calls it with its own write/read voltages and the conductances it actually programs. The
+fixed `*_pj` fields below are used when a recorder supplies no physics (for example a digital MAC).
+
+Sources (see ../shared/references/device_energy.md for the full table):
+- NeuroSim DNN V2.1 / V1.4 `NeuroSIM/Param.cpp`: write 2-4 V, 50 ns pulses; read 0.5 V, 10 ns.
+- ISAAC via Accelergy `hwcomponents-library/library/isaac.py`: SAR ADC energy per conversion by resolution,
+  1-bit DAC row drive 0.42 pJ, 16-bit shift-and-add 0.021 pJ; ADC 1.2 GS/s.
+- Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm): FP32/INT8 arithmetic and SRAM/DRAM access,
+  as tabulated by Han et al., "Learning both weights and connections", NeurIPS 2015, Table 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+__all__ = [
+    "COST_PRESETS",
+    "CostTable",
+    "cost_preset",
+    "pulse_energy_pj",
+]
+
+
+def pulse_energy_pj(voltage_v: float, conductance_us: float, width_ns: float) -> float:
+    """Energy of one voltage pulse across a cell, E = V^2 * G * t, in pJ.
+
+    V in volts, G in microsiemens, t in nanoseconds: V^2 [V^2] * G [1e-6 S] * t [1e-9 s] = 1e-15 J = 1e-3 pJ.
+    Example: 2 V across 10 uS for 50 ns gives 2.0 pJ (NeuroSim V1.4 write voltage and V2.1 pulse width).
+    """
+    return voltage_v * voltage_v * conductance_us * width_ns * 1e-3
+
+
+# ISAAC SAR ADC energy per conversion (pJ) by resolution (bits), 1.2 GS/s, 32 nm.
+# Source: Accelergy-Project/hwcomponents-library library/isaac.py (ISAAC, Shafiee et al. ISCA 2016; Kull et al.
+# ISSCC 2013).
+ISAAC_ADC_PJ_BY_BITS: tuple[tuple[int, float], ...] = (
+    (4, 0.79),
+    (5, 0.99),
+    (6, 1.20),
+    (7, 1.42),
+    (8, 1.67),
+    (9, 1.97),
+    (10, 2.38),
+)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Energies (pJ) and latencies (ns) per event. Every field is validated: finite and non-negative."""
+
+    name: str = "isaac_horowitz"
+    # --- write path (used only when the recorder supplies no V^2*G*t physics) ---
+    write_pulse_pj: float = 2.0
+    """One SET/RESET pulse. Derived: pulse_energy_pj(2 V, 10 uS, 50 ns) = 2.0 pJ (NeuroSim V1.4/V2.1 Param.cpp)."""
+    verify_read_pj: float = 0.05
+    """One verify read of one cell. Derived: pulse_energy_pj(0.5 V, 20 uS, 10 ns) (NeuroSim V2.1 read 0.5 V,
+    10 ns; 20 uS = mid-range of the 0-40 uS Wan 2022 device)."""
+    # --- analog MVM ---
+    cell_read_pj: float = 0.05
+    """One cell's contribution to an analog MVM read. Derived as verify_read_pj (same V, G, t)."""
+    adc_pj_by_bits: tuple[tuple[int, float], ...] = ISAAC_ADC_PJ_BY_BITS
+    """SAR ADC energy per conversion by resolution (ISAAC via hwcomponents-library isaac.py)."""
+    dac_row_cycle_pj: float = 0.42
+    """Driving one row for one 1-bit input cycle (ISAAC via hwcomponents-library isaac.py). A b-bit input
+    applied bit-serially costs b cycles."""
+    shift_add_pj: float = 0.021
+    """16-bit shift-and-add of one partial sum (ISAAC via hwcomponents-library isaac.py)."""
+    # --- digital logic and memory (Horowitz ISSCC 2014, 45 nm; Han et al. 2015 Table 1) ---
+    fp32_mult_pj: float = 3.7
+    fp32_add_pj: float = 0.9
+    int8_mult_pj: float = 0.2
+    int8_add_pj: float = 0.03
+    sram_access_32b_pj: float = 5.0
+    """32-bit access to an 8 KB SRAM: half of Horowitz's 10 pJ per 64-bit access. Writes are assumed to cost the
+    same as reads (assumption: Horowitz gives one figure)."""
+    dram_access_32b_pj: float = 640.0
+    """32-bit DRAM access (Han et al. 2015 Table 1, from Horowitz 2014)."""
+    # --- latencies (ns) ---
+    write_pulse_ns: float = 50.0
+    """SET/RESET pulse width (NeuroSim DNN V2.1 Param.cpp writePulseWidth)."""
+    verify_read_ns: float = 10.0
+    """Read pulse width (NeuroSim DNN Param.cpp readPulseWidth)."""
+    mvm_cycle_ns: float = 10.0
+    """One analog read cycle of a tile for one input bit (NeuroSim read pulse width)."""
+    adc_conversion_ns: float = 1.0 / 1.2
+    """SAR ADC at 1.2 GS/s (ISAAC via hwcomponents-library isaac.py)."""
+    digital_op_ns: float = 1.0
+    """One digital arithmetic operation at 1 GHz, one lane (assumption: a simple in-order digital unit)."""
+    sram_access_ns: float = 1.0
+    """One SRAM access at 1 GHz (assumption)."""
+    dram_access_ns: float = 50.0
+    """One DRAM access, about one row cycle tRC (assumption: typical DDR4 tRC 45-50 ns)."""
+    sources: str = field(
+        default="NeuroSim V1.4/V2.1 Param.cpp; ISAAC via hwcomponents-library isaac.py; Horowitz ISSCC 2014",
+        compare=False,
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("name", "sources"):
+                if not isinstance(value, str) or (f.name == "name" and not value):
+                    raise ValueError(f"CostTable.{f.name} must be a non-empty string, got {value!r}")
+                continue
+            if f.name == "adc_pj_by_bits":
+                _validate_adc_table(value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"CostTable.{f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"CostTable.{f.name} must be finite and >= 0, got {value!r}")
+
+    def adc_conversion_pj(self, bits: int) -> float:
+        """Energy of one ADC conversion at `bits` resolution, linearly interpolated in the table (clamped at its
+        ends; outside the tabulated range the nearest entry's energy is scaled by 2^(bits difference) / 2^(0),
+        i.e. doubled per extra bit above the table and kept flat below it)."""
+        table = self.adc_pj_by_bits
+        if bits <= table[0][0]:
+            return table[0][1]
+        if bits >= table[-1][0]:
+            return table[-1][1] * 2.0 ** (bits - table[-1][0])
+        for (b0, e0), (b1, e1) in zip(table, table[1:]):
+            if b0 <= bits <= b1:
+                return e0 + (e1 - e0) * (bits - b0) / (b1 - b0)
+        raise AssertionError("unreachable: table is sorted and covers bits")
+
+    def dac_conversion_pj(self, bits: int) -> float:
+        """Energy to apply one `bits`-bit input to one row, bit-serially (bits x 1-bit row cycles)."""
+        return self.dac_row_cycle_pj * bits
+
+    def replace(self, **overrides: float) -> CostTable:
+        """A copy with some fields changed; unknown field names raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown CostTable field(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_rows(self) -> list[tuple[str, str, str, str]]:
+        """(field, value, unit, source) rows, for `crossbar-sim presets`."""
+        rows = []
+        for f in dataclasses.fields(self):
+            if f.name in ("name", "sources"):
+                continue
+            value = getattr(self, f.name)
+            unit = "pJ" if f.name.endswith("_pj") else "ns" if f.name.endswith("_ns") else "pJ by bits"
+            if f.name == "adc_pj_by_bits":
+                shown = ", ".join(f"{b}b {e:g}" for b, e in value)
+            else:
+                shown = f"{value:g}"
+            rows.append((f.name, shown, unit, _FIELD_SOURCES.get(self.name, {}).get(f.name, _DEFAULT_SOURCES[f.name])))
+        return rows
+
+
+def _validate_adc_table(table: object) -> None:
+    if not isinstance(table, tuple) or not table:
+        raise ValueError("CostTable.adc_pj_by_bits must be a non-empty tuple of (bits, pJ) pairs")
+    previous_bits = 0
+    for entry in table:
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise ValueError(f"CostTable.adc_pj_by_bits entries must be (bits, pJ) pairs, got {entry!r}")
+        bits, energy = entry
+        if not isinstance(bits, int) or bits <= previous_bits:
+            raise ValueError("CostTable.adc_pj_by_bits must have strictly increasing integer bits")
+        if not math.isfinite(energy) or energy < 0:
+            raise ValueError(f"CostTable.adc_pj_by_bits energy must be finite and >= 0, got {energy!r}")
+        previous_bits = bits
+
+
+_DEFAULT_SOURCES: dict[str, str] = {
+    "write_pulse_pj": "derived: 2 V^2 x 10 uS x 50 ns (NeuroSim V1.4/V2.1 Param.cpp)",
+    "verify_read_pj": "derived: 0.5 V^2 x 20 uS x 10 ns (NeuroSim V2.1 Param.cpp; Wan 2022 0-40 uS)",
+    "cell_read_pj": "derived: 0.5 V^2 x 20 uS x 10 ns (NeuroSim V2.1 Param.cpp; Wan 2022 0-40 uS)",
+    "adc_pj_by_bits": "ISAAC SAR ADC via hwcomponents-library isaac.py",
+    "dac_row_cycle_pj": "ISAAC via hwcomponents-library isaac.py",
+    "shift_add_pj": "ISAAC via hwcomponents-library isaac.py",
+    "fp32_mult_pj": "Horowitz ISSCC 2014 (45 nm)",
+    "fp32_add_pj": "Horowitz ISSCC 2014 (45 nm)",
+    "int8_mult_pj": "Horowitz ISSCC 2014 (45 nm)",
+    "int8_add_pj": "Horowitz ISSCC 2014 (45 nm)",
+    "sram_access_32b_pj": "Horowitz 2014 via Han et al. 2015 Table 1 (8 KB SRAM)",
+    "dram_access_32b_pj": "Horowitz 2014 via Han et al. 2015 Table 1",
+    "write_pulse_ns": "NeuroSim DNN V2.1 Param.cpp writePulseWidth",
+    "verify_read_ns": "NeuroSim DNN Param.cpp readPulseWidth",
+    "mvm_cycle_ns": "NeuroSim DNN Param.cpp readPulseWidth",
+    "adc_conversion_ns": "ISAAC 1.2 GS/s via hwcomponents-library isaac.py",
+    "digital_op_ns": "assumption: 1 GHz digital unit",
+    "sram_access_ns": "assumption: 1 GHz SRAM",
+    "dram_access_ns": "assumption: DDR4 tRC ~45-50 ns",
+}
+
+_FIELD_SOURCES: dict[str, dict[str, str]] = {
+    "neurosim_v21": {
+        "write_pulse_pj": "derived: 4 V^2 x (1/240 kOhm) x 50 ns (NeuroSim DNN V2.1 Param.cpp)",
+        "verify_read_pj": "derived: 0.5 V^2 x (1/240 kOhm) x 10 ns (NeuroSim DNN V2.1 Param.cpp)",
+        "cell_read_pj": "derived: 0.5 V^2 x (1/240 kOhm) x 10 ns (NeuroSim DNN V2.1 Param.cpp)",
+        "adc_pj_by_bits": "NeuroSim V1.4 SarADC.cpp, 22 nm HP: P=(0.72 log2 L + 3.30) uW x (log2 L + 1) ns, "
+        "without the column-current term",
+    },
+}
+
+
+def _neurosim_sar_adc_pj(bits: int) -> float:
+    """NeuroSim V1.4 SarADC.cpp at 22 nm HP: P = (a*log2(L) + b) uW for (log2(L) + 1) ns, a = 0.72, b = 3.30,
+    L = 2^bits levels; uW x ns = 1e-15 J = 1e-3 pJ. The column-current term is left out (it depends on the array)."""
+    levels_log2 = float(bits)
+    return (0.72 * levels_log2 + 3.30) * (levels_log2 + 1.0) * 1e-3
+
+
+COST_PRESETS: dict[str, CostTable] = {
+    "isaac_horowitz": CostTable(),
+    "neurosim_v21": CostTable(
+        name="neurosim_v21",
+        write_pulse_pj=pulse_energy_pj(4.0, 1e6 / 240e3, 50.0),
+        verify_read_pj=pulse_energy_pj(0.5, 1e6 / 240e3, 10.0),
+        cell_read_pj=pulse_energy_pj(0.5, 1e6 / 240e3, 10.0),
+        adc_pj_by_bits=tuple((b, round(_neurosim_sar_adc_pj(b), 5)) for b in range(4, 11)),
+        sources="NeuroSim DNN V2.1 Param.cpp (Ron 240 kOhm, 4 V write, 50 ns); NeuroSim V1.4 SarADC.cpp; "
+        "ISAAC DAC/shift-add; Horowitz ISSCC 2014",
+    ),
+}
+"""Named cost presets. `isaac_horowitz` is the default."""
+
+DEFAULT_COST_PRESET = "isaac_horowitz"
+
+
+def cost_preset(name: str, **overrides: float) -> CostTable:
+    """Look a preset up by name and apply overrides. Unknown names raise ValueError listing the known ones."""
+    try:
+        table = COST_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown cost preset {name!r}; known: {sorted(COST_PRESETS)}") from None
+    return table.replace(**overrides) if overrides else table

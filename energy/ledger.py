@@ -1,0 +1,280 @@
+"""The energy ledger: the one place every energy, latency, write and wear figure comes from.
+
+A `Ledger` records aggregated events `(event, count, phase, task, method, layer)`. Each call adds to one row keyed
+by the five labels, so recording from a hot loop costs one dict update, never one object per cell. Energy and
+latency are either supplied by the recorder (when they follow from device physics it knows, e.g. V^2*G*t of the
+pulses it applied) or priced from the `CostTable` as count x unit cost.
+
+Latency is summed serially per row. Recorders that know their parallelism (all columns of a tile read at once,
+a row of cells written together) pass the latency of the parallel operation themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from energy.atomic import atomic_write
+from energy.costs import CostTable
+
+__all__ = ["EVENTS", "KEYS", "PHASES", "Ledger", "LedgerRow", "LedgerScope"]
+
+KEYS: tuple[str, ...] = ("event", "phase", "task", "method", "layer")
+"""Labels a row is keyed by, in export order."""
+
+PHASES: tuple[str, ...] = ("deploy_base", "deploy_bank", "adapt", "inference", "calibration")
+"""Phases of DESIGN section 4, plus `calibration` for one-time read-outs after programming. Other phase names
+are allowed (a scenario may add its own), these are the ones the tool itself uses."""
+
+# event -> (CostTable energy field or callable name, CostTable latency field or None for "recorder supplies").
+EVENTS: dict[str, tuple[str, str | None]] = {
+    "set_pulse": ("write_pulse_pj", "write_pulse_ns"),
+    "reset_pulse": ("write_pulse_pj", "write_pulse_ns"),
+    "verify_read": ("verify_read_pj", "verify_read_ns"),
+    "cell_read": ("cell_read_pj", None),
+    "adc_conversion": ("adc8", "adc_conversion_ns"),
+    "dac_conversion": ("dac8", None),
+    "shift_add": ("shift_add_pj", None),
+    "digital_mult": ("fp32_mult_pj", "digital_op_ns"),
+    "digital_add": ("fp32_add_pj", "digital_op_ns"),
+    "sram_read": ("sram_access_32b_pj", "sram_access_ns"),
+    "sram_write": ("sram_access_32b_pj", "sram_access_ns"),
+    "dram_access": ("dram_access_32b_pj", "dram_access_ns"),
+}
+"""Known event kinds. Pulses and reads are per cell; ADC/DAC per conversion; digital ops per FP32 operation;
+memory traffic per 32-bit word. Default pricing of ADC/DAC assumes 8 bits; recorders pass the energy for other
+resolutions (`CostTable.adc_conversion_pj(bits)`)."""
+
+WRITE_EVENTS: frozenset[str] = frozenset({"set_pulse", "reset_pulse"})
+
+_FIELDS = ("count", "energy_pj", "latency_ns")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    event: str
+    phase: str
+    task: str
+    method: str
+    layer: str
+    count: float
+    energy_pj: float
+    latency_ns: float
+
+    def as_dict(self) -> dict[str, str | float]:
+        return {k: getattr(self, k) for k in (*KEYS, *_FIELDS)}
+
+
+class Ledger:
+    """Aggregated record of events with their energy (pJ) and latency (ns)."""
+
+    def __init__(self, costs: CostTable | None = None) -> None:
+        self.costs = costs if costs is not None else CostTable()
+        self._rows: dict[tuple[str, str, str, str, str], list[float]] = {}
+
+    # --- recording ---------------------------------------------------------------------------------------
+    def record(
+        self,
+        event: str,
+        count: float,
+        *,
+        phase: str,
+        task: str = "",
+        method: str = "",
+        layer: str = "",
+        energy_pj: float | None = None,
+        latency_ns: float | None = None,
+    ) -> None:
+        """Add `count` events. Energy/latency default to count x the cost table's unit cost."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown ledger event {event!r}; known: {sorted(EVENTS)}")
+        count = float(count)
+        if not math.isfinite(count) or count < 0:
+            raise ValueError(f"ledger count for {event!r} must be finite and >= 0, got {count!r}")
+        if not phase:
+            raise ValueError("ledger phase must be a non-empty string")
+        if energy_pj is None:
+            energy_pj = count * self.unit_energy_pj(event)
+        if latency_ns is None:
+            latency_ns = count * self.unit_latency_ns(event)
+        for name, value in (("energy_pj", energy_pj), ("latency_ns", latency_ns)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"ledger {name} for {event!r} must be finite and >= 0, got {value!r}")
+        if count == 0 and energy_pj == 0 and latency_ns == 0:
+            return
+        key = (event, phase, task, method, layer)
+        row = self._rows.get(key)
+        if row is None:
+            self._rows[key] = [count, float(energy_pj), float(latency_ns)]
+        else:
+            row[0] += count
+            row[1] += energy_pj
+            row[2] += latency_ns
+
+    def scope(self, *, phase: str, task: str = "", method: str = "") -> LedgerScope:
+        """A recorder with phase/task/method filled in, to hand to lower layers."""
+        return LedgerScope(self, phase=phase, task=task, method=method)
+
+    def unit_energy_pj(self, event: str) -> float:
+        source = EVENTS[event][0]
+        if source == "adc8":
+            return self.costs.adc_conversion_pj(8)
+        if source == "dac8":
+            return self.costs.dac_conversion_pj(8)
+        return float(getattr(self.costs, source))
+
+    def unit_latency_ns(self, event: str) -> float:
+        source = EVENTS[event][1]
+        return 0.0 if source is None else float(getattr(self.costs, source))
+
+    # --- queries -----------------------------------------------------------------------------------------
+    def rows(self, **filters: str | Iterable[str]) -> Iterator[LedgerRow]:
+        """Rows matching every filter (a label value, or a collection of accepted values)."""
+        _check_keys(filters)
+        accepted = {k: ({v} if isinstance(v, str) else set(v)) for k, v in filters.items()}
+        for key, (count, energy, latency) in self._rows.items():
+            labels = dict(zip(KEYS, key))
+            if all(labels[k] in values for k, values in accepted.items()):
+                yield LedgerRow(*key, count, energy, latency)
+
+    def total(self, field: str = "energy_pj", **filters: str | Iterable[str]) -> float:
+        """Sum of `field` (count, energy_pj or latency_ns) over matching rows."""
+        _check_field(field)
+        return math.fsum(getattr(row, field) for row in self.rows(**filters))
+
+    def group_by(
+        self, *keys: str, field: str = "energy_pj", **filters: str | Iterable[str]
+    ) -> dict[tuple[str, ...], float]:
+        """Sums of `field` grouped by the given label keys, e.g. group_by("phase", "event")."""
+        _check_keys(dict.fromkeys(keys))
+        _check_field(field)
+        parts: dict[tuple[str, ...], list[float]] = {}
+        for row in self.rows(**filters):
+            parts.setdefault(tuple(getattr(row, k) for k in keys), []).append(getattr(row, field))
+        return {group: math.fsum(values) for group, values in parts.items()}
+
+    def cell_write_pulses(self, **filters: str | Iterable[str]) -> float:
+        """Total SET + RESET pulses among matching rows."""
+        return self.total("count", event=WRITE_EVENTS, **filters)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # --- combining ---------------------------------------------------------------------------------------
+    def merge(self, other: Ledger) -> Ledger:
+        """A new ledger holding the rows of both (same keys are summed). Costs are taken from `self`."""
+        merged = Ledger(self.costs)
+        for source in (self, other):
+            for row in source.rows():
+                merged._add_row(row)
+        return merged
+
+    def __add__(self, other: Ledger) -> Ledger:
+        return self.merge(other)
+
+    def _add_row(self, row: LedgerRow) -> None:
+        key = (row.event, row.phase, row.task, row.method, row.layer)
+        existing = self._rows.setdefault(key, [0.0, 0.0, 0.0])
+        existing[0] += row.count
+        existing[1] += row.energy_pj
+        existing[2] += row.latency_ns
+
+    # --- export / import ---------------------------------------------------------------------------------
+    def to_records(self) -> list[dict[str, str | float]]:
+        return [
+            row.as_dict() for row in sorted(self.rows(), key=lambda r: (r.phase, r.task, r.method, r.layer, r.event))
+        ]
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write all rows as CSV (atomically). pandas.read_csv reads it; empty labels read back as NaN there."""
+
+        def write(handle) -> None:
+            writer = csv.DictWriter(handle, fieldnames=[*KEYS, *_FIELDS])
+            writer.writeheader()
+            for record in self.to_records():
+                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in record.items()})
+
+        atomic_write(path, write)
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write all rows as a JSON list of records (atomically); pandas.read_json(path) reads it."""
+        atomic_write(path, lambda handle: json.dump(self.to_records(), handle, indent=1))
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, object]], costs: CostTable | None = None) -> Ledger:
+        ledger = cls(costs)
+        for record in records:
+            missing = [k for k in (*KEYS, *_FIELDS) if k not in record]
+            if missing:
+                raise ValueError(f"ledger record is missing {missing}: {record!r}")
+            labels = ["" if _is_blank(record[k]) else str(record[k]) for k in KEYS]
+            if labels[0] not in EVENTS:
+                raise ValueError(f"unknown ledger event {labels[0]!r} in record")
+            values = [float(record[k]) for k in _FIELDS]  # type: ignore[arg-type]
+            if any(not math.isfinite(v) or v < 0 for v in values):
+                raise ValueError(f"ledger record has a negative or non-finite value: {record!r}")
+            ledger._add_row(LedgerRow(*labels, *values))
+        return ledger
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], costs: CostTable | None = None) -> Ledger:
+        with open(path, newline="") as handle:
+            return cls.from_records(csv.DictReader(handle), costs)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str], costs: CostTable | None = None) -> Ledger:
+        with open(path) as handle:
+            return cls.from_records(json.load(handle), costs)
+
+
+class LedgerScope:
+    """A ledger with phase, task and method fixed; lower layers only name the event and layer."""
+
+    def __init__(self, ledger: Ledger, *, phase: str, task: str = "", method: str = "") -> None:
+        self.ledger = ledger
+        self.phase = phase
+        self.task = task
+        self.method = method
+
+    @property
+    def costs(self) -> CostTable:
+        return self.ledger.costs
+
+    def record(
+        self,
+        event: str,
+        count: float,
+        *,
+        layer: str = "",
+        energy_pj: float | None = None,
+        latency_ns: float | None = None,
+    ) -> None:
+        self.ledger.record(
+            event,
+            count,
+            phase=self.phase,
+            task=self.task,
+            method=self.method,
+            layer=layer,
+            energy_pj=energy_pj,
+            latency_ns=latency_ns,
+        )
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    unknown = sorted(set(keys) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown ledger key(s) {unknown}; known: {list(KEYS)}")
+
+
+def _check_field(field: str) -> None:
+    if field not in _FIELDS:
+        raise ValueError(f"unknown ledger field {field!r}; known: {list(_FIELDS)}")
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))

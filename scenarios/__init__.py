@@ -1,0 +1,1 @@
+"""Scenario files, workloads, the resumable runner, results, plots and the `crossbar-sim` CLI."""
