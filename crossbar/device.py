@@ -1,0 +1,163 @@
+"""The ReRAM device and array configuration: one frozen, validated dataclass with units in its field names.
+
+Every field documents its unit; presets with cited values live in `crossbar.presets`. The same config drives the
+mapping (levels, range), programming (write-verify pulse model or statistical residual), non-idealities (read noise,
+drift, stuck-at faults, endurance), peripherals (DAC/ADC) and tiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["DeviceConfig", "ProgrammingNoiseModel"]
+
+ProgrammingNoiseModel = Literal["none", "wan2022", "milo2021", "cmo_hfox"]
+ProgrammingMode = Literal["write_verify", "statistical"]
+DriftModel = Literal["none", "log_relaxation"]
+AdcRange = Literal["fixed", "calibrated"]
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """A ReRAM cell, its programming scheme, its non-idealities and the array's peripherals."""
+
+    name: str = "custom"
+    # --- cell ---
+    g_min_us: float = 0.0
+    """Lowest programmable conductance (uS): high-resistance state."""
+    g_max_us: float = 40.0
+    """Highest programmable conductance (uS): low-resistance state."""
+    levels: int | None = 32
+    """Programmable conductance levels per cell, evenly spaced in [g_min_us, g_max_us]; None = continuous."""
+    # --- programming: write-verify pulse model ---
+    programming_mode: ProgrammingMode = "write_verify"
+    """`write_verify` simulates every pulse and verify read per cell; `statistical` samples the residual error
+    from `programming_noise` and counts the expected number of pulses instead (fast)."""
+    write_voltage_v: float = 2.0
+    """SET/RESET pulse amplitude (V). Pulse energy is V^2 * G * t with G the cell's mean conductance over the pulse."""
+    write_pulse_ns: float = 50.0
+    """SET/RESET pulse width (ns)."""
+    read_voltage_v: float = 0.5
+    """Read (verify and MVM) voltage (V)."""
+    read_pulse_ns: float = 10.0
+    """Read pulse width (ns), per verify read and per MVM input-bit cycle."""
+    max_step_frac: float = 0.25
+    """Largest nominal conductance change of one pulse, as a fraction of (g_max - g_min)."""
+    c2c_sigma_frac: float = 0.035
+    """Cycle-to-cycle noise of one pulse: sigma as a fraction of (g_max - g_min)."""
+    verify_tolerance_frac: float = 0.025
+    """Write-verify stops once |G - G_target| <= this fraction of (g_max - g_min)."""
+    max_pulses: int = 20
+    """Pulses after which write-verify gives up on a cell (at most 255)."""
+    programming_noise: ProgrammingNoiseModel = "wan2022"
+    """Fitted residual sigma(G) used by the statistical mode (see `crossbar.noise.programming_sigma_us`)."""
+    write_parallel_cells: int = 256
+    """Cells written at once (one row of a tile); programming latency = pulses x (pulse + verify) / this."""
+    # --- non-idealities ---
+    read_noise_frac: float = 0.01
+    """Per-cell Gaussian read noise per MVM, sigma as a fraction of g_max_us."""
+    drift_model: DriftModel = "log_relaxation"
+    """Conductance relaxation after programming: mean and sigma grow with ln(t / 1 s)."""
+    drift_mean_us_per_ln_s: float = -0.089
+    """Mean conductance change per unit of ln(t / 1 s) (uS)."""
+    drift_sigma_us_per_ln_s: float = 0.042
+    """Spread of the change per unit of ln(t / 1 s) (uS)."""
+    stuck_at_min_rate: float = 0.0
+    """Fraction of cells stuck at g_min (SA0), sampled per array at fabrication."""
+    stuck_at_max_rate: float = 0.0
+    """Fraction of cells stuck at g_max (SA1), sampled per array at fabrication."""
+    endurance_pulses: float = 1e6
+    """Write pulses a cell survives; past it the cell is stuck where it is. math.inf = no wear-out."""
+    # --- peripherals ---
+    dac_bits: int | None = 8
+    """Input DAC resolution (signed, bits); None = ideal inputs. Inputs are scaled per vector by max |x|."""
+    adc_bits: int | None = 8
+    """ADC resolution per tile column (signed, bits); None = ideal partial sums."""
+    adc_range: AdcRange = "fixed"
+    """`fixed`: ADC full scale is `adc_full_scale`; `calibrated`: set per layer from data (`calibrate_adc`)."""
+    adc_full_scale: float = 12.0
+    """ADC full scale in normalised units (inputs scaled to |x| <= 1, weights to |w| <= 1 per output)."""
+    # --- tiling ---
+    tile_rows: int = 256
+    """Inputs per tile (array rows); partial sums of each tile are converted by its ADC and summed digitally."""
+    tile_cols: int = 256
+    """Outputs per tile (array columns); columns are independent, so this affects cost accounting only."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "name":
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"DeviceConfig.name must be a non-empty string, got {value!r}")
+                continue
+            if f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"DeviceConfig.{f.name} must be a number, got {value!r}")
+                if math.isnan(value) or (math.isinf(value) and f.name != "endurance_pulses"):
+                    raise ValueError(f"DeviceConfig.{f.name} must be finite, got {value!r}")
+        self._check_range()
+        self._check_choices()
+
+    def _check_range(self) -> None:
+        def need(condition: bool, field: str, expected: str) -> None:
+            if not condition:
+                raise ValueError(f"DeviceConfig.{field} must be {expected}, got {getattr(self, field)!r}")
+
+        need(self.g_min_us >= 0, "g_min_us", ">= 0")
+        need(self.g_max_us > self.g_min_us, "g_max_us", f"> g_min_us ({self.g_min_us})")
+        need(self.levels is None or (_is_int(self.levels) and self.levels >= 2), "levels", "None or an int >= 2")
+        for field in ("write_voltage_v", "write_pulse_ns", "read_voltage_v", "read_pulse_ns"):
+            need(getattr(self, field) > 0, field, "> 0")
+        need(0 < self.max_step_frac <= 1, "max_step_frac", "in (0, 1]")
+        need(0 <= self.c2c_sigma_frac <= 1, "c2c_sigma_frac", "in [0, 1]")
+        need(0 < self.verify_tolerance_frac < 1, "verify_tolerance_frac", "in (0, 1)")
+        need(_is_int(self.max_pulses) and 1 <= self.max_pulses <= 255, "max_pulses", "an int in [1, 255]")
+        need(
+            _is_int(self.write_parallel_cells) and self.write_parallel_cells >= 1, "write_parallel_cells", "an int >= 1"
+        )
+        need(0 <= self.read_noise_frac <= 1, "read_noise_frac", "in [0, 1]")
+        need(self.drift_sigma_us_per_ln_s >= 0, "drift_sigma_us_per_ln_s", ">= 0")
+        need(0 <= self.stuck_at_min_rate <= 1, "stuck_at_min_rate", "in [0, 1]")
+        need(0 <= self.stuck_at_max_rate <= 1, "stuck_at_max_rate", "in [0, 1]")
+        need(self.stuck_at_min_rate + self.stuck_at_max_rate <= 1, "stuck_at_max_rate", "<= 1 - stuck_at_min_rate")
+        need(self.endurance_pulses >= 1, "endurance_pulses", ">= 1")
+        for field in ("dac_bits", "adc_bits"):
+            value = getattr(self, field)
+            need(value is None or (_is_int(value) and 2 <= value <= 24), field, "None or an int in [2, 24]")
+        need(self.adc_full_scale > 0, "adc_full_scale", "> 0")
+        need(_is_int(self.tile_rows) and self.tile_rows >= 1, "tile_rows", "an int >= 1")
+        need(_is_int(self.tile_cols) and self.tile_cols >= 1, "tile_cols", "an int >= 1")
+
+    def _check_choices(self) -> None:
+        choices = {
+            "programming_mode": ("write_verify", "statistical"),
+            "programming_noise": ("none", "wan2022", "milo2021", "cmo_hfox"),
+            "drift_model": ("none", "log_relaxation"),
+            "adc_range": ("fixed", "calibrated"),
+        }
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"DeviceConfig.{field} must be one of {list(allowed)}, got {getattr(self, field)!r}")
+
+    @property
+    def g_range_us(self) -> float:
+        """g_max_us - g_min_us: the conductance span a weight of magnitude 1 (normalised) occupies."""
+        return self.g_max_us - self.g_min_us
+
+    def replace(self, **overrides: object) -> DeviceConfig:
+        """A validated copy with some fields changed; unknown names raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown DeviceConfig field(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

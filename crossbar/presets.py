@@ -1,0 +1,144 @@
+"""Named device presets, each number with its source next to it.
+
+Sources (details in ../shared/references/device_energy.md):
+- Wan et al., "A compute-in-memory chip based on resistive random-access memory", Nature 608, 2022 (NeuRRAM),
+  as modelled in aihwkit `inference/noise/reram.py` (`ReRamWan2022NoiseModel`, 0-40 uS) and CrossSim
+  `simulator/devices/custom/RRAM_Wan.py`.
+- Milo et al., IRPS 2021, as modelled in CrossSim `simulator/devices/custom/RRAM_Milo.py` (50-225 uS).
+- NeuroSim: DNN_NeuroSim V1.4/V2.1 `NeuroSIM/Param.cpp` (Ron/Roff, voltages, pulse widths, cellBit, 128x128
+  sub-arrays) and MLP_NeuroSim V3.0 `Cell.cpp` (cycle-to-cycle sigma 3.5 % of the range per pulse).
+- aihwkit `ReRamCMONoiseModel` (CMO/HfOx): relaxation mean -0.089 ln t uS, sigma 0.042 ln t + 0.412 uS.
+- Endurance 1e6 cycles for multi-level HfOx (Huang et al., HfOx MLC endurance model); 1e12 best case (Yang,
+  Strukov & Stewart, Nat. Nanotech. 2013).
+"""
+
+from __future__ import annotations
+
+import math
+
+from crossbar.device import DeviceConfig
+
+__all__ = ["DEFAULT_DEVICE_PRESET", "DEVICE_PRESETS", "device_preset", "device_preset_rows"]
+
+DEVICE_PRESETS: dict[str, DeviceConfig] = {
+    # Exactness reference: continuous levels, no noise, no drift, no faults, ideal DAC/ADC.
+    "ideal": DeviceConfig(
+        name="ideal",
+        levels=None,
+        programming_mode="statistical",
+        programming_noise="none",
+        c2c_sigma_frac=0.0,
+        read_noise_frac=0.0,
+        drift_model="none",
+        endurance_pulses=math.inf,
+        dac_bits=None,
+        adc_bits=None,
+    ),
+    # Default: the NeuRRAM RRAM (Wan et al. Nature 2022), 0-40 uS (aihwkit ReRamWan2022NoiseModel, src).
+    "reram_wan2022": DeviceConfig(
+        name="reram_wan2022",
+        g_min_us=0.0,  # uS, aihwkit reram.py (src)
+        g_max_us=40.0,  # uS, aihwkit reram.py (src); CrossSim RRAM_Wan caps at 39.26
+        levels=32,  # 5 bit/cell as NeuroSim V2.1 cellBit (src); Wan 2022 programs analog targets (assumption)
+        write_voltage_v=2.0,  # V, NeuroSim V1.4 Param.cpp (src)
+        write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp writePulseWidth (src)
+        read_voltage_v=0.5,  # V, NeuroSim V2.1 Param.cpp (src)
+        read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp readPulseWidth (src)
+        max_step_frac=0.25,  # assumption: a coarse pulse moves at most 1/4 of the range
+        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp sigmaCtoC (src)
+        verify_tolerance_frac=0.025,  # assumption: 1 uS on 40 uS, below the Wan sigma(G) of 0.35-2 uS
+        max_pulses=20,  # assumption: 5-20 in practice (device_energy.md)
+        programming_noise="wan2022",  # aihwkit ReRamWan2022NoiseModel t = 1 s polynomial (src)
+        read_noise_frac=0.01,  # ~1 % of Gmax per read, aihwkit (src)
+        drift_model="log_relaxation",
+        drift_mean_us_per_ln_s=-0.089,  # uS per ln(t/1 s), aihwkit ReRamCMONoiseModel (src)
+        drift_sigma_us_per_ln_s=0.042,  # uS per ln(t/1 s), aihwkit ReRamCMONoiseModel (src)
+        endurance_pulses=1e6,  # cycles, 4-level HfOx (Huang et al.) (lit.)
+        dac_bits=8,
+        adc_bits=8,  # 8-bit SAR, ISAAC (src hwcomponents-library isaac.py)
+        adc_full_scale=12.0,  # normalised units, aihwkit IOParameters.out_bound default (src)
+        tile_rows=256,
+        tile_cols=256,
+    ),
+    # Milo et al. IRPS 2021 RRAM as in CrossSim RRAM_Milo.py: 50-225 uS, sigma = max(4.782 - 0.009107 G, 0) uS.
+    "reram_milo2021": DeviceConfig(
+        name="reram_milo2021",
+        g_min_us=50.0,  # uS, CrossSim RRAM_Milo.py (src)
+        g_max_us=225.0,  # uS, CrossSim RRAM_Milo.py (src)
+        levels=16,  # 4 bit/cell, CrossSim PRIME.json cell_bits (src)
+        write_voltage_v=2.0,  # V, NeuroSim V1.4 Param.cpp (src)
+        write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp (src)
+        read_voltage_v=0.1,  # V, CrossSim xbar_parameters.py Vread (src)
+        read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp (src)
+        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp (src)
+        verify_tolerance_frac=0.025,  # assumption, as reram_wan2022
+        programming_noise="milo2021",  # CrossSim RRAM_Milo.py (src)
+        read_noise_frac=0.01,  # aihwkit ~1 % of Gmax (src)
+        drift_model="log_relaxation",
+        drift_mean_us_per_ln_s=-0.089,  # aihwkit ReRamCMONoiseModel (src); no Milo drift fit published in CrossSim
+        drift_sigma_us_per_ln_s=0.042,  # aihwkit ReRamCMONoiseModel (src)
+        endurance_pulses=1e6,  # cycles (lit. Huang et al.)
+        dac_bits=8,
+        adc_bits=8,
+        tile_rows=256,
+        tile_cols=256,
+    ),
+    # A NeuroSim-like RRAM: DNN_NeuroSim V2.1 Ron 240 kOhm / Roff 24 MOhm, 4 V / 50 ns writes, 5-bit cells,
+    # 128x128 sub-arrays, 5-bit ADC (DNN NeuroSim --ADCprecision default 5).
+    "neurosim_rram": DeviceConfig(
+        name="neurosim_rram",
+        g_min_us=1e6 / 24e6,  # 1 / Roff = 1/24 MOhm, NeuroSim V2.1 Param.cpp (src)
+        g_max_us=1e6 / 240e3,  # 1 / Ron = 1/240 kOhm, NeuroSim V2.1 Param.cpp (src)
+        levels=32,  # cellBit 5, NeuroSim V2.1 (src)
+        write_voltage_v=4.0,  # V, NeuroSim V2.1 Param.cpp (src)
+        write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp (src)
+        read_voltage_v=0.5,  # V, NeuroSim V2.1 Param.cpp (src)
+        read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp (src)
+        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp sigmaCtoC (src)
+        verify_tolerance_frac=0.025,  # assumption
+        programming_noise="cmo_hfox",  # aihwkit ReRamCMONoiseModel 2 % acceptance range (src)
+        read_noise_frac=0.0,  # NeuroSim models no read noise (simulators.md feature table)
+        drift_model="none",  # NeuroSim's drift lives in its wrapper (--t, --v); off here
+        endurance_pulses=1e6,  # cycles (lit. Huang et al.)
+        dac_bits=8,
+        adc_bits=5,  # DNN NeuroSim inference.py --ADCprecision default 5 (src)
+        adc_full_scale=12.0,
+        tile_rows=128,  # NeuroSim Param.cpp sub-array 128x128 (src)
+        tile_cols=128,
+    ),
+}
+"""Device presets by name. `reram_wan2022` is the default."""
+
+DEFAULT_DEVICE_PRESET = "reram_wan2022"
+
+
+def device_preset(name: str = DEFAULT_DEVICE_PRESET, **overrides: object) -> DeviceConfig:
+    """Look a preset up by name and apply validated overrides."""
+    try:
+        config = DEVICE_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown device preset {name!r}; known: {sorted(DEVICE_PRESETS)}") from None
+    return config.replace(**overrides) if overrides else config
+
+
+def device_preset_rows() -> list[str]:
+    """Lines for `crossbar-sim presets`: every device preset with its values (units are in the field names)."""
+    lines: list[str] = []
+    for name, config in DEVICE_PRESETS.items():
+        default = " (default)" if name == DEFAULT_DEVICE_PRESET else ""
+        lines.append(f"device preset: {name}{default}")
+        for field, value in config.as_dict().items():
+            if field != "name":
+                lines.append(f"  {field:<26} {value!s:>14}")
+        lines.append(f"  sources: {_SOURCES[name]}")
+        lines.append("")
+    return lines
+
+
+_SOURCES = {
+    "ideal": "exactness reference (no source needed: every non-ideality off)",
+    "reram_wan2022": "Wan et al. Nature 2022 via aihwkit ReRamWan2022NoiseModel; NeuroSim V1.4/V2.1 Param.cpp; "
+    "MLP NeuroSim V3.0 Cell.cpp; aihwkit ReRamCMONoiseModel drift; Huang et al. endurance",
+    "reram_milo2021": "Milo et al. IRPS 2021 via CrossSim RRAM_Milo.py; CrossSim PRIME.json; NeuroSim Param.cpp",
+    "neurosim_rram": "DNN_NeuroSim V2.1 Param.cpp; MLP NeuroSim V3.0 Cell.cpp; aihwkit ReRamCMONoiseModel",
+}

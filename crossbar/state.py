@@ -1,0 +1,113 @@
+"""Per-array simulator state, laid out by tile, at 12 bytes per weight.
+
+A weight matrix W (d_out x d_in) lives on a differential pair of cells per weight, G+ and G-, in tiles of
+`tile_rows` inputs. The state is stored in tile layout (n_tiles, tile_rows, d_out), which is also the operand
+layout of the batched tile MVM (x_tiles @ G_tiles), so a forward pass needs no copy:
+
+- `g_diff_us` float32: G+ - G- (uS), the MVM operand;
+- `g_neg_us`  float32: G- (uS); G+ is g_diff + g_neg;
+- `writes_pos`, `writes_neg` uint16: per-cell write-pulse counters. `STUCK` (65535) marks a stuck cell (a
+  fabrication fault, or a cell past its endurance); it then keeps its conductance forever.
+
+Counters count pulses exactly up to 65534. For devices whose endurance is higher, each counter step stands for
+`pulses_per_count` pulses and pulse counts are rounded stochastically (unbiased) when added; see
+`pulses_per_count`. Exact pulse totals always live in the ledger. Rows of the last tile beyond d_in are padding:
+zero conductance difference, never written, not counted as cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from crossbar.device import DeviceConfig
+
+__all__ = ["STUCK", "ArrayState", "pulses_per_count"]
+
+STUCK = np.uint16(0xFFFF)
+"""Counter value that marks a stuck cell."""
+
+MAX_COUNT = 0xFFFE
+"""Largest counter value of a working cell."""
+
+
+def pulses_per_count(device: DeviceConfig) -> int:
+    """Pulses one counter step stands for: 1 when the endurance fits in a uint16 counter (exact counting),
+    otherwise the smallest integer that makes `endurance_pulses` reachable below `MAX_COUNT`."""
+    if math.isinf(device.endurance_pulses) or device.endurance_pulses <= MAX_COUNT:
+        return 1
+    return int(math.ceil(device.endurance_pulses / MAX_COUNT))
+
+
+@dataclass
+class ArrayState:
+    """Conductances and wear of one weight matrix on differential-pair crossbar tiles."""
+
+    d_in: int
+    d_out: int
+    tile_rows: int
+    g_diff_us: np.ndarray
+    g_neg_us: np.ndarray
+    writes_pos: np.ndarray
+    writes_neg: np.ndarray
+
+    @classmethod
+    def fresh(cls, d_in: int, d_out: int, device: DeviceConfig) -> ArrayState:
+        """An unprogrammed array: every cell at g_min, no writes, no faults yet."""
+        if d_in < 1 or d_out < 1:
+            raise ValueError(f"array shape must be positive, got d_in={d_in}, d_out={d_out}")
+        n_tiles = -(-d_in // device.tile_rows)
+        shape = (n_tiles, device.tile_rows, d_out)
+        g_neg = np.full(shape, device.g_min_us, dtype=np.float32)
+        g_neg[-1, d_in - (n_tiles - 1) * device.tile_rows :, :] = 0.0  # padding rows hold nothing
+        return cls(
+            d_in=d_in,
+            d_out=d_out,
+            tile_rows=device.tile_rows,
+            g_diff_us=np.zeros(shape, dtype=np.float32),
+            g_neg_us=g_neg,
+            writes_pos=np.zeros(shape, dtype=np.uint16),
+            writes_neg=np.zeros(shape, dtype=np.uint16),
+        )
+
+    @property
+    def n_tiles(self) -> int:
+        return self.g_diff_us.shape[0]
+
+    @property
+    def n_cells(self) -> int:
+        """Real cells (two per weight), padding excluded."""
+        return 2 * self.d_in * self.d_out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.g_diff_us, self.g_neg_us, self.writes_pos, self.writes_neg))
+
+    def valid_rows(self) -> np.ndarray:
+        """Boolean (n_tiles, tile_rows, 1) mask of rows that hold real inputs (not padding)."""
+        rows = np.arange(self.n_tiles * self.tile_rows).reshape(self.n_tiles, self.tile_rows, 1)
+        return rows < self.d_in
+
+    def g_pos_us(self) -> np.ndarray:
+        return self.g_diff_us + self.g_neg_us
+
+    def stuck_pos(self) -> np.ndarray:
+        return self.writes_pos == STUCK
+
+    def stuck_neg(self) -> np.ndarray:
+        return self.writes_neg == STUCK
+
+    def to_matrix(self, tiled: np.ndarray) -> np.ndarray:
+        """(n_tiles, tile_rows, d_out) -> (d_out, d_in), dropping padding rows."""
+        flat = tiled.reshape(self.n_tiles * self.tile_rows, self.d_out)[: self.d_in]
+        return np.ascontiguousarray(flat.T)
+
+    def to_tiles(self, matrix: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """(d_out, d_in) -> (n_tiles, tile_rows, d_out) float32, padding rows set to `fill`."""
+        if matrix.shape != (self.d_out, self.d_in):
+            raise ValueError(f"expected a ({self.d_out}, {self.d_in}) matrix, got {matrix.shape}")
+        tiled = np.full((self.n_tiles * self.tile_rows, self.d_out), fill, dtype=np.float32)
+        tiled[: self.d_in] = matrix.T
+        return tiled.reshape(self.n_tiles, self.tile_rows, self.d_out)
