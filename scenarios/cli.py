@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import typer
 
@@ -68,6 +69,69 @@ def _device_preset_lines() -> list[str]:
     except ImportError:  # the device model is not installed yet in this checkout
         return []
     return device_preset_rows()
+
+
+_SCENARIO_HELP = "Scenario YAML file, or the name of a bundled scenario (multitask, tiny)."
+_SET_HELP = "Override a setting before validation, e.g. --set bank.rank=8 (value parsed as YAML); repeatable."
+
+
+def _load(scenario: str, overrides: list[str]):
+    """Load and validate a scenario; any problem in it becomes a one-line UserError."""
+    from scenarios.schema import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(scenario, overrides)
+    except ScenarioError as error:
+        raise UserError(str(error)) from None
+
+
+@app.command()
+def validate(
+    scenario: str = typer.Argument(..., help=_SCENARIO_HELP, show_default=False),
+    overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
+) -> None:
+    """Check a scenario file (schema, presets, task names, npz files) without running it."""
+    loaded = _load(scenario, overrides)
+    methods = ", ".join(method.key for method in loaded.methods)
+    typer.echo(
+        f"OK: scenario {loaded.name!r} ({loaded.source_path}): {len(loaded.tasks.sources)} source tasks, "
+        f"{len(loaded.tasks.targets)} target tasks, methods {methods}; device {loaded.device.preset}, "
+        f"costs {loaded.costs.preset}, seed {loaded.seed}"
+    )
+
+
+@app.command()
+def run(
+    scenario: str = typer.Argument(..., help=_SCENARIO_HELP, show_default=False),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<scenario name>)."),
+    overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of every random draw (same as --set seed=N)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints in the run directory and start over."),
+) -> None:
+    """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
+    loaded = _load(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    from scenarios.runner import run_scenario
+
+    run_dir = run_scenario(loaded, out if out is not None else Path("runs") / loaded.name, fresh=fresh)
+    typer.echo(f"results in {run_dir}")
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(
+        ..., help="A run directory holding metrics.csv (and ledger.csv).", show_default=False
+    ),
+) -> None:
+    """Redraw the figures of a finished run from its metrics.csv and ledger.csv."""
+    from scenarios.plots import ResultsError, plot_run
+
+    if not (run_dir / "metrics.csv").is_file():
+        raise UserError(f"{run_dir}: no metrics.csv there, expected a run directory written by `crossbar-sim run`")
+    try:
+        written = plot_run(run_dir)
+    except ResultsError as error:
+        raise UserError(str(error)) from None
+    typer.echo(f"wrote {len(written)} figure files to {run_dir / 'figures'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,408 @@
+"""Figures of a run directory, drawn from its `metrics.csv` and `ledger.csv` (DESIGN section 6).
+
+`metrics.csv` has one row per (method, task, drift time[, repeat]) with at least the columns in `METRIC_COLUMNS`;
+`ledger.csv` is `energy.Ledger.to_csv` output. Each figure is written as `figures/<name>.<format>` (PNG and SVG by
+default) with atomic writes, so a figure on disk is always whole. Matplotlib is used through `Figure` objects only
+(no pyplot), so drawing leaves no global state behind and needs no display.
+
+Zero values on log axes (no adaptation energy, drift time 0) are drawn on a symmetric-log axis whose linear part
+ends at the smallest positive value, so 0 appears at its true place rather than being dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from energy import WRITE_EVENTS, atomic_write_bytes
+
+__all__ = ["FIGURES", "LEDGER_COLUMNS", "METRIC_COLUMNS", "ResultsError", "plot_run"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "method",
+    "task",
+    "drift_s",
+    "accuracy",
+    "trainable_params",
+    "cell_write_pulses",
+    "adapt_energy_pj",
+    "adapt_latency_s",
+    "inference_energy_pj_per_sample",
+    "switches_to_wearout",
+)
+"""Columns plot_run needs in metrics.csv (accuracy as a fraction in [0, 1]; switches_to_wearout may be inf)."""
+
+LEDGER_COLUMNS: tuple[str, ...] = ("event", "phase", "task", "method", "layer", "count", "energy_pj", "latency_ns")
+
+FIGURES: tuple[str, ...] = (
+    "energy_vs_accuracy",
+    "accuracy_by_task",
+    "energy_breakdown",
+    "cell_writes_per_layer",
+    "accuracy_vs_drift",
+    "endurance",
+)
+"""File stems of the figures, in drawing order. The two ledger figures are skipped when ledger.csv is absent."""
+
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">")
+_ENERGY_UNITS = ((1e9, "mJ"), (1e6, "\u00b5J"), (1e3, "nJ"), (1.0, "pJ"))
+
+
+class ResultsError(ValueError):
+    """A run directory's result files are missing or malformed (one-line message naming the file)."""
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+def _read_csv(path: Path, required: Sequence[str], label_columns: Sequence[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={column: str for column in label_columns}, keep_default_na=False)
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path}: not a readable CSV file ({type(error).__name__})") from None
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}, expected at least {', '.join(required)}")
+    numeric = [column for column in required if column not in label_columns]
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any():
+            raise ResultsError(f"{path}: column {column} has non-numeric values, expected numbers")
+        frame[column] = values.astype(float)
+    return frame
+
+
+def _read_metrics(run_dir: Path) -> pd.DataFrame:
+    frame = _read_csv(run_dir / "metrics.csv", METRIC_COLUMNS, ("method", "task"))
+    if frame.empty:
+        raise ResultsError(f"{run_dir / 'metrics.csv'}: has no rows, expected one row per method, task and drift")
+    return frame
+
+
+def _read_ledger(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "ledger.csv"
+    if not path.is_file():
+        logger.warning("%s not found: skipping the energy breakdown and cell-write figures", path)
+        return None
+    return _read_csv(path, LEDGER_COLUMNS, ("event", "phase", "task", "method", "layer"))
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    """Distinct values in order of first appearance (the runner writes methods in scenario order)."""
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _natural_key(text: str) -> list[object]:
+    """Sort key that orders blocks.2.q before blocks.10.q."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _fresh(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the earliest drift time (normally 0 s: just after programming)."""
+    return metrics[metrics["drift_s"] == metrics["drift_s"].min()]
+
+
+def _style(methods: Sequence[str]) -> dict[str, tuple[object, str]]:
+    """(colour, marker) per method, fixed by the method's position so all figures agree."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {method: (palette(i % 10), _MARKERS[i % len(_MARKERS)]) for i, method in enumerate(methods)}
+
+
+def _energy_unit(largest_pj: float) -> tuple[float, str]:
+    for scale, unit in _ENERGY_UNITS:
+        if largest_pj >= scale:
+            return scale, unit
+    return 1.0, "pJ"
+
+
+def _log_axis_with_zero(ax, axis: str, values: np.ndarray, decade_ticks: bool = True) -> bool:
+    """Log scale for `axis` ("x" or "y"); with zeros among the values, a symmetric log scale whose linear part ends
+    a decade below the smallest positive value, ticked at 0 and at whole decades, so 0 sits at its true place and
+    every positive value is in the logarithmic part (`decade_ticks=False` leaves ticks to the caller). Returns
+    whether any zero is shown that way."""
+    positive = values[values > 0]
+    set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
+    if len(positive) == 0:
+        return False
+    if not (values <= 0).any():
+        set_scale("log")
+        return False
+    linthresh = float(positive.min()) / 10
+    set_scale("symlog", linthresh=linthresh, linscale=0.5)
+    ax.minorticks_off()
+    if not decade_ticks:
+        return True
+    first, last = math.ceil(math.log10(linthresh)), math.ceil(math.log10(float(positive.max())))
+    ticks = [0.0, *(10.0**k for k in range(first, last + 1))]
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks)
+    return True
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+def _energy_vs_accuracy(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
+    fresh = _fresh(metrics).groupby(["method", "task"], sort=False)[["adapt_energy_pj", "accuracy"]].mean()
+    fig = Figure(figsize=(7.5, 5.0))
+    ax = fig.add_subplot()
+    for method in methods:
+        if method not in fresh.index.get_level_values(0):
+            continue
+        rows = fresh.loc[method]
+        colour, marker = style[method]
+        ax.scatter(rows["adapt_energy_pj"], 100 * rows["accuracy"], color=colour, marker=marker, s=30, alpha=0.45)
+        ax.scatter(
+            rows["adapt_energy_pj"].mean(),
+            100 * rows["accuracy"].mean(),
+            color=colour,
+            marker=marker,
+            s=140,
+            edgecolors="black",
+            linewidths=1.0,
+            label=method,
+            zorder=3,
+        )
+    zeros = _log_axis_with_zero(ax, "x", fresh["adapt_energy_pj"].to_numpy())
+    note = " (log scale; 0 drawn at 0)" if zeros else " (log scale)"
+    ax.set_xlabel(f"adaptation energy per task (pJ){note}")
+    ax.set_ylabel("target-task accuracy (%)")
+    ax.set_title("Adaptation energy vs accuracy (fresh devices)")
+    ax.grid(True, which="major", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], marker="o", linestyle="", color="grey", alpha=0.45, markersize=6, label="one target task"),
+        Line2D([], [], marker="o", linestyle="", color="grey", markeredgecolor="black", markersize=11, label="mean"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    return fig
+
+
+def _accuracy_by_task(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
+    fresh = _fresh(metrics)
+    tasks = _ordered(fresh["task"])
+    per_task = fresh.groupby(["method", "task"], sort=False)["accuracy"].agg(["mean", "std"])
+    groups = [*tasks, "mean"]
+    width = 0.8 / max(1, len(methods))
+    fig = Figure(figsize=(max(7.0, 1.3 * len(groups) + 2.5), 4.8))
+    ax = fig.add_subplot()
+    positions = np.arange(len(groups))
+    for i, method in enumerate(methods):
+        means = [per_task["mean"].get((method, task), np.nan) for task in tasks]
+        spread = [per_task["std"].get((method, task), np.nan) for task in tasks]
+        means.append(np.nanmean(means) if not np.all(np.isnan(means)) else np.nan)
+        spread.append(np.nan)
+        colour, _ = style[method]
+        errors = None if np.all(np.isnan(spread)) else 100 * np.nan_to_num(np.asarray(spread))
+        ax.bar(positions + (i - (len(methods) - 1) / 2) * width, 100 * np.asarray(means), width, color=colour,
+               label=method, yerr=errors, capsize=2, edgecolor="white", linewidth=0.5)  # fmt: skip
+    ax.set_xticks(positions, groups, rotation=20, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel("target task")
+    ax.set_title("Per-task accuracy by method (fresh devices; error bars: s.d. over repeats)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    return fig
+
+
+def _energy_breakdown(ledger: pd.DataFrame, methods: list[str]) -> Figure:
+    events = sorted(ledger["event"].unique(), key=_natural_key)
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]
+    colours = {event: palette(i % 20) for i, event in enumerate(events)}
+    deploy_phases = [p for p in _ordered(ledger["phase"]) if p not in ("adapt", "inference")]
+    panels = [
+        ("deployment (once)", "phase", deploy_phases, ledger[ledger["phase"].isin(deploy_phases)]),
+        ("adaptation, all target tasks", "method", methods, ledger[ledger["phase"] == "adapt"]),
+        ("inference, all evaluations", "method", methods, ledger[ledger["phase"] == "inference"]),
+    ]
+    fig = Figure(figsize=(13.0, 4.8))
+    axes = fig.subplots(1, 3)
+    for ax, (title, key, groups, rows) in zip(axes, panels):
+        table = rows.groupby([key, "event"])["energy_pj"].sum().unstack(fill_value=0.0)
+        table = table.reindex(index=groups, fill_value=0.0)
+        scale, unit = _energy_unit(float(table.sum(axis=1).max()) if len(table.columns) else 0.0)
+        bottom = np.zeros(len(groups))
+        for event in events:
+            if event in table.columns:
+                values = table[event].to_numpy() / scale
+                ax.bar(range(len(groups)), values, bottom=bottom, color=colours[event], width=0.7)
+                bottom += values
+        for x, total in enumerate(bottom):
+            ax.annotate(f"{total:.3g}", (x, total), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"energy ({unit})")
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.12)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Energy breakdown by phase and event (from the ledger)")
+    fig.legend(
+        handles=[Patch(color=colours[e], label=e) for e in events],
+        loc="lower center",
+        ncols=min(6, len(events)),
+        fontsize=8,
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    fig.subplots_adjust(bottom=0.3, wspace=0.35)
+    return fig
+
+
+def _cell_writes_per_layer(ledger: pd.DataFrame, methods: list[str]) -> Figure:
+    writes = ledger[ledger["event"].isin(sorted(WRITE_EVENTS))]
+    adapt = writes[writes["phase"] == "adapt"]
+    layer_source = adapt if not adapt.empty else writes
+    layers = sorted((layer for layer in layer_source["layer"].unique() if layer), key=_natural_key)
+    if not layers:
+        layers = ["(all layers)"]
+    table = adapt.assign(layer=adapt["layer"].replace("", "(all layers)")).groupby(["method", "layer"])["count"].sum()
+    table = table.unstack(fill_value=0.0).reindex(index=methods, columns=layers, fill_value=0.0)
+    grid = table.to_numpy(dtype=float)
+    fig = Figure(figsize=(max(6.0, 0.45 * len(layers) + 3.0), max(3.0, 0.5 * len(methods) + 1.8)))
+    ax = fig.add_subplot()
+    positive = grid[grid > 0]
+    shown = np.ma.masked_less_equal(grid, 0)
+    ax.set_facecolor("#eeeeee")  # cells with zero writes show the background
+    norm = LogNorm(positive.min(), max(positive.max(), positive.min() * 10)) if len(positive) else None
+    if norm is not None:
+        image = ax.imshow(shown, aspect="auto", cmap="viridis", norm=norm)
+        fig.colorbar(image, ax=ax, label="SET + RESET pulses (count, log scale)")
+    else:
+        ax.imshow(np.zeros_like(grid), aspect="auto", cmap="Greys", vmin=0, vmax=1)
+    if grid.size <= 200:
+        for (row, col), value in np.ndenumerate(grid):
+            bright = value == 0 or (norm is not None and norm(value) > 0.6)  # viridis is light at its top end
+            ax.text(col, row, "0" if value == 0 else f"{value:.2g}", ha="center", va="center", fontsize=6,
+                    color="black" if bright else "white")  # fmt: skip
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("method")
+    ax.set_title("Cell writes per layer during adaptation (all target tasks; grey = 0)")
+    return fig
+
+
+def _accuracy_vs_drift(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
+    per_task = metrics.groupby(["method", "drift_s", "task"], sort=False)["accuracy"].mean()
+    summary = per_task.groupby(level=["method", "drift_s"], sort=False).agg(["mean", "std"])
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    for method in methods:
+        if method not in summary.index.get_level_values(0):
+            continue
+        rows = summary.loc[method].sort_index()
+        colour, marker = style[method]
+        times = rows.index.to_numpy(dtype=float)
+        ax.plot(times, 100 * rows["mean"], color=colour, marker=marker, label=method)
+        spread = 100 * rows["std"].fillna(0.0)
+        ax.fill_between(times, 100 * rows["mean"] - spread, 100 * rows["mean"] + spread, color=colour, alpha=0.12)
+    times = np.sort(metrics["drift_s"].unique().astype(float))
+    _log_axis_with_zero(ax, "x", times, decade_ticks=False)
+    ax.set_xticks(times, [_duration(t) for t in times], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("time since programming (log scale; 0 = fresh)")
+    ax.set_ylabel("mean target-task accuracy (%)")
+    ax.set_title("Accuracy vs conductance drift (band: s.d. across target tasks)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _duration(seconds: float) -> str:
+    """A drift time as a short human label: 0, 30 s, 1 h, 1 d, 30 d, 1 y."""
+    if seconds == 0:
+        return "0"
+    for size, unit in ((31_536_000, "y"), (86_400, "d"), (3_600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _endurance(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
+    per_task = _fresh(metrics).groupby(["method", "task"], sort=False)["switches_to_wearout"].mean()
+    # A device cycling through the target tasks wears by the mean writes per switch: harmonic mean of switches.
+    lifetimes = {}
+    for method in methods:
+        values = per_task.get(method)
+        if values is None or len(values) == 0:
+            continue
+        inverse = np.mean([0.0 if math.isinf(v) else 1.0 / v if v > 0 else math.inf for v in values])
+        lifetimes[method] = math.inf if inverse == 0 else 1.0 / inverse
+    finite = [v for v in lifetimes.values() if math.isfinite(v) and v > 0]
+    top = max(finite) * 100 if finite else 10.0
+    bottom = min(min(finite) / 10, 1.0) if finite else 0.1
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    ax.set_yscale("log")
+    for x, (method, value) in enumerate(lifetimes.items()):
+        colour, _ = style[method]
+        if math.isinf(value):
+            ax.bar(x, top, bottom=bottom, color=colour, alpha=0.35, hatch="//", edgecolor=colour)
+            ax.annotate("no wear\n(no cell writes)", (x, math.sqrt(top * bottom)), ha="center", fontsize=8)
+        else:
+            ax.bar(x, value - bottom if value > bottom else 0, bottom=bottom, color=colour)
+            ax.annotate(f"{value:.3g}", (x, max(value, bottom)), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(bottom, top)
+    ax.set_xticks(range(len(lifetimes)), list(lifetimes), rotation=20, ha="right")
+    ax.set_ylabel("task switches until cells wear out (log scale)")
+    ax.set_xlabel("method")
+    ax.set_title("Endurance: task switches until wear-out (harmonic mean over target tasks)")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+# --- entry point -----------------------------------------------------------------------------------------------
+def _save(fig: Figure, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    written = []
+    for fmt in formats:
+        buffer = io.BytesIO()
+        # No timestamp and a fixed id salt in SVGs: identical inputs give identical files.
+        metadata = {"Date": None} if fmt == "svg" else {}
+        with rc_context({"svg.hashsalt": "crossbar-sim"}):
+            fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+        path = folder / f"{stem}.{fmt}"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def plot_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Draw every figure of a run into `run_dir/figures/` and return the files written.
+
+    Needs `metrics.csv`; the energy-breakdown and cell-write figures also need `ledger.csv` and are skipped (with
+    a logged warning) without it. Raises ResultsError if a file is missing or lacks required columns.
+    """
+    run_dir = Path(run_dir)
+    metrics = _read_metrics(run_dir)
+    ledger = _read_ledger(run_dir)
+    methods = _ordered(metrics["method"])
+    style = _style(methods)
+    folder = run_dir / "figures"
+    drawers = {
+        "energy_vs_accuracy": lambda: _energy_vs_accuracy(metrics, methods, style),
+        "accuracy_by_task": lambda: _accuracy_by_task(metrics, methods, style),
+        "energy_breakdown": (lambda: _energy_breakdown(ledger, methods)) if ledger is not None else None,
+        "cell_writes_per_layer": (lambda: _cell_writes_per_layer(ledger, methods)) if ledger is not None else None,
+        "accuracy_vs_drift": lambda: _accuracy_vs_drift(metrics, methods, style),
+        "endurance": lambda: _endurance(metrics, methods, style),
+    }
+    written: list[Path] = []
+    for stem in FIGURES:
+        draw = drawers[stem]
+        if draw is not None:
+            written += _save(draw(), folder, stem, formats)
+    return written

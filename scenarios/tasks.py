@@ -1,0 +1,486 @@
+"""Task data for scenarios: the offline `digits` family of domain-shifted tasks, and user `.npz` tasks.
+
+The `digits` family is scikit-learn's bundled 8x8 handwritten digits (1797 images, no download) under named domain
+shifts. Source tasks (for the LoRA bank) and target tasks (learned few-shot) are different shifts, the targets being
+variants or compositions of the sources: related to them but not identical, which is the situation LoRAFusion and
+LoraHub address. Every transformed sample draws its own transform parameters (angle, noise level, ...) from a
+generator seeded by (scenario seed, task name, split), so a task's data does not depend on which other tasks a
+scenario lists. The 1797 base images are split once per seed into disjoint train and test pools: test examples
+are transforms of test-pool images only, so no test image is ever seen in training.
+
+Images are returned as float32 arrays of shape (N, 1, 8, 8), normalised as (x/16 - DIGITS_MEAN) / DIGITS_STD;
+labels are int64 class indices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scenarios.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
+
+__all__ = [
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "DIGIT_TASKS",
+    "NPZ_REQUIRED_KEYS",
+    "TASK_FAMILIES",
+    "TaskData",
+    "TaskSuite",
+    "build_tasks",
+    "digit_pools",
+    "digits_task",
+    "load_npz_task",
+]
+
+DIGITS_MEAN = 0.30
+"""Mean pixel value of load_digits() scaled to [0, 1] (0.305 over all 1797 images), rounded."""
+DIGITS_STD = 0.40
+"""Pixel standard deviation of load_digits() scaled to [0, 1] (0.376 over all images), rounded up."""
+DIGITS_TEST_FRACTION = 0.3
+"""Fraction of each digit class held out in the test pool (about 540 of the 1797 base images)."""
+DIGITS_IMAGE_SHAPE = (1, 8, 8)
+DIGITS_CLASSES = 10
+
+Image = np.ndarray  # (8, 8) float64 in [0, 1]
+Transform = Callable[[Image, np.random.Generator], Image]
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's labelled splits. x_*: float32 (N, C, H, W), normalised; y_*: int64 class indices."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TaskSuite:
+    """All tasks of a scenario: the base task, the bank's source tasks and the few-shot target tasks."""
+
+    base: TaskData
+    sources: dict[str, TaskData]
+    targets: dict[str, TaskData]
+    n_classes: int
+    image_shape: tuple[int, int, int]
+
+
+# --- digits: primitive shifts ----------------------------------------------------------------------------------
+# Parameter ranges are chosen so that a model trained on clean digits loses accuracy under each shift, while the
+# digit stays recognisable to a person (checked by eye on the 8x8 images).
+
+
+def _rotate(image: Image, angle_deg: float) -> Image:
+    from scipy import ndimage
+
+    return ndimage.rotate(image, angle_deg, reshape=False, order=1, mode="constant", cval=0.0)
+
+
+def _shift(image: Image, shift_px: tuple[float, float]) -> Image:
+    from scipy import ndimage
+
+    return ndimage.shift(image, shift_px, order=1, mode="constant", cval=0.0)
+
+
+def _random_direction_shift(rng: np.random.Generator, low_px: float, high_px: float) -> tuple[float, float]:
+    radius_px = rng.uniform(low_px, high_px)
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    return radius_px * math.sin(angle), radius_px * math.cos(angle)
+
+
+def _zoom(image: Image, scale: float) -> Image:
+    """Scale the image content by `scale` about the centre (scale < 1 shrinks the digit)."""
+    from scipy import ndimage
+
+    centre = (np.array(image.shape) - 1) / 2.0
+    return ndimage.affine_transform(image, np.eye(2) / scale, offset=centre - centre / scale, order=1, cval=0.0)
+
+
+def rotate_pos30(image: Image, rng: np.random.Generator) -> Image:
+    return _rotate(image, rng.uniform(25.0, 35.0))
+
+
+def rotate_neg30(image: Image, rng: np.random.Generator) -> Image:
+    return _rotate(image, rng.uniform(-35.0, -25.0))
+
+
+def rotate_pos45(image: Image, rng: np.random.Generator) -> Image:
+    return _rotate(image, rng.uniform(40.0, 50.0))
+
+
+def rotate_neg45(image: Image, rng: np.random.Generator) -> Image:
+    return _rotate(image, rng.uniform(-50.0, -40.0))
+
+
+def invert(image: Image, rng: np.random.Generator) -> Image:
+    return 1.0 - image * rng.uniform(0.85, 1.0)
+
+
+def gaussian_noise(image: Image, rng: np.random.Generator) -> Image:
+    return image + rng.normal(0.0, rng.uniform(0.2, 0.35), size=image.shape)
+
+
+def blur(image: Image, rng: np.random.Generator) -> Image:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(image, sigma=rng.uniform(0.8, 1.2), mode="constant", cval=0.0)
+
+
+def shift(image: Image, rng: np.random.Generator) -> Image:
+    return _shift(image, _random_direction_shift(rng, 1.5, 2.0))
+
+
+def zoom_out(image: Image, rng: np.random.Generator) -> Image:
+    return _zoom(image, rng.uniform(0.55, 0.7))
+
+
+def low_contrast(image: Image, rng: np.random.Generator) -> Image:
+    return rng.uniform(0.3, 0.5) + rng.uniform(0.2, 0.35) * image
+
+
+def elastic(image: Image, rng: np.random.Generator) -> Image:
+    """Smooth random displacement field, largest displacement 1.0-1.5 px (Simard et al. 2003 style)."""
+    from scipy import ndimage
+
+    fields = [ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, image.shape), 1.5) for _ in range(2)]
+    largest = max(float(np.abs(f).max()) for f in fields) or 1.0
+    scale_px = rng.uniform(1.0, 1.5) / largest
+    rows, cols = np.meshgrid(np.arange(image.shape[0]), np.arange(image.shape[1]), indexing="ij")
+    coords = [rows + fields[0] * scale_px, cols + fields[1] * scale_px]
+    return ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0)
+
+
+def salt_pepper(image: Image, rng: np.random.Generator) -> Image:
+    out = image.copy()
+    hit = rng.random(image.shape) < rng.uniform(0.15, 0.25)
+    out[hit] = rng.integers(0, 2, size=int(hit.sum())).astype(float)
+    return out
+
+
+def shear(image: Image, rng: np.random.Generator) -> Image:
+    """Horizontal shear about the centre, factor 0.4-0.6 with a random sign."""
+    from scipy import ndimage
+
+    factor = rng.uniform(0.4, 0.6) * rng.choice([-1.0, 1.0])
+    matrix = np.array([[1.0, 0.0], [factor, 1.0]])
+    centre = (np.array(image.shape) - 1) / 2.0
+    return ndimage.affine_transform(image, matrix, offset=centre - matrix @ centre, order=1, cval=0.0)
+
+
+def _identity(image: Image, rng: np.random.Generator) -> Image:
+    return image
+
+
+def _mild(image: Image, rng: np.random.Generator) -> Image:
+    """A mild mix for a robust base model: rotation within +-10 deg, sub-pixel shift, faint noise."""
+    image = _rotate(image, rng.uniform(-10.0, 10.0))
+    image = _shift(image, _random_direction_shift(rng, 0.0, 0.5))
+    return image + rng.normal(0.0, 0.03, size=image.shape)
+
+
+def _rotate_either_30(image: Image, rng: np.random.Generator) -> Image:
+    return _rotate(image, rng.choice([-1.0, 1.0]) * rng.uniform(25.0, 35.0))
+
+
+def _noise_light(image: Image, rng: np.random.Generator) -> Image:
+    return image + rng.normal(0.0, rng.uniform(0.15, 0.25), size=image.shape)
+
+
+def _compose(*steps: Transform) -> Transform:
+    def composed(image: Image, rng: np.random.Generator) -> Image:
+        for step in steps:
+            image = step(image, rng)
+        return image
+
+    return composed
+
+
+@dataclass(frozen=True)
+class DigitShift:
+    """A named domain shift of the digits family: a per-sample random transform and what it does."""
+
+    transform: Transform
+    description: str
+
+
+DIGIT_TASKS: dict[str, DigitShift] = {
+    # base tasks
+    "clean": DigitShift(_identity, "the unmodified digits"),
+    "mild": DigitShift(_mild, "rotation +-10 deg, shift <= 0.5 px, noise sigma 0.03"),
+    # source tasks: one shift each
+    "rotate_+30": DigitShift(rotate_pos30, "rotation by +25..+35 deg"),
+    "rotate_-30": DigitShift(rotate_neg30, "rotation by -35..-25 deg"),
+    "invert": DigitShift(invert, "inverted intensities (1 - x * 0.85..1)"),
+    "gaussian_noise": DigitShift(gaussian_noise, "additive Gaussian noise, sigma 0.2..0.35"),
+    "blur": DigitShift(blur, "Gaussian blur, sigma 0.8..1.2 px"),
+    "shift": DigitShift(shift, "translation by 1.5..2 px in a random direction"),
+    "zoom_out": DigitShift(zoom_out, "digit shrunk to 55..70 % about the centre"),
+    "low_contrast": DigitShift(low_contrast, "background 0.3..0.5, contrast 0.2..0.35"),
+    "elastic": DigitShift(elastic, "smooth elastic distortion, up to 1..1.5 px"),
+    "salt_pepper": DigitShift(salt_pepper, "15..25 % of pixels set to black or white"),
+    "shear": DigitShift(shear, "horizontal shear, factor +-0.4..0.6"),
+    # target tasks: variants and compositions of the sources
+    "rotate_+45": DigitShift(rotate_pos45, "rotation by +40..+50 deg"),
+    "rotate_-45": DigitShift(rotate_neg45, "rotation by -50..-40 deg"),
+    "invert_noise": DigitShift(_compose(invert, _noise_light), "inverted, then noise sigma 0.15..0.25"),
+    "blur_shift": DigitShift(_compose(blur, shift), "blurred, then shifted 1.5..2 px"),
+    "rotate_noise": DigitShift(_compose(_rotate_either_30, _noise_light), "rotated +-25..35 deg, then noise"),
+    "zoom_rotate": DigitShift(_compose(zoom_out, _rotate_either_30), "shrunk, then rotated +-25..35 deg"),
+    "contrast_blur": DigitShift(_compose(low_contrast, blur), "low contrast, then blurred"),
+}
+"""The digits family by name (see the module docstring)."""
+
+TASK_FAMILIES: dict[str, tuple[str, ...] | None] = {"digits": tuple(DIGIT_TASKS), "npz": None}
+"""Task names per family; None where the names come from the scenario (npz files named in `tasks.npz`)."""
+
+
+# --- digits: pools and generation ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as float64 (N, 8, 8) in [0, 1] and int64 labels (read-only; scikit-learn's bundled copy)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float64)
+    labels = bunch.target.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _generator(seed: int, *labels: str) -> np.random.Generator:
+    """A generator for (seed, labels...): stable across runs and Python versions (crc32, not hash())."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *(zlib.crc32(label.encode()) for label in labels)]))
+
+
+def digit_pools(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (train_pool, test_pool) indices into the 1797 base images, stratified by class."""
+    _, labels = _digit_images()
+    rng = _generator(seed, "digits", "pools")
+    train, test = [], []
+    for digit in range(DIGITS_CLASSES):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        n_test = round(DIGITS_TEST_FRACTION * len(members))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _draw_indices(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` pool entries as consecutive shuffles of the pool: each image is used once before any repeats."""
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    rounds = -(-count // len(pool))
+    return np.concatenate([rng.permutation(pool) for _ in range(rounds)])[:count]
+
+
+def _render(name: str, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _digit_images()
+    transform = DIGIT_TASKS[name].transform
+    out = np.empty((len(indices), *DIGITS_IMAGE_SHAPE), dtype=np.float32)
+    for row, index in enumerate(indices):
+        shifted = np.clip(transform(images[index], rng), 0.0, 1.0)
+        out[row, 0] = (shifted - DIGITS_MEAN) / DIGITS_STD
+    return out, labels[indices].copy()
+
+
+def digits_task(name: str, *, seed: int, n_train: int, n_val: int, n_test: int) -> TaskData:
+    """Generate one digits task. Train and val come from the train pool (distinct base images while the pool
+    lasts), test from the test pool; each sample gets its own transform parameters."""
+    if name not in DIGIT_TASKS:
+        raise ScenarioError(f"unknown digits task {name!r}, expected one of {', '.join(DIGIT_TASKS)}")
+    train_pool, test_pool = digit_pools(seed)
+    picks = _draw_indices(train_pool, n_train + n_val, _generator(seed, "digits", name, "pick-train"))
+    x_train, y_train = _render(name, picks[:n_train], _generator(seed, "digits", name, "train"))
+    x_val, y_val = _render(name, picks[n_train:], _generator(seed, "digits", name, "val"))
+    test_picks = _draw_indices(test_pool, n_test, _generator(seed, "digits", name, "pick-test"))
+    x_test, y_test = _render(name, test_picks, _generator(seed, "digits", name, "test"))
+    return TaskData(name, x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+# --- npz tasks -------------------------------------------------------------------------------------------------
+NPZ_REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_OPTIONAL_KEYS = ("x_val", "y_val")
+
+
+def load_npz_task(
+    path: str | Path,
+    name: str,
+    *,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    patch_size: int,
+    exact_train: bool = False,
+    n_classes: int | None = None,
+) -> TaskData:
+    """Load and validate a user's task file: arrays x_train, y_train, x_test, y_test (optional x_val, y_val).
+
+    Images are (N, H, W) or (N, C, H, W) with H and W multiples of `patch_size`; labels are integers in
+    [0, n_classes). Takes the first `n_train` training examples (exactly that many if `exact_train`, else at most)
+    and the first `n_test` test examples at most; validation examples come from x_val, or else from the training
+    examples after the first `n_train`. Raises ScenarioError naming the file and the problem.
+    """
+    path = Path(path)
+
+    def fail(problem: str) -> ScenarioError:
+        return ScenarioError(f"{path.name}: {problem}")
+
+    if not path.is_file():
+        raise fail("file not found, expected an .npz file with arrays " + ", ".join(NPZ_REQUIRED_KEYS))
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise fail("is a single .npy array, expected an .npz archive of named arrays")
+            present = set(archive.files)
+            missing = [key for key in NPZ_REQUIRED_KEYS if key not in present]
+            if missing:
+                raise fail(
+                    f"missing array(s) {', '.join(missing)}, expected {', '.join(NPZ_REQUIRED_KEYS)} "
+                    "(and optionally x_val, y_val)"
+                )
+            if ("x_val" in present) != ("y_val" in present):
+                raise fail("has only one of x_val and y_val, expected both or neither")
+            arrays = {key: archive[key] for key in (*NPZ_REQUIRED_KEYS, *NPZ_OPTIONAL_KEYS) if key in present}
+    except ScenarioError:
+        raise
+    except Exception as error:  # zip, pickle-refusal and OS errors: the file is not a readable archive
+        raise fail(
+            f"not a readable .npz archive ({type(error).__name__}), expected a file written by numpy.savez"
+        ) from None
+
+    splits = ("train", "val", "test") if "x_val" in arrays else ("train", "test")
+    image_shape: tuple[int, ...] | None = None
+    for split in splits:
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim not in (3, 4):
+            raise fail(f"x_{split} has shape {x.shape}, expected (N, H, W) or (N, C, H, W)")
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.dtype.kind not in "iuf":
+            raise fail(f"x_{split} has dtype {x.dtype}, expected numbers")
+        if not np.all(np.isfinite(x)):
+            raise fail(f"x_{split} contains NaN or infinite values, expected finite numbers")
+        if image_shape is None:
+            image_shape = x.shape[1:]
+        elif x.shape[1:] != image_shape:
+            raise fail(f"x_{split} images are {x.shape[1:]}, expected {image_shape} like x_train")
+        if y.ndim != 1 or len(y) != len(x):
+            raise fail(f"y_{split} has shape {y.shape}, expected ({len(x)},): one label per x_{split} image")
+        if y.dtype.kind not in "iu":
+            raise fail(f"y_{split} has dtype {y.dtype}, expected integer class labels")
+        if len(y) and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
+            bad = int(y.min()) if y.min() < 0 else int(y.max())
+            expected = f"[0, {n_classes})" if n_classes is not None else ">= 0"
+            raise fail(f"y_{split} has label {bad}, expected labels in {expected}")
+        arrays[f"x_{split}"] = x
+    assert image_shape is not None
+    height, width = image_shape[1:]
+    if height % patch_size or width % patch_size:
+        raise fail(f"images are {height}x{width}, expected sides that are multiples of model.patch_size={patch_size}")
+
+    n_x_train = len(arrays["x_train"])
+    needed = n_train + (0 if "x_val" in arrays else n_val) if exact_train else 1
+    if n_x_train < needed:
+        raise fail(f"x_train has {n_x_train} examples, expected at least {needed}")
+    if "x_val" in arrays and len(arrays["x_val"]) < n_val:
+        raise fail(f"x_val has {len(arrays['x_val'])} examples, expected at least {n_val} (tasks.few_shot_val)")
+    if len(arrays["x_test"]) == 0:
+        raise fail("x_test is empty, expected at least one test example")
+
+    n_train = min(n_train, n_x_train if "x_val" in arrays else max(1, n_x_train - n_val))
+    if "x_val" in arrays:
+        x_val, y_val = arrays["x_val"][:n_val], arrays["y_val"][:n_val]
+    else:
+        x_val, y_val = arrays["x_train"][n_train : n_train + n_val], arrays["y_train"][n_train : n_train + n_val]
+
+    def as_x(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def as_y(y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(y, dtype=np.int64)
+
+    return TaskData(
+        name,
+        as_x(arrays["x_train"][:n_train]),
+        as_y(arrays["y_train"][:n_train]),
+        as_x(x_val),
+        as_y(y_val),
+        as_x(arrays["x_test"][:n_test]),
+        as_y(arrays["y_test"][:n_test]),
+    )
+
+
+# --- whole scenario --------------------------------------------------------------------------------------------
+def build_tasks(scenario: Scenario) -> TaskSuite:
+    """Generate or load every task the scenario names, with the sizes it asks for.
+
+    Base task: `tasks.base_train_size` training examples; sources: `bank.train_size`; targets: few-shot
+    `tasks.few_shot_train` + `tasks.few_shot_val`. Every task gets up to `tasks.test_size` test examples.
+    """
+    spec = scenario.tasks
+    roles = [(spec.base, "base"), *((name, "source") for name in spec.sources), *((n, "target") for n in spec.targets)]
+    n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
+    loaded: dict[str, TaskData] = {}
+    if spec.family == "digits":
+        for name, role in roles:
+            loaded[name] = digits_task(
+                name, seed=scenario.seed, n_train=n_train_by_role[role], n_val=spec.few_shot_val, n_test=spec.test_size
+            )
+        n_classes, image_shape = DIGITS_CLASSES, DIGITS_IMAGE_SHAPE
+    else:
+        assert spec.npz is not None  # the schema requires it for this family
+        n_classes = spec.n_classes
+        for name, role in roles:
+            try:
+                task = load_npz_task(
+                    spec.npz[name],
+                    name,
+                    n_train=n_train_by_role[role],
+                    n_val=spec.few_shot_val,
+                    n_test=spec.test_size,
+                    patch_size=scenario.model.patch_size,
+                    exact_train=role == "target",
+                    n_classes=n_classes,
+                )
+            except ScenarioError as error:
+                raise ScenarioError(f"tasks.npz.{name}: {error}") from None
+            if role == "base" and n_classes is None:
+                n_classes = int(task.y_train.max()) + 1 if len(task.y_train) else 1
+                if n_classes < 2:
+                    raise ScenarioError(f"tasks.npz.{name}: base task has a single class, expected at least 2")
+            if loaded and task.image_shape != loaded[spec.base].image_shape:
+                raise ScenarioError(
+                    f"tasks.npz.{name}: images are {task.image_shape}, "
+                    f"expected {loaded[spec.base].image_shape} like the base task (one model serves all tasks)"
+                )
+            loaded[name] = task
+        assert n_classes is not None
+        image_shape = loaded[spec.base].image_shape
+    return TaskSuite(
+        base=loaded[spec.base],
+        sources={name: loaded[name] for name in spec.sources},
+        targets={name: loaded[name] for name in spec.targets},
+        n_classes=n_classes,
+        image_shape=image_shape,
+    )
