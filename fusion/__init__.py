@@ -1,1 +1,82 @@
-"""fusion"""
+"""LoRA banks on the crossbar, the fused layer and the adaptation methods (LoRAFusion and its baselines).
+
+What this package owns (DESIGN section 5):
+
+- `lora`: rank-r LoRA on linear layers (`attach_lora`, `train_lora`), `bank`: `LoRABank` with safetensors
+  save/load and `build_bank`;
+- `deploy`: `program_bank` (the bank's stacked A and B written into analog arrays once, plus the one-time
+  calibration read-out) and `attach_fusion`;
+- `fused`: `FusedLinear` (analog base + analog bank + digital coefficients and DoRA magnitude), `reference`: the
+  same math on dense matrices;
+- `trainers.adapt` with the registered methods (`fusion`, `lorahub`, `zero_shot`, `lora_program_once`,
+  `lora_in_situ`, `lora_digital`, `full_finetune`), sharing one training loop (`loop`) and recording their
+  `adapt` phase in the ledger (`accounting`);
+- `params`: trainable-parameter counts from layer shapes alone.
+
+Imports `energy` and `crossbar` only.
+"""
+
+from fusion.accounting import record_to
+from fusion.analog_lora import AnalogLoRALinear
+from fusion.bank import BANK_FORMAT_VERSION, LoRABank, build_bank
+from fusion.deploy import BankArrays, FusionLayers, ProgrammedBank, attach_fusion, detach_fusion, program_bank
+from fusion.fused import FusedCalibration, FusedLinear, calibrate
+from fusion.loop import evaluate_loss
+from fusion.lora import LoRALinear, attach_lora, detach_lora, extract_lora, find_linear_layers, lora_layers, train_lora
+from fusion.params import (
+    LayerShape,
+    coefficient_groups,
+    count_trainable,
+    default_block_of,
+    fusion_trainable_params,
+    lora_trainable_params,
+    t5_attention_shapes,
+)
+from fusion.reference import FUSION_FORMS, fused_delta, fused_row_norm, fused_weight
+from fusion.registry import METHODS, AdaptContext, AdaptResult, register_method
+from fusion.settings import AdaptSettings
+from fusion.trainers import adapt, method_names, split_few_shot
+
+__all__ = [
+    "BANK_FORMAT_VERSION",
+    "FUSION_FORMS",
+    "METHODS",
+    "AdaptContext",
+    "AdaptResult",
+    "AdaptSettings",
+    "AnalogLoRALinear",
+    "BankArrays",
+    "FusedCalibration",
+    "FusedLinear",
+    "FusionLayers",
+    "LayerShape",
+    "LoRABank",
+    "LoRALinear",
+    "ProgrammedBank",
+    "adapt",
+    "attach_fusion",
+    "attach_lora",
+    "build_bank",
+    "calibrate",
+    "coefficient_groups",
+    "count_trainable",
+    "default_block_of",
+    "detach_fusion",
+    "detach_lora",
+    "evaluate_loss",
+    "extract_lora",
+    "find_linear_layers",
+    "fused_delta",
+    "fused_row_norm",
+    "fused_weight",
+    "fusion_trainable_params",
+    "lora_layers",
+    "lora_trainable_params",
+    "method_names",
+    "program_bank",
+    "record_to",
+    "register_method",
+    "split_few_shot",
+    "t5_attention_shapes",
+    "train_lora",
+]

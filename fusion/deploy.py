@@ -1,0 +1,222 @@
+"""Deploying a LoRA bank: programming its stacked A and B matrices into analog arrays once, calibrating the row-norm
+read-out, and swapping `FusedLinear` layers into a model.
+
+`program_bank` is the `deploy_bank` phase: one A_stack (N*r x d_in) and one B_stack (d_out x N*r) array per adapted
+layer, written once with the device's programming model. `attach_fusion` then builds the fused layers with their
+coefficient Parameters (per layer, per block or global) and DoRA magnitudes; nothing it does writes a cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from energy import LedgerScope
+from fusion.bank import LoRABank
+from fusion.fused import FusedCalibration, FusedLinear, calibrate
+from fusion.lora import is_linear, set_module
+from fusion.params import CoefficientSharing, coefficient_groups
+from fusion.reference import FusionForm, check_form
+from fusion.seeding import derive_seed
+
+__all__ = ["BankArrays", "FusionLayers", "ProgrammedBank", "attach_fusion", "detach_fusion", "program_bank"]
+
+
+@dataclass
+class BankArrays:
+    """One layer's bank on hardware: the A_stack and B_stack arrays and their calibration read-out."""
+
+    a: nn.Module
+    b: nn.Module
+    calibration: FusedCalibration | None
+
+
+class ProgrammedBank:
+    """A `LoRABank` as it sits in analog arrays (or, with no device, in frozen digital reference layers)."""
+
+    def __init__(self, bank: LoRABank, layers: dict[str, BankArrays], report: object = None) -> None:
+        self.bank = bank
+        self.layers = layers
+        self.report = report
+        """Sum of the arrays' programming reports (crossbar `ProgramReport`), None for a digital bank."""
+
+    @property
+    def rank(self) -> int:
+        return self.bank.rank
+
+    @property
+    def alpha(self) -> float:
+        return self.bank.alpha
+
+    @property
+    def n_entries(self) -> int:
+        return self.bank.n_entries
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers)
+
+    def __repr__(self) -> str:
+        return f"ProgrammedBank({self.bank!r})"
+
+
+def _base_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"model has no layer {name!r} that the bank adapts") from None
+    while not is_linear(module) and hasattr(module, "base"):
+        module = module.base
+    if not is_linear(module):
+        raise ValueError(f"model layer {name!r} is a {type(module).__name__}, not a linear layer")
+    return module
+
+
+def _digital_array(weight: torch.Tensor, name: str) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    layer.weight.requires_grad_(False)
+    layer.name = name
+    return layer
+
+
+def program_bank(
+    model: nn.Module,
+    bank: LoRABank,
+    device: object | None,
+    ledger_scope: LedgerScope | None = None,
+    *,
+    seed: int = 0,
+    calibration_scope: LedgerScope | None | str = "auto",
+    calibrate_norms: bool = True,
+) -> ProgrammedBank:
+    """Write `bank` into two analog arrays per adapted layer of `model`, once, and read out the norm calibration.
+
+    `device` is a crossbar `DeviceConfig` (None keeps the bank in frozen digital layers: an exact reference with
+    nothing recorded for the arrays). Programming is recorded in `ledger_scope` (normally phase `deploy_bank`), the
+    calibration read-out in `calibration_scope`: by default the same ledger, task and method under phase
+    `calibration`. Each array gets its own seed derived from `seed` and the layer name. `model` is not modified.
+    """
+    if bank.n_entries == 0:
+        raise ValueError("cannot program an empty bank")
+    if calibration_scope == "auto":
+        calibration_scope = None
+        if ledger_scope is not None:
+            calibration_scope = LedgerScope(
+                ledger_scope.ledger, phase="calibration", task=ledger_scope.task, method=ledger_scope.method
+            )
+    if device is not None:
+        from crossbar import AnalogLinear  # fusion sits above crossbar; imported here so digital use needs no arrays
+
+    layers: dict[str, BankArrays] = {}
+    report = None
+    for name in bank.layer_names:
+        base = _base_layer(model, name)
+        shape = next(s for s in bank.layer_shapes() if s.name == name)
+        if (base.in_features, base.out_features) != (shape.d_in, shape.d_out):
+            raise ValueError(
+                f"bank layer {name!r} is {shape.d_out}x{shape.d_in}, "
+                f"the model's is {base.out_features}x{base.in_features}"
+            )
+        a_stack, b_stack = bank.stacked(name)
+        if device is None:
+            array_a, array_b = _digital_array(a_stack, f"{name}.bank_A"), _digital_array(b_stack, f"{name}.bank_B")
+        else:
+            array_a = AnalogLinear.from_weight(
+                a_stack, None, device, seed=derive_seed(seed, "bank_A", name), name=f"{name}.bank_A"
+            )
+            array_b = AnalogLinear.from_weight(
+                b_stack, None, device, seed=derive_seed(seed, "bank_B", name), name=f"{name}.bank_B"
+            )
+            for array in (array_a, array_b):
+                programmed = array.program(ledger_scope)
+                report = programmed if report is None else report + programmed
+        calibration = calibrate(base, array_a, array_b, calibration_scope, layer=name) if calibrate_norms else None
+        layers[name] = BankArrays(array_a, array_b, calibration)
+    return ProgrammedBank(bank, layers, report)
+
+
+@dataclass
+class FusionLayers:
+    """The fused layers swapped into a model and their coefficient Parameters (one per sharing group)."""
+
+    layers: dict[str, FusedLinear]
+    coefficients: dict[str, nn.Parameter]
+    groups: dict[str, str]
+    """Layer name -> coefficient group."""
+
+    def magnitudes(self) -> list[nn.Parameter]:
+        return [layer.magnitude for layer in self.layers.values() if layer.magnitude is not None]
+
+
+def attach_fusion(
+    model: nn.Module,
+    bank: ProgrammedBank,
+    *,
+    form: FusionForm = "lorahub",
+    sharing: CoefficientSharing = "layer",
+    block_of: Callable[[str], str] | None = None,
+    coefficient_init: str | torch.Tensor = "xavier",
+    use_magnitude: bool = True,
+    seed: int = 0,
+    scope: LedgerScope | None = None,
+) -> FusionLayers:
+    """Replace each bank layer of `model` (in place) by a `FusedLinear` on the bank's arrays.
+
+    Coefficients: one (N,) Parameter per group of `sharing`. `coefficient_init` is `"xavier"` (LoRAFusion: a
+    (N, n_groups) matrix drawn jointly with `xavier_uniform_` from a generator seeded with `seed`, column g going to
+    group g), `"zeros"` (LoraHub's start) or an (N, n_groups) tensor. Magnitudes start at n(c) so every layer starts
+    equal to W0 + dW(c); that first norm computation is recorded in `scope`.
+    """
+    check_form(form)
+    if use_magnitude and any(arrays.calibration is None for arrays in bank.layers.values()):
+        raise ValueError("the DoRA magnitude needs the calibration read-out: program_bank(..., calibrate_norms=True)")
+    groups = coefficient_groups(bank.layer_names, sharing, block_of)
+    group_names = list(dict.fromkeys(groups.values()))
+    n = bank.n_entries
+    if isinstance(coefficient_init, torch.Tensor):
+        init = coefficient_init.detach().to(torch.float32)
+        if init.shape != (n, len(group_names)):
+            raise ValueError(f"coefficient_init must have shape ({n}, {len(group_names)}), got {tuple(init.shape)}")
+    elif coefficient_init == "xavier":
+        init = torch.empty(n, len(group_names))
+        # LoRAFusion: torch.nn.init.xavier_uniform_ on (lora_num, num_blocks): U(+-sqrt(6 / (N + n_groups))).
+        nn.init.xavier_uniform_(init, generator=torch.Generator().manual_seed(seed))
+    elif coefficient_init == "zeros":
+        init = torch.zeros(n, len(group_names))
+    else:
+        raise ValueError(f"coefficient_init must be 'xavier', 'zeros' or a tensor, got {coefficient_init!r}")
+    coefficients = {g: nn.Parameter(init[:, j].clone()) for j, g in enumerate(group_names)}
+    layers: dict[str, FusedLinear] = {}
+    for name, arrays in bank.layers.items():
+        base = _base_layer(model, name)
+        fused = FusedLinear(
+            base,
+            arrays.a,
+            arrays.b,
+            n_entries=n,
+            rank=bank.rank,
+            alpha=bank.alpha,
+            coefficients=coefficients[groups[name]],
+            calibration=arrays.calibration,
+            form=form,
+            use_magnitude=use_magnitude,
+            name=name,
+        )
+        if use_magnitude:
+            fused.reset_magnitude(scope)
+        set_module(model, name, fused)
+        layers[name] = fused
+    return FusionLayers(layers, coefficients, groups)
+
+
+def detach_fusion(model: nn.Module) -> nn.Module:
+    """Put the base layers back in place of every `FusedLinear` (in place); returns `model`."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, FusedLinear):
+            set_module(model, name, module.base)
+    return model

@@ -1,0 +1,216 @@
+"""Methods that train a fresh LoRA for the task (`lora_program_once`, `lora_in_situ`, `lora_digital`) and full
+fine-tuning (`full_finetune`). All train with the analog base in the loop (its forward and transposed MVMs).
+
+- `lora_digital`: the LoRA stays in digital logic next to the analog base (AHWA-LoRA): no writes, but digital MACs
+  and SRAM reads at every inference.
+- `lora_program_once`: the LoRA is trained digitally, then written once into two new arrays per layer.
+- `lora_in_situ`: the LoRA lives in arrays from the start; after every optimizer step the cells whose quantised
+  target changed are rewritten.
+- `full_finetune`: a digital copy of every analog layer's weights is trained, then all changed base cells are
+  rewritten once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fusion.analog_lora import AnalogLoRALinear
+from fusion.fused import read_weight
+from fusion.loop import LoopResult, ParamGroup, train_loop
+from fusion.lora import LoRALinear, attach_lora, find_linear_layers, set_module
+from fusion.params import count_trainable
+from fusion.registry import AdaptContext, AdaptResult, register_method
+from fusion.seeding import derive_seed
+
+__all__ = ["adapt_full_finetune", "adapt_lora_digital", "adapt_lora_in_situ", "adapt_lora_program_once"]
+
+
+def _lora_config(ctx: AdaptContext) -> tuple[list[str], int, float]:
+    s = ctx.settings
+    bank = ctx.bank.bank if ctx.bank is not None and hasattr(ctx.bank, "bank") else ctx.bank
+    targets = list(s.lora_target_modules or (bank.target_modules if bank is not None else ("q", "v")))
+    rank = s.lora_rank or (bank.rank if bank is not None else 8)
+    alpha = s.lora_alpha or (bank.alpha if bank is not None else 2.0 * rank)
+    return targets, rank, alpha
+
+
+def _device(ctx: AdaptContext) -> object:
+    if ctx.device is not None:
+        return ctx.device
+    for module in ctx.model.modules():
+        if hasattr(module, "mvm") and hasattr(module, "device"):
+            return module.device
+    raise ValueError(f"method {ctx.method!r} writes new arrays and needs a device: pass device=DeviceConfig(...)")
+
+
+def _train(
+    ctx: AdaptContext, params: list[nn.Parameter], lr: float, weight_decay: float, after_step=None
+) -> LoopResult:
+    s = ctx.settings
+    return train_loop(
+        ctx.model,
+        ctx.x_train,
+        ctx.y_train,
+        [ParamGroup(ctx.method, params, lr=lr, weight_decay=weight_decay, keep_best=True)],
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        seed=derive_seed(ctx.seed, "batches"),
+        x_val=ctx.x_val,
+        y_val=ctx.y_val,
+        early_stopping=s.early_stopping and after_step is None,
+        patience=s.patience,
+        scope=ctx.scope,
+        after_step=after_step,
+        progress=s.progress,
+        desc=f"{ctx.method} {ctx.task}".strip(),
+    )
+
+
+def _result(ctx: AdaptContext, params: list[nn.Parameter], loop: LoopResult, **details: object) -> AdaptResult:
+    return AdaptResult(
+        ctx.method,
+        ctx.task,
+        ctx.model,
+        trainable_params=count_trainable(params),
+        train_losses=loop.step_losses,
+        val_losses=loop.val_losses,
+        epochs_run=loop.epochs_run,
+        best_epoch=loop.best_epoch,
+        details={"steps": loop.steps, **details},
+    )
+
+
+def _train_digital_lora(ctx: AdaptContext) -> tuple[dict[str, LoRALinear], list[nn.Parameter], LoopResult]:
+    targets, rank, alpha = _lora_config(ctx)
+    layers = attach_lora(ctx.model, targets, rank, alpha, seed=derive_seed(ctx.seed, "lora_init"))
+    params = [p for layer in layers.values() for p in (layer.lora_A, layer.lora_B)]
+    loop = _train(ctx, params, ctx.settings.lora_lr, ctx.settings.lora_weight_decay)
+    return layers, params, loop
+
+
+@register_method("lora_digital")
+def adapt_lora_digital(ctx: AdaptContext) -> AdaptResult:
+    layers, params, loop = _train_digital_lora(ctx)
+    return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
+
+
+@register_method("lora_program_once")
+def adapt_lora_program_once(ctx: AdaptContext) -> AdaptResult:
+    layers, params, loop = _train_digital_lora(ctx)
+    device = _device(ctx)
+    for name, lora in layers.items():
+        analog = AnalogLoRALinear.program_from(
+            lora.base,
+            lora.lora_A.detach(),
+            lora.lora_B.detach(),
+            device,
+            scale=lora.scale,
+            name=name,
+            seed=ctx.seed,
+            scope=ctx.scope,
+            trainable=False,
+        )
+        set_module(ctx.model, name, analog)
+    return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
+
+
+@register_method("lora_in_situ")
+def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
+    targets, rank, alpha = _lora_config(ctx)
+    device = _device(ctx)
+    generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "lora_init"))
+    layers: dict[str, AnalogLoRALinear] = {}
+    for name in find_linear_layers(ctx.model, targets):
+        base = ctx.model.get_submodule(name)
+        d_in, d_out = int(base.in_features), int(base.out_features)
+        a = torch.empty(rank, d_in)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)  # peft's LoRA init, as attach_lora
+        layer = AnalogLoRALinear.program_from(
+            base,
+            a,
+            torch.zeros(d_out, rank),
+            device,
+            scale=alpha / rank,
+            name=name,
+            seed=ctx.seed,
+            scope=ctx.scope,
+            trainable=True,
+        )
+        set_module(ctx.model, name, layer)
+        layers[name] = layer
+    params = [p for layer in layers.values() for p in (layer.shadow_A, layer.shadow_B)]
+
+    def write(_step: int) -> None:
+        for layer in layers.values():
+            layer.write_shadow(ctx.scope)
+
+    loop = _train(ctx, params, ctx.settings.lora_lr, ctx.settings.lora_weight_decay, after_step=write)
+    return _result(ctx, params, loop, rank=rank)
+
+
+class _ShadowAnalog(nn.Module):
+    """An analog layer with a trainable digital copy of its weights: forward on the array, weight gradient to the
+    copy (straight-through), input gradient through the array's transposed MVM."""
+
+    def __init__(self, analog: nn.Module, name: str) -> None:
+        super().__init__()
+        self.analog = analog
+        self.name = name
+        self.previous = _target_weight(analog)
+        self.shadow = nn.Parameter(self.previous.clone())
+        self.ledger = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.analog(x)
+        if torch.is_grad_enabled():
+            value = nn.functional.linear(x.detach(), self.shadow)
+            out = out + (value - value.detach())
+            scope = self.ledger if self.ledger is not None else getattr(self.analog, "ledger", None)
+            if scope is not None and out.requires_grad:
+                n = x.numel() // self.shadow.shape[1]
+                size = self.shadow.numel()
+                out.register_hook(
+                    lambda grad: _record_outer(scope, self.name, n, size)  # weight-gradient outer products
+                )
+        return out
+
+
+def _record_outer(scope, name: str, n: int, size: int) -> None:
+    from fusion.accounting import record_digital
+
+    record_digital(scope, name, mults=n * size, adds=n * size, sram_reads=size, sram_writes=size)
+
+
+def _target_weight(analog: nn.Module) -> torch.Tensor:
+    """The weight an analog layer was asked to hold (its programming target), else what its cells hold."""
+    for attribute in ("target_weight", "weight"):
+        value = getattr(analog, attribute, None)
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(torch.float32).clone()
+    return read_weight(analog).clone()
+
+
+@register_method("full_finetune")
+def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
+    """Train a digital copy of every analog layer's weights (analog forward in the loop), then reprogram the changed
+    base cells once: the upper bound on writes."""
+    names = [
+        name for name, module in ctx.model.named_modules() if hasattr(module, "mvm") and hasattr(module, "reprogram")
+    ]
+    if not names:
+        raise ValueError("full_finetune needs a model with analog layers (crossbar.convert_to_analog)")
+    wrappers = {}
+    for name in names:
+        wrapper = _ShadowAnalog(ctx.model.get_submodule(name), name)
+        set_module(ctx.model, name, wrapper)
+        wrappers[name] = wrapper
+    params = [w.shadow for w in wrappers.values()]
+    loop = _train(ctx, params, ctx.settings.finetune_lr, 0.0)
+    for name, wrapper in wrappers.items():
+        with torch.no_grad():
+            wrapper.analog.reprogram(wrapper.shadow.detach().clone(), ctx.scope, previous_weight=wrapper.previous)
+        set_module(ctx.model, name, wrapper.analog)
+    return _result(ctx, params, loop)
