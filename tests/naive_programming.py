@@ -1,0 +1,275 @@
+"""Plain NumPy twins of the programming, drift and fault kernels of `crossbar.kernels`.
+
+Each twin follows its kernel's model in the most direct vectorised form (a loop over pulses, fancy indexing over
+cells) with the same counter-based random draws, so conductances, counters and pulse counts agree bit for bit and
+energy sums (added in another order) to 1e-6. They are also the NumPy reference of benchmarks/programming.py.
+Arguments are the kernels' 2-D (rows, d_out) views; arrays are updated in place; totals are returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crossbar.kernels import DRAW_COUNTER, DRAW_PULSE_SHIFT, DRAW_STATISTICAL
+from crossbar.rng import NORMAL_TABLE, normal_from_hash_np, splitmix64_np, uniform_from_hash_np
+
+STUCK = 0xFFFF
+MAX_COUNT = 0xFFFE
+_SHIFT = np.uint64(DRAW_PULSE_SHIFT)
+
+
+def _hash(key: np.uint64, counters: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return splitmix64_np(np.uint64(key) ^ counters.astype(np.uint64))
+
+
+def write_verify_cells_np(g, g_target, stuck, active, cells, *, key, tol, max_step, sigma, g_min, g_max, max_pulses):
+    """Pulse-and-verify loop for flat float64 cell arrays; `active` = needs writing after the first verify read.
+
+    Returns (final G, SET pulses, RESET pulses, sum of mean G over SET pulses, same for RESET, sum of G at the
+    verify reads after pulses).
+    """
+    g = np.array(g, dtype=np.float64)
+    n = g.shape[0]
+    n_set = np.zeros(n, dtype=np.int64)
+    n_reset = np.zeros(n, dtype=np.int64)
+    s_set = np.zeros(n)
+    s_reset = np.zeros(n)
+    s_read = np.zeros(n)
+    hashes = np.zeros(n, dtype=np.uint64)
+    base = np.uint64(key) ^ (cells.astype(np.uint64) << _SHIFT)
+    idx = np.flatnonzero(active)
+    for p in range(max_pulses):
+        if idx.size == 0:
+            break
+        if p % 4 == 0:
+            with np.errstate(over="ignore"):
+                hashes[idx] = splitmix64_np(base[idx] ^ np.uint64(p >> 2))
+        z = normal_from_hash_np(hashes[idx], p % 4).astype(np.float64)
+        g_old = g[idx]
+        target = g_target[idx]
+        step = np.minimum(np.maximum(target - g_old, -max_step), max_step)
+        g_new = np.minimum(np.maximum(g_old + step + sigma * z, g_min), g_max)
+        g_new = np.where(stuck[idx], g_old, g_new)
+        g_mean = 0.5 * (g_old + g_new)
+        up = target > g_old
+        n_set[idx] += up
+        n_reset[idx] += ~up
+        s_set[idx] += np.where(up, g_mean, 0.0)
+        s_reset[idx] += np.where(up, 0.0, g_mean)
+        s_read[idx] += g_new
+        g[idx] = g_new
+        idx = idx[np.abs(g_new - target) > tol]
+    return g, n_set, n_reset, s_set, s_reset, s_read
+
+
+def wear_np(count, pulses, *, ppc, endurance, key, cells):
+    """Twin of `_wear`: counters after adding pulses (stochastic rounding when ppc > 1), STUCK past endurance."""
+    count = count.astype(np.int64)
+    pulses = pulses.astype(np.int64)
+    if ppc == 1:
+        inc = pulses
+    else:
+        u = uniform_from_hash_np(_hash(key, (cells.astype(np.uint64) << _SHIFT) | np.uint64(DRAW_COUNTER)))
+        inc = np.floor(pulses / ppc + u).astype(np.int64)
+    new = np.minimum(count + inc, MAX_COUNT)
+    new = np.where(new * ppc >= endurance, STUCK, new)
+    keep = (count == STUCK) | (pulses == 0)
+    return np.where(keep, count, new).astype(np.uint16)
+
+
+def _gather(g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in):
+    d_out = g_diff.shape[1]
+    mask = np.ones((d_in, d_out), dtype=bool) if changed is None else changed[:d_in].copy()
+    rows, cols = np.nonzero(mask)
+    g_neg32 = g_neg[rows, cols]
+    g_pos32 = g_diff[rows, cols] + g_neg32  # float32, as ArrayState.g_pos_us
+    weights = (rows * d_out + cols).astype(np.int64)
+    return {
+        "rows": rows,
+        "cols": cols,
+        "g0": np.concatenate([g_pos32.astype(np.float64), g_neg32.astype(np.float64)]),
+        "target": np.concatenate([target_pos[rows, cols], target_neg[rows, cols]]).astype(np.float64),
+        "count": np.concatenate([writes_pos[rows, cols], writes_neg[rows, cols]]),
+        "cells": np.concatenate([2 * weights, 2 * weights + 1]),
+    }
+
+
+def _scatter(cells, g_final, pulses, count_new, g_diff, g_neg, writes_pos, writes_neg, shape, record):
+    rows, cols = cells["rows"], cells["cols"]
+    n = rows.shape[0]
+    gp0, gn0 = cells["g0"][:n], cells["g0"][n:]
+    gp, gn = g_final[:n], g_final[n:]
+    moved = (gp != gp0) | (gn != gn0)
+    gn32 = gn[moved].astype(np.float32)
+    g_neg[rows[moved], cols[moved]] = gn32
+    g_diff[rows[moved], cols[moved]] = gp[moved].astype(np.float32) - gn32
+    writes_pos[rows, cols] = count_new[:n]
+    writes_neg[rows, cols] = count_new[n:]
+    pulses_pos = np.zeros(shape, dtype=np.uint8)
+    pulses_neg = np.zeros(shape, dtype=np.uint8)
+    if record:
+        pulses_pos[rows, cols] = pulses[:n]
+        pulses_neg[rows, cols] = pulses[n:]
+    return pulses_pos, pulses_neg
+
+
+def write_verify_np(
+    g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in, *, g_min, g_max, tol, max_step,
+    sigma, max_pulses, endurance, ppc, key, write_coef, read_coef, record=True,
+):  # fmt: skip
+    """Twin of `write_verify_kernel`. Returns (totals dict, pulses_pos, pulses_neg)."""
+    cells = _gather(g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in)
+    g0, target = cells["g0"], cells["target"]
+    stuck = cells["count"] == STUCK
+    active = np.abs(g0 - target) > tol  # first verify read
+    g, n_set, n_reset, s_set, s_reset, s_read = write_verify_cells_np(
+        g0, target, stuck, active, cells["cells"], key=key, tol=tol, max_step=max_step, sigma=sigma, g_min=g_min,
+        g_max=g_max, max_pulses=max_pulses,
+    )  # fmt: skip
+    pulses = n_set + n_reset
+    count_new = wear_np(cells["count"], pulses, ppc=ppc, endurance=endurance, key=key, cells=cells["cells"])
+    pp, pn = _scatter(cells, g, pulses, count_new, g_diff, g_neg, writes_pos, writes_neg, g_diff.shape, record)
+    totals = {
+        "cells": int(g0.shape[0]),
+        "set": int(n_set.sum()),
+        "reset": int(n_reset.sum()),
+        "e_set": write_coef * float(s_set.sum()),
+        "e_reset": write_coef * float(s_reset.sum()),
+        "e_read": read_coef * float(g0.sum() + s_read.sum()),
+    }
+    return totals, pp, pn
+
+
+def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, max_step, sigma, max_pulses, key):
+    """Twin of `pulse_table_kernel` (first verify skipped: every cell starts active)."""
+    span = g_max - g_min
+    grid_i, grid_j = np.divmod(np.arange(n_grid * n_grid), n_grid)
+    point = np.repeat(np.arange(n_grid * n_grid), n_samples)
+    g_start = g_min + span * np.repeat(grid_i, n_samples) / (n_grid - 1)
+    g_target = g_min + span * np.repeat(grid_j, n_samples) / (n_grid - 1)
+    cells = point * n_samples + np.tile(np.arange(n_samples), n_grid * n_grid)
+    n = cells.shape[0]
+    _, n_set, n_reset, s_set, s_reset, s_read = write_verify_cells_np(
+        g_start, g_target, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), cells, key=key, tol=tol,
+        max_step=max_step, sigma=sigma, g_min=g_min, g_max=g_max, max_pulses=max_pulses,
+    )  # fmt: skip
+    total = (n_set + n_reset).reshape(n_grid * n_grid, n_samples).sum(axis=1)
+    g_pulse = (s_set + s_reset).reshape(n_grid * n_grid, n_samples).sum(axis=1)
+    g_read = s_read.reshape(n_grid * n_grid, n_samples).sum(axis=1)
+    out = np.stack([total / n_samples, g_pulse / total, g_read / total])
+    return out.reshape(3, n_grid, n_grid)
+
+
+def sigma_poly_np(g, scale, offset, coeffs):
+    x = g * scale + offset
+    acc = np.full(g.shape, coeffs[-1], dtype=np.float64)
+    for k in range(coeffs.shape[0] - 2, -1, -1):
+        acc = acc * x + coeffs[k]
+    return np.where(acc < 0.0, 0.0, acc)
+
+
+def bilinear_np(grid, u_start, u_target):
+    k = grid.shape[1] - 1
+    x = np.minimum(np.maximum(u_start * float(k), 0.0), float(k))
+    y = np.minimum(np.maximum(u_target * float(k), 0.0), float(k))
+    i = np.minimum(x.astype(np.int64), k - 1)
+    j = np.minimum(y.astype(np.int64), k - 1)
+    fx = x - i
+    fy = y - j
+    w00 = (1.0 - fx) * (1.0 - fy)
+    w10 = fx * (1.0 - fy)
+    w01 = (1.0 - fx) * fy
+    w11 = fx * fy
+    return [
+        grid[m, i, j] * w00 + grid[m, i + 1, j] * w10 + grid[m, i, j + 1] * w01 + grid[m, i + 1, j + 1] * w11
+        for m in range(3)
+    ]
+
+
+def statistical_np(
+    g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in, *, g_min, g_max, tol, max_pulses,
+    endurance, ppc, key, poly_scale, poly_offset, coeffs, pulse_table, write_coef, read_coef, record=True,
+):  # fmt: skip
+    """Twin of `statistical_kernel`. Returns (totals dict, pulses_pos, pulses_neg)."""
+    cells = _gather(g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in)
+    g0, target = cells["g0"], cells["target"]
+    stuck = cells["count"] == STUCK
+    write = np.abs(g0 - target) > tol
+    is_set = target > g0
+    h = _hash(key, (cells["cells"].astype(np.uint64) << _SHIFT) | np.uint64(DRAW_STATISTICAL))
+    z = NORMAL_TABLE[(h & np.uint64(0xFFFF)).astype(np.int64)].astype(np.float64)
+    sigma = sigma_poly_np(target, poly_scale, poly_offset, coeffs)
+    g_end = np.minimum(np.maximum(target + sigma * z, g_min), g_max)
+    inv_span = 1.0 / (g_max - g_min)
+    expected, g_per_pulse, g_per_read = bilinear_np(pulse_table, (g0 - g_min) * inv_span, (target - g_min) * inv_span)
+    n = expected.astype(np.int64)
+    n += (h >> np.uint64(16)).astype(np.float64) * (1.0 / 281474976710656.0) < expected - n
+    n = np.clip(n, 1, max_pulses)
+    sum_pulse = n * g_per_pulse
+    sum_read = n * g_per_read
+    n = np.where(stuck, max_pulses, n)
+    sum_pulse = np.where(stuck, max_pulses * g0, sum_pulse)
+    sum_read = np.where(stuck, max_pulses * g0, sum_read)
+    g_end = np.where(stuck, g0, g_end)
+    n = np.where(write, n, 0)
+    sum_pulse = np.where(write, sum_pulse, 0.0)
+    sum_read = np.where(write, sum_read, 0.0)
+    g_final = np.where(write, g_end, g0)
+    count_new = wear_np(cells["count"], n, ppc=ppc, endurance=endurance, key=key, cells=cells["cells"])
+    pp, pn = _scatter(cells, g_final, n, count_new, g_diff, g_neg, writes_pos, writes_neg, g_diff.shape, record)
+    totals = {
+        "cells": int(g0.shape[0]),
+        "set": int(n[is_set].sum()),
+        "reset": int(n[~is_set].sum()),
+        "e_set": write_coef * float(sum_pulse[is_set].sum()),
+        "e_reset": write_coef * float(sum_pulse[~is_set].sum()),
+        "e_read": read_coef * float(g0.sum() + sum_read.sum()),
+    }
+    return totals, pp, pn
+
+
+def _real_weights(g_diff, d_in):
+    d_out = g_diff.shape[1]
+    rows, cols = np.divmod(np.arange(d_in * d_out), d_out)
+    return rows, cols, np.arange(d_in * d_out, dtype=np.int64)
+
+
+def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_max, mean_us, sigma_us, key):
+    """Twin of `drift_kernel`."""
+    rows, cols, weights = _real_weights(g_diff, d_in)
+    h = _hash(key, weights)
+    gn32 = g_neg[rows, cols]
+    gp0 = (g_diff[rows, cols] + gn32).astype(np.float64)
+    gn0 = gn32.astype(np.float64)
+    gp = np.minimum(np.maximum(gp0 + mean_us + sigma_us * normal_from_hash_np(h, 0).astype(np.float64), g_min), g_max)
+    gn = np.minimum(np.maximum(gn0 + mean_us + sigma_us * normal_from_hash_np(h, 1).astype(np.float64), g_min), g_max)
+    gp = np.where(writes_pos[rows, cols] == STUCK, gp0, gp)
+    gn = np.where(writes_neg[rows, cols] == STUCK, gn0, gn)
+    moved = (gp != gp0) | (gn != gn0)
+    new_neg = gn[moved].astype(np.float32)
+    g_neg[rows[moved], cols[moved]] = new_neg
+    g_diff[rows[moved], cols[moved]] = gp[moved].astype(np.float32) - new_neg
+
+
+def fault_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_max, rate_min, rate_max, key):
+    """Twin of `fault_kernel`; returns the number of new stuck cells."""
+    rows, cols, weights = _real_weights(g_diff, d_in)
+    h = _hash(key, weights)
+    u_pos = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * (1.0 / 4294967296.0)
+    u_neg = (h >> np.uint64(32)).astype(np.float64) * (1.0 / 4294967296.0)
+    gn32 = g_neg[rows, cols]
+    gp0 = (g_diff[rows, cols] + gn32).astype(np.float64)
+    gn0 = gn32.astype(np.float64)
+    rate_any = rate_min + rate_max
+    hit_pos = (writes_pos[rows, cols] != STUCK) & (u_pos < rate_any)
+    hit_neg = (writes_neg[rows, cols] != STUCK) & (u_neg < rate_any)
+    gp = np.where(hit_pos, np.where(u_pos < rate_min, g_min, g_max), gp0)
+    gn = np.where(hit_neg, np.where(u_neg < rate_min, g_min, g_max), gn0)
+    writes_pos[rows[hit_pos], cols[hit_pos]] = STUCK
+    writes_neg[rows[hit_neg], cols[hit_neg]] = STUCK
+    moved = (gp != gp0) | (gn != gn0)
+    new_neg = gn[moved].astype(np.float32)
+    g_neg[rows[moved], cols[moved]] = new_neg
+    g_diff[rows[moved], cols[moved]] = gp[moved].astype(np.float32) - new_neg
+    return int(hit_pos.sum() + hit_neg.sum())

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from naive_programming import drift_np, fault_np
+
+from crossbar.noise import (
+    DOMAIN_DRIFT,
+    DOMAIN_FAULT,
+    apply_drift,
+    domain_key,
+    drift_increment,
+    fabricate_faults,
+    programming_sigma_us,
+)
+from crossbar.presets import device_preset
+from crossbar.state import STUCK, ArrayState
+
+WAN = device_preset("reram_wan2022")
+
+
+def _views(state: ArrayState) -> list[np.ndarray]:
+    rows = state.n_tiles * state.tile_rows
+    return [a.reshape(rows, state.d_out) for a in (state.g_diff_us, state.g_neg_us, state.writes_pos, state.writes_neg)]
+
+
+def _copy(state: ArrayState) -> ArrayState:
+    return ArrayState(
+        state.d_in, state.d_out, state.tile_rows, state.g_diff_us.copy(), state.g_neg_us.copy(),
+        state.writes_pos.copy(), state.writes_neg.copy(),
+    )  # fmt: skip
+
+
+def _assert_same_state(a: ArrayState, b: ArrayState) -> None:
+    for name in ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _filled(device, d_in, d_out, seed, *, g_pos=None, g_neg=None, stuck_frac=0.0) -> ArrayState:
+    rng = np.random.default_rng(seed)
+    state = ArrayState.fresh(d_in, d_out, device)
+    shape = state.g_diff_us.shape
+    real = state.valid_rows()
+    gp = rng.uniform(device.g_min_us, device.g_max_us, shape) if g_pos is None else np.full(shape, g_pos)
+    gn = rng.uniform(device.g_min_us, device.g_max_us, shape) if g_neg is None else np.full(shape, g_neg)
+    gp, gn = gp.astype(np.float32), gn.astype(np.float32)
+    state.g_neg_us[...] = np.where(real, gn, 0.0)
+    state.g_diff_us[...] = np.where(real, gp - gn, 0.0)
+    for writes in (state.writes_pos, state.writes_neg):
+        writes[...] = rng.integers(0, 100, shape)
+        writes[rng.random(shape) < stuck_frac] = STUCK
+    return state
+
+
+# --- programming sigma -------------------------------------------------------------------------------------------
+def test_programming_sigma_values_by_hand() -> None:
+    # Wan 2022 (aihwkit, t = 1 s): sigma(0) = c0, sigma(G_max) = sum of the coefficients, g = G / 40 uS
+    c = (0.348, 16.030, -43.853, 45.393, -16.815)
+    g = np.array([0.0, 10.0, 40.0])
+    u = g / 40.0
+    expected = sum(ck * u**k for k, ck in enumerate(c))
+    np.testing.assert_allclose(programming_sigma_us(g, WAN), expected, rtol=1e-12)
+    assert programming_sigma_us(np.array(40.0), WAN) == pytest.approx(1.103)
+    # Milo 2021 (CrossSim): max(4.782 - 0.009107 G, 0), clamped at zero beyond 525 uS
+    milo = device_preset("reram_milo2021")
+    np.testing.assert_allclose(
+        programming_sigma_us(np.array([50.0, 225.0, 600.0]), milo), [4.782 - 0.45535, 4.782 - 2.049075, 0.0]
+    )
+    # CMO/HfOx (aihwkit, 2 % acceptance): 0.0112 + 0.0113 G
+    cmo = device_preset("neurosim_rram")
+    assert cmo.programming_noise == "cmo_hfox"
+    assert programming_sigma_us(np.array(4.0), cmo) == pytest.approx(0.0112185391 + 0.01129027418 * 4.0)
+    assert np.all(programming_sigma_us(np.linspace(0, 40, 9), device_preset("ideal")) == 0.0)
+
+
+def test_wan_sigma_scales_g_to_the_device_range() -> None:
+    shifted = WAN.replace(g_min_us=10.0, g_max_us=50.0)
+    np.testing.assert_allclose(
+        programming_sigma_us(np.array([10.0, 30.0, 50.0]), shifted),
+        programming_sigma_us(np.array([0.0, 20.0, 40.0]), WAN),
+    )
+
+
+# --- drift -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("d_in", "d_out", "tile_rows"), [(1, 1, 1), (5, 7, 4), (37, 20, 16)])
+def test_drift_kernel_matches_twin(d_in, d_out, tile_rows) -> None:
+    device = WAN.replace(tile_rows=tile_rows)
+    state = _filled(device, d_in, d_out, seed=d_in, stuck_frac=0.1)
+    twin = _copy(state)
+    apply_drift(state, device, t_from_s=10.0, t_to_s=1e5, seed=3, stream=4)
+    mean, sigma = drift_increment(device, 10.0, 1e5)
+    drift_np(*_views(twin), d_in, g_min=0.0, g_max=40.0, mean_us=mean, sigma_us=sigma,
+             key=domain_key(3, 4, DOMAIN_DRIFT))  # fmt: skip
+    _assert_same_state(state, twin)
+
+
+def test_drift_statistics_at_1e4_s() -> None:
+    """Cells at 20 uS (far from the bounds): mean -0.089 ln t, sigma 0.042 ln t (aihwkit ReRamCMONoiseModel)."""
+    state = _filled(WAN, 256, 100, seed=0, g_pos=20.0, g_neg=20.0)
+    apply_drift(state, WAN, t_from_s=0.0, t_to_s=1e4, seed=1, stream=0)
+    change = np.concatenate([state.g_pos_us().ravel(), state.g_neg_us.ravel()]).astype(np.float64) - 20.0
+    log_t = math.log(1e4)
+    sigma = 0.042 * log_t
+    assert change.mean() == pytest.approx(-0.089 * log_t, abs=5 * sigma / math.sqrt(change.size))
+    assert change.std() == pytest.approx(sigma, rel=0.03)
+
+
+def test_drift_in_steps_equals_one_step_in_distribution() -> None:
+    one = _filled(WAN, 256, 100, seed=0, g_pos=20.0, g_neg=20.0)
+    steps = _copy(one)
+    apply_drift(one, WAN, t_from_s=1.0, t_to_s=1e4, seed=1, stream=0)
+    for k, (t0, t1) in enumerate([(1.0, 10.0), (10.0, 100.0), (100.0, 1e4)]):
+        apply_drift(steps, WAN, t_from_s=t0, t_to_s=t1, seed=1, stream=k + 1)
+    a = np.concatenate([one.g_pos_us().ravel(), one.g_neg_us.ravel()]).astype(np.float64)
+    b = np.concatenate([steps.g_pos_us().ravel(), steps.g_neg_us.ravel()]).astype(np.float64)
+    sigma = 0.042 * math.log(1e4)
+    assert a.mean() == pytest.approx(b.mean(), abs=6 * sigma / math.sqrt(a.size))
+    assert a.std() == pytest.approx(b.std(), rel=0.04)
+    assert not np.array_equal(a, b)
+
+
+def test_drift_before_one_second_and_none_model_do_nothing() -> None:
+    state = _filled(WAN, 8, 8, seed=0)
+    before = _copy(state)
+    apply_drift(state, WAN, t_from_s=0.0, t_to_s=0.9, seed=0, stream=0)
+    apply_drift(state, WAN.replace(drift_model="none"), t_from_s=0.0, t_to_s=1e6, seed=0, stream=0)
+    _assert_same_state(state, before)
+    assert drift_increment(WAN, 0.0, 1.0) == (0.0, 0.0)
+    mean, sigma = drift_increment(WAN, 10.0, 100.0)
+    assert mean == pytest.approx(-0.089 * math.log(10.0))
+    assert sigma == pytest.approx(0.042 * math.sqrt(math.log(100.0) ** 2 - math.log(10.0) ** 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 10), st.integers(1, 10), st.sampled_from([1, 4]), st.floats(0.0, 1e3), st.floats(1.0, 1e6),
+    st.integers(0, 2**31), st.sampled_from(["reram_wan2022", "reram_milo2021"]),
+)  # fmt: skip
+def test_drift_properties(d_in, d_out, tile_rows, t_from, dt, seed, preset) -> None:
+    device = device_preset(preset, tile_rows=tile_rows)
+    state = _filled(device, d_in, d_out, seed=seed % 997, stuck_frac=0.3)
+    stuck_pos, stuck_neg = state.stuck_pos(), state.stuck_neg()
+    g_pos0, g_neg0 = state.g_pos_us(), state.g_neg_us.copy()
+    counts = (state.writes_pos.copy(), state.writes_neg.copy())
+    apply_drift(state, device, t_from_s=t_from, t_to_s=t_from + dt, seed=seed, stream=0)
+    slack = 2 * float(np.spacing(np.float32(device.g_max_us)))
+    real = state.valid_rows()[..., 0]
+    for g in (state.g_pos_us()[real], state.g_neg_us[real]):
+        assert g.min() >= device.g_min_us - slack and g.max() <= device.g_max_us + slack
+    np.testing.assert_array_equal(state.g_neg_us[stuck_neg], g_neg0[stuck_neg])
+    np.testing.assert_allclose(state.g_pos_us()[stuck_pos], g_pos0[stuck_pos], rtol=0, atol=slack)
+    np.testing.assert_array_equal(state.writes_pos, counts[0])
+    np.testing.assert_array_equal(state.writes_neg, counts[1])
+    assert np.all(state.g_neg_us[~real] == 0) and np.all(state.g_diff_us[~real] == 0)
+
+
+def test_drift_bad_times_raise() -> None:
+    state = ArrayState.fresh(4, 4, WAN)
+    with pytest.raises(ValueError, match="t_to_s"):
+        apply_drift(state, WAN, t_from_s=10.0, t_to_s=5.0, seed=0, stream=0)
+    with pytest.raises(ValueError, match="t_from_s"):
+        apply_drift(state, WAN, t_from_s=-1.0, t_to_s=5.0, seed=0, stream=0)
+    with pytest.raises(ValueError, match="t_to_s"):
+        apply_drift(state, WAN, t_from_s=0.0, t_to_s=math.inf, seed=0, stream=0)
+    with pytest.raises(ValueError, match="seed"):
+        apply_drift(state, WAN, t_from_s=0.0, t_to_s=5.0, seed=-2, stream=0)
+
+
+# --- fabrication faults ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("d_in", "d_out", "tile_rows"), [(1, 1, 1), (5, 7, 4), (37, 20, 16)])
+def test_fault_kernel_matches_twin(d_in, d_out, tile_rows) -> None:
+    device = WAN.replace(tile_rows=tile_rows, stuck_at_min_rate=0.1, stuck_at_max_rate=0.15)
+    state = _filled(device, d_in, d_out, seed=d_in, stuck_frac=0.1)
+    twin = _copy(state)
+    count = fabricate_faults(state, device, seed=9)
+    twin_count = fault_np(*_views(twin), d_in, g_min=0.0, g_max=40.0, rate_min=0.1, rate_max=0.15,
+                          key=domain_key(9, 0, DOMAIN_FAULT))  # fmt: skip
+    assert count == twin_count
+    _assert_same_state(state, twin)
+
+
+def test_fault_rates_within_binomial_tolerance() -> None:
+    rate_min, rate_max = 0.01, 0.03
+    device = WAN.replace(stuck_at_min_rate=rate_min, stuck_at_max_rate=rate_max)
+    state = ArrayState.fresh(256, 200, device)
+    state.g_diff_us[...] = 20.0  # G+ at 20 uS, G- at g_min
+    n_new = fabricate_faults(state, device, seed=5)
+    stuck = np.concatenate([state.stuck_pos().ravel(), state.stuck_neg().ravel()])
+    g = np.concatenate([state.g_pos_us().ravel(), state.g_neg_us.ravel()])
+    n = state.n_cells
+    assert n_new == int(stuck.sum())
+    sa0 = int((stuck & (g == device.g_min_us)).sum())
+    sa1 = int((stuck & (g == device.g_max_us)).sum())
+    assert sa0 + sa1 == n_new
+    for observed, rate in ((sa0, rate_min), (sa1, rate_max)):
+        assert abs(observed - n * rate) < 5 * math.sqrt(n * rate * (1 - rate))
+    again = fabricate_faults(state, device, seed=5)  # same seed: the same cells, already stuck
+    assert again == 0
+    other = ArrayState.fresh(256, 200, device)
+    fabricate_faults(other, device, seed=6)
+    assert not np.array_equal(other.writes_pos, state.writes_pos)
+
+
+def test_no_faults_when_rates_are_zero() -> None:
+    state = ArrayState.fresh(16, 16, WAN)
+    before = _copy(state)
+    assert fabricate_faults(state, WAN, seed=0) == 0
+    _assert_same_state(state, before)
+    with pytest.raises(ValueError, match="seed"):
+        fabricate_faults(state, WAN, seed="0")
