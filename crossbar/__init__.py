@@ -1,1 +1,44 @@
-"""crossbar"""
+"""crossbar: the ReRAM device and array model (DESIGN section 3).
+
+Device configs and cited presets, weight <-> conductance mapping, write-verify programming, non-idealities (read
+noise, drift, stuck-at faults, endurance), DAC/ADC peripherals, tiling, the analog MVM and the PyTorch layers built
+on it. Not to be confused with the unrelated Crossbar.io router on PyPI, which shares the import name `crossbar`:
+do not install both in one environment.
+"""
+
+from crossbar.device import DeviceConfig
+from crossbar.layers import AnalogLinear, analog_layers, convert_to_analog, drift, layer_seed, program, record_to
+from crossbar.mapping import Targets, map_weights, state_weights
+from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
+from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
+from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
+from crossbar.programming import ProgramReport, program_state
+from crossbar.state import STUCK, ArrayState
+
+__all__ = [
+    "DEFAULT_DEVICE_PRESET",
+    "DEVICE_PRESETS",
+    "STUCK",
+    "AnalogLinear",
+    "ArrayState",
+    "DeviceConfig",
+    "MvmSettings",
+    "ProgramReport",
+    "Targets",
+    "analog_layers",
+    "analog_mvm",
+    "analog_mvm_reference",
+    "analog_mvm_transposed",
+    "apply_drift",
+    "convert_to_analog",
+    "device_preset",
+    "drift",
+    "fabricate_faults",
+    "layer_seed",
+    "map_weights",
+    "program",
+    "program_state",
+    "programming_sigma_us",
+    "record_to",
+    "state_weights",
+]

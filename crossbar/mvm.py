@@ -1,0 +1,386 @@
+"""The analog matrix-vector multiply on a tiled crossbar array (DESIGN section 3).
+
+    y = sum over input tiles t of ADC( DAC(x)_t . (G+ - G-)_t + read noise ) * input scale * out_scale  (+ bias)
+
+Units: the DAC normalises each input vector by its max |x| (applied voltages |x| <= 1) and quantises it; the tile
+matmul gives partial sums in uS; the ADC converts partial / (g_max - g_min) over [-full_scale, full_scale]
+(normalised units: inputs |x| <= 1, conductances |G+ - G-| / (g_max - g_min) <= 1); digital logic adds the tiles'
+codes, multiplies by the vector's input scale and the output's `out_scale` (weight units per uS) and adds the bias.
+
+Fast path: one numba pass writes the DAC output in tile layout (`dac_tiles_kernel`), one `torch.mm` per tile against
+a zero-copy view of the state's `g_diff_us` computes the partial sums, and one fused numba pass adds read noise,
+converts, sums tiles and scales (`adc_accumulate_kernel`). Read noise is output-referred and exact for independent
+Gaussian cell noise: per (tile, vector, output) N(0, sigma_cell^2 * sum_i x_i^2) with sigma_cell =
+read_noise_frac * g_max (the read noise of a weight's conductance difference, aihwkit's `w_noise` convention), drawn
+from the counter-based hash of `crossbar.rng` under a key the caller draws per call.
+
+Transposed MVM (d @ W, shape (..., d_out) -> (..., d_in), for backward passes done on the array): the array is
+driven from its columns and read on its rows. Inputs then tile along d_out in `tile_cols` chunks (the physical
+arrays' columns) and every physical array converts its `tile_rows` row sums with its own row ADCs; the digital sum
+runs over the column tiles. The per-output weight scale is applied digitally to d before the DAC (d * out_scale),
+and the transposed direction has its own ADC full scale (same default; calibrated separately).
+
+`analog_mvm_reference` is the same computation in plain torch with the straight-through quantisers of
+`crossbar.periphery`, differentiable, for tests and for users who need autograd through the analog MVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from crossbar.device import DeviceConfig
+from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
+from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_ste
+from crossbar.rng import NORMAL_TABLE, splitmix64_np
+from crossbar.state import ArrayState
+from energy import LedgerScope, pulse_energy_pj
+
+__all__ = [
+    "MvmSettings",
+    "analog_mvm",
+    "analog_mvm_reference",
+    "analog_mvm_transposed",
+    "conductance_sum_us",
+    "partial_sum_abs_max",
+    "read_noise_normals",
+    "record_mvm",
+]
+
+PRICED_BITS_IF_IDEAL = 8
+"""Resolution an ideal converter (bits None) is priced at in the ledger: the cost table's default 8-bit DAC/ADC
+(energy.ledger EVENTS). The hardware still needs a converter; "ideal" only switches off its quantisation error."""
+
+
+@dataclass(frozen=True)
+class MvmSettings:
+    """Periphery and read noise of one MVM direction, derived from a `DeviceConfig`."""
+
+    dac_bits: int | None
+    adc_bits: int | None
+    adc_full_scale: float
+    """ADC range in normalised units (partial sum / (g_max - g_min), inputs |x| <= 1)."""
+    sigma_us: float
+    """Read noise sigma of one weight's conductance difference per read (uS); 0 = off."""
+    g_range_us: float
+
+    @classmethod
+    def from_device(cls, device: DeviceConfig, adc_full_scale: float | None = None) -> MvmSettings:
+        full_scale = device.adc_full_scale if adc_full_scale is None else float(adc_full_scale)
+        if not np.isfinite(full_scale) or full_scale <= 0:
+            raise ValueError(f"adc_full_scale must be finite and > 0, got {full_scale!r}")
+        return cls(
+            dac_bits=device.dac_bits,
+            adc_bits=device.adc_bits,
+            adc_full_scale=full_scale,
+            sigma_us=device.read_noise_frac * device.g_max_us,
+            g_range_us=device.g_range_us,
+        )
+
+    @property
+    def dac_levels(self) -> int:
+        return quantizer_levels(self.dac_bits, "dac_bits")
+
+    @property
+    def adc_levels(self) -> int:
+        return quantizer_levels(self.adc_bits, "adc_bits")
+
+    @property
+    def step_us(self) -> np.float32:
+        """ADC step as a partial sum in uS (float32, the value both paths use); 1 for an ideal ADC."""
+        if self.adc_levels == 0:
+            return np.float32(1.0)
+        return np.float32(self.adc_full_scale * self.g_range_us / self.adc_levels)
+
+
+# --- operands --------------------------------------------------------------------------------------------------
+
+
+def _forward_operands(state: ArrayState) -> list[torch.Tensor]:
+    """Per input tile, the (real rows, d_out) block of G+ - G- as a zero-copy torch view."""
+    g = torch.from_numpy(state.g_diff_us)
+    rows = [min(state.tile_rows, state.d_in - t * state.tile_rows) for t in range(state.n_tiles)]
+    return [g[t, :k] for t, k in enumerate(rows)]
+
+
+def _transposed_operands(state: ArrayState, tile_cols: int) -> list[torch.Tensor]:
+    """Per column tile, the (tile columns, d_in) block of (G+ - G-)^T as a zero-copy strided view."""
+    g = torch.from_numpy(state.g_diff_us).reshape(state.n_tiles * state.tile_rows, state.d_out)[: state.d_in]
+    return [g[:, lo : lo + tile_cols].T for lo in range(0, state.d_out, tile_cols)]
+
+
+def _as_matrix(x: torch.Tensor, width: int, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != width:
+        raise ValueError(f"{name} must have shape (batch, {width}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x.detach().to(torch.float32).contiguous()
+
+
+def _dac_tiles(x: torch.Tensor, levels: int, tile: int, name: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """DAC into tile layout: (xq (T, B, tile) torch, sum_sq (T, B), scale (B,))."""
+    x_np = x.numpy()
+    n_vec, width = x_np.shape
+    n_tiles = -(-width // tile)
+    xq = np.empty((n_tiles, n_vec, tile), dtype=np.float32)
+    sum_sq = np.empty((n_tiles, n_vec), dtype=np.float32)
+    scale = np.empty(n_vec, dtype=np.float32)
+    bad = np.empty(n_vec, dtype=np.uint8)
+    dac_tiles_kernel(x_np, x_np.view(np.int32), levels, xq, sum_sq, scale, bad)
+    if bad.any():
+        raise ValueError(f"{name} contains NaN or inf")
+    return torch.from_numpy(xq), sum_sq, scale
+
+
+def _partial_sums(xq: torch.Tensor, operands: list[torch.Tensor]) -> torch.Tensor:
+    """(T, B, N) tile partial sums in uS: one BLAS matmul per tile, straight into the output buffer."""
+    n_out = operands[0].shape[1]
+    partial = torch.empty((len(operands), xq.shape[1], n_out), dtype=torch.float32)
+    for t, operand in enumerate(operands):
+        torch.mm(xq[t, :, : operand.shape[0]], operand, out=partial[t])
+    return partial
+
+
+def _accumulate(
+    partial: torch.Tensor,
+    sum_sq: np.ndarray,
+    scale: np.ndarray,
+    col_scale: np.ndarray,
+    bias: np.ndarray,
+    settings: MvmSettings,
+    key: int,
+) -> torch.Tensor:
+    out = np.empty((partial.shape[1], partial.shape[2]), dtype=np.float32)
+    adc_accumulate_kernel(
+        partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), float(settings.sigma_us),
+        settings.adc_levels, float(settings.step_us), NORMAL_TABLE, out,
+    )  # fmt: skip
+    return torch.from_numpy(out)
+
+
+def _vector(value: torch.Tensor | None, n: int, fill: float, name: str) -> np.ndarray:
+    if value is None:
+        return np.full(n, fill, dtype=np.float32)
+    array = value.detach().to(torch.float32).contiguous().numpy()
+    if array.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {array.shape}")
+    return array
+
+
+def _check_key(key: int) -> int:
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < 2**64:
+        raise ValueError(f"key must be an int in [0, 2^64), got {key!r}")
+    return int(key)
+
+
+# --- public MVMs -----------------------------------------------------------------------------------------------
+
+
+def analog_mvm(
+    x: torch.Tensor,
+    state: ArrayState,
+    out_scale: torch.Tensor,
+    settings: MvmSettings,
+    *,
+    key: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x (B, d_in) -> (B, d_out) float32 through DAC, tiles, read noise, ADC, digital tile sum and scaling.
+
+    `key` (a 64-bit int, drawn fresh per call by the caller) selects the read-noise draws."""
+    x = _as_matrix(x, state.d_in, "x")
+    key = _check_key(key)
+    xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
+    partial = _partial_sums(xq, _forward_operands(state))
+    col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
+    return _accumulate(partial, sum_sq, scale, col_scale, _vector(bias, state.d_out, 0.0, "bias"), settings, key)
+
+
+def analog_mvm_transposed(
+    d: torch.Tensor,
+    state: ArrayState,
+    out_scale: torch.Tensor,
+    settings: MvmSettings,
+    *,
+    key: int,
+    tile_cols: int,
+) -> torch.Tensor:
+    """d (B, d_out) -> d @ W (B, d_in) float32 on the array, driven from its columns (see the module docstring)."""
+    d = _as_matrix(d, state.d_out, "d")
+    key = _check_key(key)
+    scaled = (d * torch.from_numpy(_vector(out_scale, state.d_out, 1.0, "out_scale"))[None, :]).contiguous()
+    dq, sum_sq, scale = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
+    partial = _partial_sums(dq, _transposed_operands(state, tile_cols))
+    ones = np.ones(state.d_in, dtype=np.float32)
+    return _accumulate(partial, sum_sq, scale, ones, np.zeros(state.d_in, dtype=np.float32), settings, key)
+
+
+def partial_sum_abs_max(
+    x: torch.Tensor,
+    state: ArrayState,
+    out_scale: torch.Tensor,
+    settings: MvmSettings,
+    *,
+    transposed: bool = False,
+    tile_cols: int = 0,
+) -> float:
+    """Largest |tile partial sum| of a batch in the ADC's normalised units (noise-free): what a calibrated ADC
+    full scale is set to."""
+    if transposed:
+        d = _as_matrix(x, state.d_out, "d")
+        scaled = (d * torch.as_tensor(out_scale, dtype=torch.float32)[None, :]).contiguous()
+        xq, _, _ = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
+        partial = _partial_sums(xq, _transposed_operands(state, tile_cols))
+    else:
+        xq, _, _ = _dac_tiles(_as_matrix(x, state.d_in, "x"), settings.dac_levels, state.tile_rows, "x")
+        partial = _partial_sums(xq, _forward_operands(state))
+    if partial.numel() == 0:
+        return 0.0
+    return float(partial.abs().max()) / settings.g_range_us
+
+
+def read_noise_normals(key: int, n_tiles: int, n_vec: int, n_out: int) -> np.ndarray:
+    """(T, B, N) float32 unit normals the fused kernel draws for `key`: element (t, b, o) is lane o % 4 of
+    splitmix64(key ^ ((t * B + b) * ceil(N / 4) + o // 4)) looked up in NORMAL_TABLE."""
+    n_groups = (n_out + 3) // 4
+    counters = np.arange(n_tiles * n_vec * n_groups, dtype=np.uint64).reshape(n_tiles, n_vec, n_groups)
+    hashes = splitmix64_np(np.uint64(_check_key(key)) ^ counters)
+    lanes = [(hashes >> np.uint64(16 * lane)) & np.uint64(0xFFFF) for lane in range(4)]
+    index = np.stack(lanes, axis=-1).reshape(n_tiles, n_vec, 4 * n_groups)[..., :n_out]
+    return NORMAL_TABLE[index.astype(np.int64)]
+
+
+def analog_mvm_reference(
+    x: torch.Tensor,
+    state: ArrayState,
+    out_scale: torch.Tensor,
+    settings: MvmSettings,
+    *,
+    key: int,
+    bias: torch.Tensor | None = None,
+    transposed: bool = False,
+    tile_cols: int = 0,
+) -> torch.Tensor:
+    """The MVM (or, with `transposed`, d @ W) in plain torch with the straight-through quantisers of
+    `crossbar.periphery`: same operations and draws as the fast path, differentiable with respect to x.
+
+    Slower (separate passes, noise drawn in NumPy); for tests and for autograd through the analog MVM."""
+    if transposed:
+        if x.dim() != 2 or x.shape[1] != state.d_out:
+            raise ValueError(f"d must have shape (batch, {state.d_out}), got {tuple(x.shape)}")
+        x = x.to(torch.float32) * torch.as_tensor(out_scale, dtype=torch.float32)[None, :]
+        operands, tile, n_out = _transposed_operands(state, tile_cols), tile_cols, state.d_in
+        col_scale = torch.ones(n_out, dtype=torch.float32)
+    else:
+        if x.dim() != 2 or x.shape[1] != state.d_in:
+            raise ValueError(f"x must have shape (batch, {state.d_in}), got {tuple(x.shape)}")
+        operands, tile, n_out = _forward_operands(state), state.tile_rows, state.d_out
+        col_scale = torch.as_tensor(out_scale, dtype=torch.float32)
+    applied, scale = dac_quantize(x, settings.dac_bits)
+    n_vec = x.shape[0]
+    z = torch.from_numpy(read_noise_normals(key, len(operands), n_vec, n_out))
+    sigma = torch.tensor(settings.sigma_us, dtype=torch.float32)
+    levels = settings.adc_levels
+    step = torch.tensor(settings.step_us)
+    inv_step = torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)
+    acc = torch.zeros((n_vec, n_out), dtype=torch.float32)
+    for t, operand in enumerate(operands):
+        k = operand.shape[0]
+        # Same layout as the fast path's tile buffer, so BLAS sums in the same order.
+        xt = torch.zeros((n_vec, tile), dtype=torch.float32)
+        xt[:, :k] = applied[:, t * tile : t * tile + k]
+        partial = xt[:, :k] @ operand
+        sum_sq = _sum_sq(applied[:, t * tile : t * tile + k].detach(), settings.dac_levels)
+        noise = (sigma * torch.sqrt(sum_sq) * inv_step)[:, None] * z[t]
+        if levels > 0:
+            acc = acc + clamp_ste(round_ste(partial * inv_step + noise), -float(levels), float(levels))
+        else:
+            acc = acc + (partial + noise)
+    coef = (step * scale if levels > 0 else scale).reshape(n_vec, 1)
+    y = acc * coef * col_scale[None, :]
+    if bias is not None:
+        y = y + bias.to(torch.float32)[None, :]
+    return y
+
+
+def _sum_sq(applied: torch.Tensor, levels: int) -> torch.Tensor:
+    """Sum of squared applied inputs per vector, as the DAC kernel computes it (integer codes when quantised)."""
+    if levels > 0:
+        codes = torch.round(applied.double() * levels)
+        return ((codes * codes).sum(dim=1) / float(levels * levels)).to(torch.float32)
+    return (applied.double() ** 2).sum(dim=1).to(torch.float32)
+
+
+# --- ledger ----------------------------------------------------------------------------------------------------
+
+
+def conductance_sum_us(state: ArrayState) -> float:
+    """Sum of G+ + G- over all real cells (uS): what an MVM read with every row driven draws current through."""
+    return float(np.sum(state.g_diff_us, dtype=np.float64) + 2.0 * np.sum(state.g_neg_us, dtype=np.float64))
+
+
+def record_mvm(
+    ledger: LedgerScope,
+    *,
+    layer: str,
+    device: DeviceConfig,
+    d_in: int,
+    d_out: int,
+    n_vectors: int,
+    g_sum_us: float,
+    transposed: bool = False,
+    bias: bool = False,
+) -> None:
+    """Record the hardware events of `n_vectors` MVMs (or transposed MVMs) of a d_out x d_in array.
+
+    Model (one multi-bit DAC input per row and one ADC conversion per tile column per vector, as simulated):
+    - cell_read: every real cell (two per weight) per vector. Energy E = V_read^2 * G * t summed over the array
+      (`g_sum_us`) with t = read_pulse_ns * dac_bits: inputs are applied bit-serially and every row is counted as
+      driven in every cycle (an upper bound). Latency: dac_bits cycles of `mvm_cycle_ns` per vector; all tiles are
+      read in parallel.
+    - dac_conversion: every driven row of every physical array (input rows x tiles along the other dimension) per
+      vector, at `dac_conversion_pj(bits)`; its time overlaps the read cycles.
+    - adc_conversion: every column of every input tile per vector at `adc_conversion_pj(bits)`; one ADC per column,
+      so a vector's conversions take one `adc_conversion_ns`.
+    - shift_add: one per ADC output (the digital tile sum), pipelined behind the next read (no latency).
+    - digital_mult: one per input (abs-max normalisation) and two per output (input and weight scale) per vector;
+      digital_add: the bias, one per output. Pipelined (no latency). The abs-max search itself is not counted.
+    Converters with bits None are priced at `PRICED_BITS_IF_IDEAL`.
+    """
+    if n_vectors == 0:
+        return
+    costs = ledger.costs
+    dac_bits = device.dac_bits or PRICED_BITS_IF_IDEAL
+    adc_bits = device.adc_bits or PRICED_BITS_IF_IDEAL
+    if transposed:
+        n_inputs, n_outputs, in_tile, out_tile = d_out, d_in, device.tile_cols, device.tile_rows
+    else:
+        n_inputs, n_outputs, in_tile, out_tile = d_in, d_out, device.tile_rows, device.tile_cols
+    in_tiles = -(-n_inputs // in_tile)
+    out_tiles = -(-n_outputs // out_tile)
+    read_ns = device.read_pulse_ns * dac_bits
+    ledger.record(
+        "cell_read",
+        2 * d_in * d_out * n_vectors,
+        layer=layer,
+        energy_pj=n_vectors * pulse_energy_pj(device.read_voltage_v, g_sum_us, read_ns),
+        latency_ns=n_vectors * dac_bits * costs.mvm_cycle_ns,
+    )
+    dacs = n_inputs * out_tiles * n_vectors
+    ledger.record("dac_conversion", dacs, layer=layer, energy_pj=dacs * costs.dac_conversion_pj(dac_bits), latency_ns=0)
+    adcs = n_outputs * in_tiles * n_vectors
+    ledger.record(
+        "adc_conversion",
+        adcs,
+        layer=layer,
+        energy_pj=adcs * costs.adc_conversion_pj(adc_bits),
+        latency_ns=n_vectors * costs.adc_conversion_ns,
+    )
+    ledger.record("shift_add", adcs, layer=layer, latency_ns=0.0)
+    ledger.record("digital_mult", (n_inputs + 2 * n_outputs) * n_vectors, layer=layer, latency_ns=0.0)
+    if bias:
+        ledger.record("digital_add", n_outputs * n_vectors, layer=layer, latency_ns=0.0)

@@ -1,0 +1,166 @@
+"""numba kernels of the analog MVM path: the input DAC into tile layout, and the fused read-noise / ADC / digital
+tile-sum / scaling pass that follows the tile matmul.
+
+Kernels take only arrays and scalars; `crossbar.mvm` validates and converts. Each has a plain NumPy twin in
+`tests/naive_mvm.py`, and tests check they agree bit for bit (same float32 operations in the same order; no
+fastmath, so LLVM does not reassociate or contract them).
+
+Normalised units. The DAC scales each input vector by its largest magnitude m (aihwkit-style abs-max noise
+management) so the applied voltages satisfy |x| <= 1, and quantises them to `levels` = 2^(bits-1) - 1 steps per
+sign. The tile matmul then gives partial sums P = x_q . (G+ - G-) in uS. The ADC of a column converts P / (g_max -
+g_min) over [-full_scale, full_scale] into `adc_levels` = 2^(bits-1) - 1 steps per sign; the kernel works with the
+equivalent step in uS, `step_us` = full_scale * (g_max - g_min) / adc_levels.
+
+Read noise. Independent Gaussian noise of sigma_cell (uS) on each cell read of a tile column adds
+sum_i x_i * n_i to the column current: exactly N(0, sigma_cell^2 * sum_i x_i^2). So one draw per (tile, vector,
+output), scaled by sqrt(sum of squared applied inputs of that tile), is statistically exact and costs
+n_tiles * batch * d_out draws instead of one per cell. Draw k of a (tile, vector) row uses lane k % 4 of the
+SplitMix64 hash of counter ((tile * batch + vector) * ceil(d_out / 4) + k // 4) XOR the call's key, looked up in
+`crossbar.rng.NORMAL_TABLE`: the noise does not depend on the thread count and is fresh for every call (new key).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from crossbar.rng import splitmix64
+
+__all__ = ["adc_accumulate_kernel", "dac_tiles_kernel"]
+
+_ABS_MASK = 0x7FFFFFFF  # float32 sign bit cleared
+_EXP_INF = 0x7F800000  # float32 exponent all ones: inf or NaN
+
+
+@numba.njit(cache=True, inline="always")
+def _float32_from_bits(bits: int) -> float:
+    """The float32 whose (non-negative, finite) bit pattern is `bits`, exactly (ldexp of the integer mantissa)."""
+    exponent = bits >> 23
+    mantissa = bits & 0x7FFFFF
+    if exponent == 0:
+        return math.ldexp(float(mantissa), -149)
+    return math.ldexp(float(mantissa | 0x800000), exponent - 150)
+
+
+@numba.njit(cache=True, parallel=True)
+def dac_tiles_kernel(
+    x: np.ndarray,
+    x_bits: np.ndarray,
+    levels: int,
+    xq: np.ndarray,
+    sum_sq: np.ndarray,
+    scale: np.ndarray,
+    bad: np.ndarray,
+) -> None:
+    """Input DAC, writing the applied inputs in tile layout.
+
+    x (B, D) float32 and x_bits, the same memory viewed as int32; levels: DAC steps per sign (0 = ideal DAC,
+    inputs only normalised). Writes xq (T, B, tile) float32, the normalised quantised inputs of each tile (rows past
+    D zero); sum_sq (T, B) float32, sum of xq^2 over each tile; scale (B,) float32, each vector's max |x|; bad (B,)
+    uint8, 1 where a vector holds NaN or inf.
+    """
+    n_vec, d_in = x.shape
+    n_tiles, _, tile = xq.shape
+    for b in prange(n_vec):
+        # The largest |x| compared as integers: the bit patterns of non-negative floats sort like their values, so
+        # this reduction is exact and vectorises; NaN and inf have the largest patterns.
+        m_bits = 0
+        for i in range(d_in):
+            m_bits = max(m_bits, x_bits[b, i] & _ABS_MASK)
+        bad[b] = 1 if m_bits >= _EXP_INF else 0
+        m = np.float32(_float32_from_bits(m_bits)) if m_bits < _EXP_INF else np.float32(0.0)
+        scale[b] = m
+        for t in range(n_tiles):
+            lo = t * tile
+            n_rows = min(tile, d_in - lo)
+            if levels > 0:
+                inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
+                inv_levels = np.float32(1.0) / np.float32(levels)
+                # Integer codes: their squares add exactly (and in any order), so the sum vectorises.
+                total = 0
+                for i in range(n_rows):
+                    code = np.rint(x[b, lo + i] * inv)
+                    xq[t, b, i] = code * inv_levels
+                    icode = np.int64(code)
+                    total += icode * icode
+                sum_sq[t, b] = np.float32(np.float64(total) / (np.float64(levels) * np.float64(levels)))
+            else:
+                inv = np.float32(1.0) / m if m > 0 else np.float32(0.0)
+                total_f = 0.0
+                for i in range(n_rows):
+                    value = x[b, lo + i] * inv
+                    xq[t, b, i] = value
+                    total_f += np.float64(value) * np.float64(value)
+                sum_sq[t, b] = np.float32(total_f)
+            for i in range(n_rows, tile):
+                xq[t, b, i] = np.float32(0.0)
+
+
+@numba.njit(cache=True, parallel=True)
+def adc_accumulate_kernel(
+    partial: np.ndarray,
+    sum_sq: np.ndarray,
+    scale: np.ndarray,
+    col_scale: np.ndarray,
+    bias: np.ndarray,
+    key: np.uint64,
+    sigma_us: float,
+    adc_levels: int,
+    step_us: float,
+    table: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Read noise, ADC and digital tile sum in one pass over the tile partial sums.
+
+    partial (T, B, N) float32: x_q . (G+ - G-) per tile, uS; sum_sq (T, B): sum of x_q^2 per tile; scale (B,):
+    per-vector input scale; col_scale (N,): per-output digital scale (weight units per uS); bias (N,). sigma_us: read
+    noise per cell (0 = off); adc_levels: ADC steps per sign (0 = ideal ADC) of size step_us. Writes out (B, N):
+    out[b, o] = (sum_t ADC(partial[t, b, o] + noise) * scale[b]) * col_scale[o] + bias[o].
+    """
+    n_tiles, n_vec, n_out = partial.shape
+    n_groups = (n_out + 3) // 4
+    sigma = np.float32(sigma_us)
+    step = np.float32(step_us)
+    inv_step = np.float32(1.0) / step if adc_levels > 0 else np.float32(1.0)
+    limit = np.float32(adc_levels)
+    noisy = sigma_us > 0
+    for b in prange(n_vec):
+        acc = np.zeros(n_out, dtype=np.float32)
+        hashes = np.empty(n_groups, dtype=np.uint64)
+        z = np.zeros(4 * n_groups, dtype=np.float32)
+        for t in range(n_tiles):
+            row = partial[t, b]
+            if noisy:
+                # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (in ADC steps if
+                # quantising) times unit normals. Hashes first, then table look-ups, so the loop below vectorises.
+                noise_scale = sigma * np.sqrt(sum_sq[t, b]) * inv_step
+                counter0 = np.uint64((t * n_vec + b) * n_groups)
+                for g in range(n_groups):
+                    hashes[g] = splitmix64(key ^ (counter0 + np.uint64(g)))
+                for g in range(n_groups):
+                    h = hashes[g]
+                    z[4 * g] = table[h & np.uint64(0xFFFF)]
+                    z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
+                    z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
+                    z[4 * g + 3] = table[h >> np.uint64(48)]
+                if adc_levels > 0:
+                    for o in range(n_out):
+                        code = np.rint(row[o] * inv_step + noise_scale * z[o])
+                        acc[o] += min(max(code, -limit), limit)
+                else:
+                    for o in range(n_out):
+                        acc[o] += row[o] + noise_scale * z[o]
+            elif adc_levels > 0:
+                for o in range(n_out):
+                    code = np.rint(row[o] * inv_step)
+                    acc[o] += min(max(code, -limit), limit)
+            else:
+                for o in range(n_out):
+                    acc[o] += row[o]
+        # Digital: ADC codes back to uS, times the vector's input scale and the output's weight scale, plus bias.
+        coef = step * scale[b] if adc_levels > 0 else scale[b]
+        for o in range(n_out):
+            out[b, o] = acc[o] * coef * col_scale[o] + bias[o]

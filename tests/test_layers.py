@@ -1,0 +1,296 @@
+"""AnalogLinear and the model-level helpers: exactness against nn.Linear, quantised reference, gradients,
+conversion by name, programming and ledger accounting, determinism, drift, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from naive_mvm import naive_mvm
+from torch import nn
+
+from crossbar import (
+    AnalogLinear,
+    ArrayState,
+    analog_layers,
+    convert_to_analog,
+    device_preset,
+    drift,
+    layer_seed,
+    program,
+    record_to,
+)
+from energy import Ledger
+
+IDEAL = device_preset("ideal")
+
+
+def _linear(d_in: int, d_out: int, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(d_in, d_out)
+
+
+def _programmed(linear: nn.Linear, device, **kwargs) -> AnalogLinear:
+    layer = AnalogLinear.from_linear(linear, device, **kwargs)
+    layer.program()
+    return layer
+
+
+# --- exactness -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_ideal_preset_equals_nn_linear(train):
+    linear = _linear(300, 70)  # 2 row tiles of 256, the second partly padding
+    layer = _programmed(linear, IDEAL)
+    layer.train(train)
+    x = torch.randn(4, 5, 300)  # leading batch dims
+    expected = linear(x).detach()
+    with torch.no_grad():
+        fast = layer(x)
+    assert fast.shape == (4, 5, 70)
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(fast, expected, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-5 * scale)  # autograd-free too
+    torch.testing.assert_close(layer.programmed_weight(), linear.weight.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer.mvm(x), (x @ linear.weight.T).detach(), rtol=0, atol=1e-5 * scale)
+
+
+def test_quantisation_only_matches_hand_quantised_numpy_reference():
+    """Conductance levels, DAC and ADC on, noise off: the layer equals a NumPy re-implementation of mapping and
+    converters from the weights themselves."""
+    device = device_preset("ideal", levels=16, dac_bits=6, adc_bits=7, adc_full_scale=20.0, tile_rows=64, tile_cols=64)
+    linear = _linear(150, 30, seed=1)
+    layer = _programmed(linear, device)
+    x = torch.randn(8, 150)
+    with torch.no_grad():
+        y = layer(x).numpy()
+    # Hand quantisation of the weights: per-row abs max, 16 levels per cell of the differential pair.
+    w = linear.weight.detach().numpy().astype(np.float64)
+    w_max = np.abs(w).max(axis=1, keepdims=True)
+    u = w / w_max
+    u_q = np.round(np.maximum(u, 0) * 15) / 15 - np.round(np.maximum(-u, 0) * 15) / 15
+    g_diff = (u_q * device.g_range_us).astype(np.float32)
+    out_scale = (w_max[:, 0] / device.g_range_us).astype(np.float32)
+    ref = naive_mvm(
+        x.numpy(), g_diff, out_scale, tile=64, dac_bits=6, adc_bits=7, adc_full_scale=20.0, sigma_us=0.0,
+        g_range_us=device.g_range_us, key=0, bias=linear.bias.detach().numpy(),
+    )  # fmt: skip
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+    # And it really quantised: not equal to the float layer.
+    assert np.abs(y - linear(x).detach().numpy()).max() > 1e-3
+
+
+# --- gradients -----------------------------------------------------------------------------------------------------
+
+
+def test_input_gradient_is_transposed_mvm_of_programmed_weights():
+    linear = _linear(100, 20)
+    layer = _programmed(linear, device_preset("reram_wan2022", programming_mode="statistical", tile_rows=64), seed=3)
+    layer.train()
+    x = torch.randn(6, 100, requires_grad=True)
+    grad_out = torch.randn(6, 20)
+    layer(x).backward(grad_out)
+    x_ref = x.detach().clone().requires_grad_(True)
+    F.linear(x_ref, layer.programmed_weight()).backward(grad_out)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    assert layer.bias.grad is None and not layer.bias.requires_grad
+    assert all(not p.requires_grad for p in layer.parameters())
+
+
+def test_float64_input_and_analog_backward_mode():
+    linear = _linear(40, 10)
+    layer = _programmed(linear, device_preset("reram_wan2022", programming_mode="statistical"), backward_mode="analog")
+    x = torch.randn(300, 40, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    assert y.dtype == torch.float64
+    y.sum().backward()
+    assert x.grad.dtype == torch.float64
+    exact = layer.programmed_weight().double().sum(dim=0)
+    # Analog backward: the quantised, noisy transposed MVM; on average close to the exact gradient.
+    rel = (x.grad.mean(dim=0) - exact).norm() / exact.norm()
+    assert rel < 0.05
+
+
+def test_bias_can_be_unfrozen():
+    layer = _programmed(_linear(16, 4), IDEAL)
+    layer.bias.requires_grad_(True)
+    layer(torch.randn(3, 16)).sum().backward()
+    torch.testing.assert_close(layer.bias.grad, torch.full((4,), 3.0))
+
+
+# --- conversion ----------------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        att = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+        x = self.norm(x + self.o(att @ v))
+        return x + self.mlp(x)
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(), Block()])
+        self.head = nn.Linear(16, 3)
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        x = x + self.mha(x, x, x, need_weights=False)[0]
+        return self.head(x)
+
+
+def test_convert_to_analog_include_exclude_names_and_seeds():
+    torch.manual_seed(0)
+    model = Tiny()
+    converted = convert_to_analog(model, IDEAL, include=["blocks.*"], exclude=["*.mlp.*"], seed=5)
+    names = [name for name, _ in analog_layers(converted)]
+    assert names == [f"blocks.{i}.{p}" for i in range(2) for p in "qkvo"]
+    assert isinstance(converted.head, nn.Linear) and isinstance(converted.blocks[0].mlp[0], nn.Linear)
+    assert not analog_layers(model)  # not in place: the original is untouched
+    for name, layer in analog_layers(converted):
+        assert layer.name == name and layer.seed == layer_seed(5, name)
+    assert len({layer.seed for _, layer in analog_layers(converted)}) == 8
+    everything = convert_to_analog(model, IDEAL)
+    # The MultiheadAttention's out_proj stays digital (MHA reads its weight directly).
+    assert len(analog_layers(everything)) == 2 * 6 + 1
+    assert isinstance(everything.mha.out_proj, nn.Linear)
+    report = program(everything)
+    assert report.cells_targeted > 0
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(everything(x), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="matched no nn.Linear"):
+        convert_to_analog(model, IDEAL, include=["nothing.*"])
+    with pytest.raises(ValueError, match="include"):
+        convert_to_analog(model, IDEAL, include="blocks.*")
+    converted_in_place = convert_to_analog(model, IDEAL, include=["head"], inplace=True)
+    assert converted_in_place is model and isinstance(model.head, AnalogLinear)
+
+
+def test_determinism_from_seed():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8))
+    device = device_preset("reram_wan2022", programming_mode="statistical", stuck_at_max_rate=0.01)
+    x = torch.randn(10, 32)
+    outputs = []
+    for seed in (7, 7, 8):
+        analog = convert_to_analog(model, device, seed=seed)
+        program(analog)
+        with torch.no_grad():
+            outputs.append(torch.stack([analog(x), analog(x)]))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    assert not torch.equal(outputs[0][0], outputs[0][1])  # fresh read noise per forward
+    assert not torch.equal(outputs[0], outputs[2])
+
+
+# --- programming, ledger, drift, memory ----------------------------------------------------------------------------
+
+
+def test_program_drops_target_and_state_is_12_bytes_per_weight():
+    layer = AnalogLinear.from_linear(_linear(512, 64), IDEAL)
+    assert layer._target is not None
+    layer.program()
+    assert layer._target is None
+    assert isinstance(layer.state, ArrayState)
+    assert layer.state.nbytes / (512 * 64) == 12
+    with pytest.raises(RuntimeError, match="already programmed"):
+        layer.program()
+
+
+def test_reprogram_touches_only_changed_weights():
+    device = device_preset("reram_wan2022", programming_mode="statistical")
+    linear = _linear(64, 16)
+    layer = _programmed(linear, device)
+    w0 = linear.weight.detach().clone()
+    w1 = w0.clone()
+    w1[3, 5] = w0[3, 5] * 0.3  # one weight changes; its row keeps its max, so one pair of cells changes
+    ledger = Ledger()
+    report = layer.reprogram(w1, ledger.scope(phase="adapt"), previous_weight=w0)
+    assert report.cells_targeted == 2
+    assert ledger.total("count", event="verify_read") == report.verify_reads
+
+
+def test_record_to_ledger_counts_forward_and_backward():
+    device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=64, tile_cols=32)
+    d_in, d_out, batch = 100, 40, 6
+    model = nn.Sequential(_linear(d_in, d_out))
+    analog = convert_to_analog(model, device)
+    ledger = Ledger()
+    program(analog, ledger.scope(phase="deploy_base"))
+    assert ledger.total("count", event="set_pulse", phase="deploy_base") > 0
+    x = torch.randn(2, 3, d_in, requires_grad=True)
+    with record_to(analog, ledger.scope(phase="inference")):
+        analog(x).sum().backward()
+    assert analog[0].ledger is None  # restored
+    inference = {"phase": "inference", "layer": "0"}
+    # forward + transposed backward: 2 * d_in * d_out cells per vector each way
+    assert ledger.total("count", event="cell_read", **inference) == 2 * (2 * d_in * d_out * batch)
+    assert ledger.total("count", event="adc_conversion", **inference) == 2 * d_out * batch + 2 * d_in * batch
+    assert ledger.total("count", event="dac_conversion", **inference) == d_in * 2 * batch + d_out * 2 * batch
+    with torch.no_grad():
+        analog(x)  # no ledger set: nothing recorded
+    assert ledger.total("count", event="cell_read", **inference) == 2 * (2 * d_in * d_out * batch)
+
+
+def test_drift_shrinks_weights_on_average():
+    device = device_preset("reram_wan2022", programming_mode="statistical")
+    model = nn.Sequential(_linear(64, 32))
+    analog = convert_to_analog(model, device)
+    program(analog)
+    before = analog[0].programmed_weight()
+    drift(analog, 1e6)
+    after = analog[0].programmed_weight()
+    assert analog[0].time_s == 1e6
+    # Log relaxation lowers the conductance of the programmed cell of each pair (the idle one sits at g_min), so
+    # weights shrink in magnitude.
+    change = torch.sign(before) * (after - before)
+    assert float(change.mean()) < 0
+    with pytest.raises(ValueError, match="t_s"):
+        analog[0].drift_to(10.0)
+
+
+def test_calibrated_adc():
+    device = device_preset("reram_wan2022", programming_mode="statistical", adc_range="calibrated")
+    layer = _programmed(_linear(64, 16), device)
+    assert layer.adc_full_scale is None
+    x = torch.randn(20, 64)
+    layer.calibrate_adc(x)
+    peak = layer.adc_full_scale
+    assert 0 < peak < 64
+    with torch.no_grad():
+        layer(x)
+    assert layer.adc_full_scale == peak
+    fixed = _programmed(_linear(64, 16), device_preset("reram_wan2022", programming_mode="statistical"))
+    with pytest.raises(ValueError, match="adc_range"):
+        fixed.calibrate_adc(x)
+
+
+def test_errors_and_repr():
+    layer = AnalogLinear.from_linear(_linear(8, 4), IDEAL, name="blocks.0.q")
+    with pytest.raises(RuntimeError, match=r"'blocks.0.q' is not programmed: call its program\(\)"):
+        layer(torch.randn(2, 8))
+    assert "device=ideal" in repr(layer) and "tiles=1x1 of 256x256" in repr(layer)
+    layer.program()
+    with pytest.raises(ValueError, match="last dimension 8"):
+        layer(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="floating-point"):
+        layer(torch.ones(2, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="seed"):
+        AnalogLinear(4, 4, IDEAL, seed=-1)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        layer.reprogram(torch.zeros(3, 3))

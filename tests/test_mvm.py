@@ -1,0 +1,320 @@
+"""The analog MVM: numba kernels vs NumPy twins, the torch reference path, quantisers, noise statistics, tiling,
+ADC clipping, the transposed MVM and ledger accounting."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
+
+from crossbar.device import DeviceConfig
+from crossbar.mvm import (
+    MvmSettings,
+    analog_mvm,
+    analog_mvm_reference,
+    analog_mvm_transposed,
+    partial_sum_abs_max,
+    read_noise_normals,
+    record_mvm,
+)
+from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
+from crossbar.periphery import adc_quantize, dac_quantize, quantizer_levels
+from crossbar.presets import device_preset
+from crossbar.rng import NORMAL_TABLE
+from crossbar.state import ArrayState
+from energy import Ledger
+
+
+def _state(g_diff_matrix: np.ndarray, tile_rows: int) -> ArrayState:
+    """An ArrayState holding a given (d_out, d_in) conductance difference (uS), G- at 0."""
+    d_out, d_in = g_diff_matrix.shape
+    device = DeviceConfig(tile_rows=tile_rows)
+    state = ArrayState.fresh(d_in, d_out, device)
+    state.g_diff_us[...] = state.to_tiles(g_diff_matrix.astype(np.float32))
+    return state
+
+
+def _random_state(rng: np.random.Generator, d_in: int, d_out: int, tile_rows: int) -> tuple[ArrayState, np.ndarray]:
+    g = rng.uniform(-40, 40, size=(d_out, d_in)).astype(np.float32)
+    return _state(g, tile_rows), g
+
+
+def _dac(x: np.ndarray, levels: int, tile: int):
+    n_vec, d_in = x.shape
+    n_tiles = -(-d_in // tile)
+    xq = np.full((n_tiles, n_vec, tile), np.nan, dtype=np.float32)
+    sum_sq = np.empty((n_tiles, n_vec), dtype=np.float32)
+    scale = np.empty(n_vec, dtype=np.float32)
+    bad = np.empty(n_vec, dtype=np.uint8)
+    dac_tiles_kernel(x, x.view(np.int32), levels, xq, sum_sq, scale, bad)
+    return xq, sum_sq, scale, bad
+
+
+# --- kernels vs NumPy twins --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [0, 1, 7, 127, 2**15 - 1])
+@pytest.mark.parametrize(("d_in", "tile"), [(1, 4), (37, 16), (64, 32), (100, 128)])
+def test_dac_kernel_matches_twin(levels, d_in, tile):
+    rng = np.random.default_rng(levels + d_in)
+    x = (rng.standard_normal((9, d_in)) * rng.uniform(0.01, 100, size=(9, 1))).astype(np.float32)
+    x[3] = 0.0  # a zero vector: scale 0, zero output
+    xq, sum_sq, scale, bad = _dac(x, levels, tile)
+    ref_xq, ref_sum_sq, ref_scale = naive_dac(x, levels, tile)
+    np.testing.assert_array_equal(xq, ref_xq)
+    np.testing.assert_array_equal(sum_sq, ref_sum_sq)
+    np.testing.assert_array_equal(scale, ref_scale)
+    assert not bad.any()
+    assert np.all(np.abs(xq) <= 1.0)
+    if levels > 0:  # applied inputs sit on the DAC grid
+        np.testing.assert_allclose(xq * levels, np.rint(xq * levels), atol=1e-3)
+
+
+def test_dac_kernel_flags_non_finite_rows():
+    x = np.ones((4, 10), dtype=np.float32)
+    x[1, 3] = np.nan
+    x[2, 0] = -np.inf
+    _, _, _, bad = _dac(x, 127, 8)
+    np.testing.assert_array_equal(bad, [0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("sigma_us", [0.0, 0.4])
+@pytest.mark.parametrize("adc_levels", [0, 7, 127])
+@pytest.mark.parametrize("n_out", [1, 6, 33])
+def test_accumulate_kernel_matches_twin(sigma_us, adc_levels, n_out):
+    rng = np.random.default_rng(n_out + adc_levels)
+    n_tiles, n_vec = 3, 5
+    partial = (rng.standard_normal((n_tiles, n_vec, n_out)) * 30).astype(np.float32)
+    sum_sq = rng.uniform(0, 50, size=(n_tiles, n_vec)).astype(np.float32)
+    scale = rng.uniform(0.1, 3, size=n_vec).astype(np.float32)
+    col_scale = rng.uniform(0.01, 0.1, size=n_out).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    key, step = 0xDEADBEEF12345678, 0.37
+    out = np.empty((n_vec, n_out), dtype=np.float32)
+    adc_accumulate_kernel(
+        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, step, NORMAL_TABLE, out
+    )
+    ref = naive_accumulate(partial, sum_sq, scale, col_scale, bias, key, sigma_us, adc_levels, step)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_noise_draws_match_twin_and_do_not_depend_on_thread_count():
+    key = 987654321
+    np.testing.assert_array_equal(read_noise_normals(key, 2, 3, 7), naive_normals(key, 2, 3, 7))
+    partial = np.random.default_rng(0).standard_normal((2, 64, 40)).astype(np.float32)
+    args = (np.ones((2, 64), np.float32), np.ones(64, np.float32), np.ones(40, np.float32), np.zeros(40, np.float32))
+    outs = []
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            out = np.empty((64, 40), dtype=np.float32)
+            adc_accumulate_kernel(partial, *args, np.uint64(key), 0.5, 127, 0.05, NORMAL_TABLE, out)
+            outs.append(out)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(outs[0], outs[-1])
+
+
+# --- whole MVM: fast path vs torch reference vs NumPy ------------------------------------------------------------
+
+
+CONFIGS = [
+    dict(dac_bits=None, adc_bits=None, read_noise_frac=0.0),
+    dict(dac_bits=8, adc_bits=8, read_noise_frac=0.0),
+    dict(dac_bits=6, adc_bits=None, read_noise_frac=0.02),
+    dict(dac_bits=8, adc_bits=8, read_noise_frac=0.01),
+    dict(dac_bits=4, adc_bits=5, read_noise_frac=0.05, adc_full_scale=3.0),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_path_matches_reference_and_numpy(config):
+    rng = np.random.default_rng(1)
+    device = device_preset("reram_wan2022", tile_rows=32, **config)
+    state, g = _random_state(rng, 70, 21, device.tile_rows)
+    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
+    bias = torch.randn(21)
+    x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
+    settings = MvmSettings.from_device(device)
+    key = 4242
+    fast = analog_mvm(x, state, out_scale, settings, key=key, bias=bias)
+    ref = analog_mvm_reference(x, state, out_scale, settings, key=key, bias=bias)
+    np_ref = naive_mvm(
+        x.numpy(), g, out_scale.numpy(), tile=32, dac_bits=device.dac_bits, adc_bits=device.adc_bits,
+        adc_full_scale=device.adc_full_scale, sigma_us=settings.sigma_us, g_range_us=device.g_range_us, key=key,
+        bias=bias.numpy(),
+    )  # fmt: skip
+    # Same float32 operations everywhere; BLAS may sum a tile's products in another order (1-ulp partial sums).
+    scale = float(np.abs(np_ref).max())
+    np.testing.assert_allclose(fast.numpy(), ref.detach().numpy(), rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(fast.numpy(), np_ref, rtol=0, atol=1e-6 * scale)
+
+
+def test_fresh_noise_per_call_and_same_key_same_result():
+    rng = np.random.default_rng(2)
+    device = device_preset("reram_wan2022", tile_rows=32)
+    state, _ = _random_state(rng, 40, 8, 32)
+    x = torch.randn(3, 40)
+    settings = MvmSettings.from_device(device)
+    a = analog_mvm(x, state, torch.ones(8), settings, key=1)
+    b = analog_mvm(x, state, torch.ones(8), settings, key=1)
+    c = analog_mvm(x, state, torch.ones(8), settings, key=2)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def test_read_noise_statistics():
+    """Output-referred read noise: mean 0 and sigma_cell * sqrt(sum_i x_i^2) * input scale * out_scale per output
+    (summed in quadrature over tiles), here with DAC and ADC off so the clean output is exact."""
+    rng = np.random.default_rng(3)
+    device = device_preset("reram_wan2022", tile_rows=16, dac_bits=None, adc_bits=None, read_noise_frac=0.02)
+    state, _ = _random_state(rng, 40, 6, 16)
+    out_scale = torch.from_numpy(rng.uniform(0.5, 2.0, size=6).astype(np.float32))
+    x_one = torch.from_numpy(rng.standard_normal(40).astype(np.float32))
+    n = 20000
+    x = x_one.expand(n, 40).contiguous()
+    noisy = analog_mvm(x, state, out_scale, MvmSettings.from_device(device), key=11).double()
+    clean = analog_mvm(x[:1], state, out_scale, MvmSettings.from_device(device.replace(read_noise_frac=0.0)), key=0)
+    diff = noisy - clean.double()
+    sigma_cell = 0.02 * device.g_max_us
+    m = float(x_one.abs().max())
+    expected_sd = sigma_cell * float(torch.sqrt(((x_one.double() / m) ** 2).sum())) * m * out_scale.double()
+    sd = diff.std(dim=0)
+    mean = diff.mean(dim=0)
+    assert torch.all((sd / expected_sd - 1).abs() < 0.03), sd / expected_sd
+    assert torch.all(mean.abs() < 4 * expected_sd / n**0.5)
+    # Gaussian shape: about 68.3 % within one sigma.
+    inside = ((diff.abs() / expected_sd) < 1).double().mean()
+    assert abs(float(inside) - 0.6827) < 0.01
+
+
+def test_two_tiles_with_ideal_adc_equal_one_tile():
+    rng = np.random.default_rng(4)
+    g = rng.uniform(-40, 40, size=(10, 60)).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((7, 60)).astype(np.float32))
+    device = device_preset("reram_wan2022", dac_bits=8, adc_bits=None, read_noise_frac=0.0)
+    settings = MvmSettings.from_device(device)
+    one = analog_mvm(x, _state(g, 64), torch.ones(10), settings, key=0)
+    two = analog_mvm(x, _state(g, 32), torch.ones(10), settings, key=0)
+    assert _state(g, 32).n_tiles == 2
+    torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-4)
+
+
+def test_adc_clips_at_full_scale():
+    # All weights at +g_range, all inputs 1: each tile's normalised partial sum is its row count (here 8),
+    # an ADC with full scale 2 reads 2 per tile, so y = n_tiles * 2 * g_range * out_scale.
+    device = device_preset("reram_wan2022", dac_bits=8, adc_bits=6, read_noise_frac=0.0, adc_full_scale=2.0)
+    g = np.full((3, 24), device.g_range_us, dtype=np.float32)
+    state = _state(g, 8)
+    y = analog_mvm(torch.ones(2, 24), state, torch.full((3,), 0.5), MvmSettings.from_device(device), key=0)
+    torch.testing.assert_close(y, torch.full((2, 3), 3 * 2.0 * device.g_range_us * 0.5))
+    # Unclipped with a larger range whose step (15.5 / 31 = 0.5) has 8 on the grid: 24 inputs x 40 uS x 0.5.
+    device = device.replace(adc_full_scale=15.5)
+    y = analog_mvm(torch.ones(2, 24), state, torch.full((3,), 0.5), MvmSettings.from_device(device), key=0)
+    torch.testing.assert_close(y, torch.full((2, 3), 24 * 40.0 * 0.5))
+
+
+def test_partial_sum_abs_max_is_the_normalised_peak():
+    g = np.full((3, 24), 20.0, dtype=np.float32)  # half the range
+    state = _state(g, 8)
+    settings = MvmSettings.from_device(device_preset("reram_wan2022"))
+    peak = partial_sum_abs_max(torch.ones(2, 24), state, torch.ones(3), settings)
+    assert peak == pytest.approx(8 * 0.5)
+
+
+@pytest.mark.parametrize("tile_cols", [4, 7, 64])
+def test_transposed_mvm(tile_cols):
+    rng = np.random.default_rng(5)
+    state, g = _random_state(rng, 30, 13, 8)
+    out_scale = torch.from_numpy(rng.uniform(0.01, 0.02, size=13).astype(np.float32))
+    weight = g * out_scale.numpy()[:, None]
+    d = torch.from_numpy(rng.standard_normal((5, 13)).astype(np.float32))
+    ideal = MvmSettings.from_device(device_preset("ideal"))
+    y = analog_mvm_transposed(d, state, out_scale, ideal, key=0, tile_cols=tile_cols)
+    np.testing.assert_allclose(y.numpy(), d.numpy() @ weight, rtol=1e-5, atol=1e-5)
+    noisy = MvmSettings.from_device(device_preset("reram_wan2022", adc_full_scale=4.0))
+    fast = analog_mvm_transposed(d, state, out_scale, noisy, key=9, tile_cols=tile_cols)
+    ref = analog_mvm_reference(d, state, out_scale, noisy, key=9, transposed=True, tile_cols=tile_cols)
+    np.testing.assert_allclose(fast.numpy(), ref.detach().numpy(), rtol=0, atol=1e-6 * float(fast.abs().max()))
+
+
+def test_bad_inputs_raise_value_errors():
+    state, _ = _random_state(np.random.default_rng(6), 10, 4, 8)
+    settings = MvmSettings.from_device(device_preset())
+    with pytest.raises(ValueError, match="x must have shape"):
+        analog_mvm(torch.ones(2, 11), state, torch.ones(4), settings, key=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        analog_mvm(torch.tensor([[float("nan")] * 10]), state, torch.ones(4), settings, key=0)
+    with pytest.raises(ValueError, match="key"):
+        analog_mvm(torch.ones(2, 10), state, torch.ones(4), settings, key=-1)
+    with pytest.raises(ValueError, match="adc_full_scale"):
+        MvmSettings.from_device(device_preset(), adc_full_scale=0.0)
+    with pytest.raises(ValueError, match="dac_bits"):
+        dac_quantize(torch.ones(3), 1)
+
+
+# --- periphery (torch quantisers with a straight-through gradient) -----------------------------------------------
+
+
+def test_quantisers_values_and_straight_through_gradient():
+    assert quantizer_levels(8) == 127 and quantizer_levels(None) == 0
+    x = torch.tensor([[0.5, -1.0, 0.26, 0.0], [0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    applied, scale = dac_quantize(x, 3)  # 3 levels per sign: grid {0, 1/3, 2/3, 1}
+    torch.testing.assert_close(scale, torch.tensor([[1.0], [0.0]]))
+    torch.testing.assert_close(applied[0], torch.tensor([2 / 3, -1.0, 1 / 3, 0.0]))
+    torch.testing.assert_close(applied[1], torch.zeros(4))
+    (applied * scale).sum().backward()
+    torch.testing.assert_close(x.grad[0], torch.ones(4))  # STE: d(applied * scale)/dx = 1
+    p = torch.tensor([0.1, 0.74, -5.0, 3.0], requires_grad=True)
+    q = adc_quantize(p, 3, 1.5)  # 3 levels per sign, step 0.5, range +-1.5
+    torch.testing.assert_close(q, torch.tensor([0.0, 0.5, -1.5, 1.5]))
+    q.sum().backward()
+    torch.testing.assert_close(p.grad, torch.ones(4))
+
+
+def test_reference_path_is_differentiable_with_straight_through_gradient():
+    rng = np.random.default_rng(7)
+    state, g = _random_state(rng, 20, 5, 8)
+    out_scale = torch.full((5,), 0.01)
+    x = torch.randn(3, 20, requires_grad=True)
+    settings = MvmSettings.from_device(device_preset("reram_wan2022"))
+    analog_mvm_reference(x, state, out_scale, settings, key=3).sum().backward()
+    expected = (torch.from_numpy(g) * 0.01).sum(dim=0).expand(3, 20)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+# --- ledger --------------------------------------------------------------------------------------------------------
+
+
+def test_record_mvm_counts_and_energies():
+    device = device_preset("reram_wan2022", tile_rows=64, tile_cols=32)
+    ledger = Ledger()
+    scope = ledger.scope(phase="inference")
+    d_in, d_out, batch, g_sum = 100, 40, 6, 1234.0
+    record_mvm(scope, layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch, g_sum_us=g_sum, bias=True)
+    costs = ledger.costs
+
+    def total(event, field="count"):
+        return ledger.total(field, event=event)
+
+    assert total("cell_read") == 2 * d_in * d_out * batch
+    assert total("cell_read", "energy_pj") == pytest.approx(batch * 0.5**2 * g_sum * 10.0 * 8 * 1e-3)
+    assert total("cell_read", "latency_ns") == pytest.approx(batch * 8 * costs.mvm_cycle_ns)
+    assert total("dac_conversion") == d_in * 2 * batch  # 2 column tiles of 32 for 40 outputs
+    assert total("dac_conversion", "energy_pj") == pytest.approx(d_in * 2 * batch * costs.dac_conversion_pj(8))
+    assert total("adc_conversion") == d_out * 2 * batch  # 2 row tiles of 64 for 100 inputs
+    assert total("adc_conversion", "energy_pj") == pytest.approx(d_out * 2 * batch * costs.adc_conversion_pj(8))
+    assert total("shift_add") == d_out * 2 * batch
+    assert total("digital_add") == d_out * batch
+    # Transposed: inputs along d_out in column tiles, conversions on the rows of every column tile.
+    ledger2 = Ledger()
+    record_mvm(
+        ledger2.scope(phase="adapt"), layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch,
+        g_sum_us=g_sum, transposed=True,
+    )  # fmt: skip
+    assert ledger2.total("count", event="dac_conversion") == d_out * 2 * batch
+    assert ledger2.total("count", event="adc_conversion") == d_in * 2 * batch
+    assert ledger2.total("count", event="cell_read") == 2 * d_in * d_out * batch
