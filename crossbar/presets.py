@@ -28,6 +28,7 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         programming_mode="statistical",
         programming_noise="none",
         c2c_sigma_frac=0.0,
+        verify_tolerance_frac=1e-6,  # verify-first skips cells within tolerance: near-exact targets for exactness tests
         read_noise_frac=0.0,
         drift_model="none",
         endurance_pulses=math.inf,
