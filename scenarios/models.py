@@ -11,7 +11,7 @@ so nothing reads or changes torch's global random state.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:
     from scenarios.schema import ModelSpec
 
-__all__ = ["ADAPTABLE_LAYERS", "PatchTransformer", "TransformerBlock", "accuracy", "build_model", "train_classifier"]
 
-ADAPTABLE_LAYERS: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
-"""Names of the `nn.Linear` layers inside each block that a LoRA bank may target."""
+from scenarios.schema import ADAPTABLE_LAYERS
+
+__all__ = ["ADAPTABLE_LAYERS", "PatchTransformer", "TransformerBlock", "accuracy", "build_model", "train_classifier"]
 
 
 class TransformerBlock(nn.Module):
@@ -134,13 +134,15 @@ def train_classifier(
     batch_size: int,
     seed: int,
     weight_decay: float = 0.0,
+    schedule: Literal["cosine", "constant"] = "cosine",
     desc: str = "train",
     progress: bool = True,
 ) -> list[float]:
     """Train the parameters of `model` that require grad with Adam on cross-entropy; returns the mean loss per epoch.
 
     Deterministic given `seed` and the model's initial state (CPU, no dropout; batch order from a private
-    generator). The learning rate follows a cosine decay to zero over all steps, which makes short runs converge.
+    generator). `schedule="cosine"` decays the learning rate from `lr` to zero over all steps, which lets short
+    runs converge without tuning; `"constant"` keeps it at `lr`.
     """
     x_tensor, y_tensor = _as_tensors(x, y)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -149,9 +151,13 @@ def train_classifier(
     optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x_tensor) / batch_size)
     total_steps = max(1, epochs * steps_per_epoch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
+
+    def lr_factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(seed)
     history: list[float] = []
     was_training = model.training
@@ -166,7 +172,7 @@ def train_classifier(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                schedule.step()
+                scheduler.step()
                 losses.append(loss.item() * len(batch))
                 bar.update()
             history.append(sum(losses) / len(x_tensor))

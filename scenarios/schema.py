@@ -264,8 +264,8 @@ class BankSpec(_Section):
         min_length=1,
         description="Block layers that get LoRA modules: any of q, k, v, o, fc1, fc2, or [all] for all six.",
     )
-    epochs: int = Field(10, ge=1, description="Passes over each source task's training set per LoRA.")
-    lr: float = Field(5e-3, gt=0, description="Peak Adam learning rate for LoRA training (cosine decay to 0).")
+    epochs: int = Field(20, ge=1, description="Passes over each source task's training set per LoRA.")
+    lr: float = Field(0.01, gt=0, description="Peak Adam learning rate for LoRA training (cosine decay to 0).")
     train_size: int = Field(1000, ge=1, description="Training examples per source task (npz: at most this).")
     batch_size: int | None = Field(None, ge=1, description="Mini-batch size (examples); default model.batch_size.")
 
