@@ -12,7 +12,8 @@ Two modes (`device.programming_mode`), both with the same verify-first rule (a c
   by the nominal step clip(G_target - G, +-max_step_frac * range) plus cycle-to-cycle noise
   N(0, c2c_sigma_frac * range) (MLP NeuroSim V3.0 Cell.cpp sigmaCtoC, src), clipped to [g_min, g_max]; SET when
   the cell is below its target, RESET when above; a verify read follows every pulse; the loop stops within
-  tolerance or after `max_pulses`. Stuck cells take all `max_pulses` and never move.
+  tolerance or after `max_pulses`. Stuck cells take all `max_pulses` and never move (unless their first verify
+  read is already within tolerance: the controller cannot tell a stuck cell from a working one).
 - `statistical`: G = clip(G_target + sigma(G_target) z) with sigma the fitted `programming_noise` model
   (`crossbar.noise`), and the pulse count drawn as the write-verify model's expected pulses for that
   (G_start, G_target) (see `expected_pulse_table`), stochastically rounded to an integer; SET if the target is
