@@ -32,8 +32,8 @@ def _deployed(backend: str, n_entries: int = 3, rank: int = 2, seed: int = 0, le
 
     device = device_preset(backend)
     analog = convert_to_analog(model, device, seed=seed)
-    program_model(analog, ledger.scope(phase="deploy_base") if ledger else None)
-    scope = ledger.scope(phase="deploy_bank") if ledger else None
+    program_model(analog, ledger.scope(phase="deploy_base") if ledger is not None else None)
+    scope = ledger.scope(phase="deploy_bank") if ledger is not None else None
     return analog, bank, program_bank(analog, bank, device, scope, seed=seed)
 
 
@@ -190,3 +190,24 @@ def test_fused_layer_rejects_mismatched_parts() -> None:
         )
     with pytest.raises(ValueError, match="form must be"):
         attach_fusion(model, programmed, form="sum")  # type: ignore[arg-type]
+
+
+def test_bank_programming_and_calibration_are_recorded_in_their_phases() -> None:
+    ledger = Ledger()
+    model, _, programmed = _deployed("reram_wan2022", n_entries=3, rank=2, ledger=ledger)
+    assert ledger.cell_write_pulses(phase="deploy_bank") > 0
+    assert {r.layer for r in ledger.rows(phase="deploy_bank")} >= {"blocks.0.q.bank_A", "blocks.0.q.bank_B"}
+    assert ledger.cell_write_pulses(phase="calibration") == 0
+    # Read-out MVMs per layer (d = 16, N r = 6): A's rows by 6 transposed MVMs, A A^T by 6 MVMs on A, W0 A^T by 6
+    # MVMs on W0, W0 by 16 unit-vector MVMs, B by 6 MVMs; each reads all of its array's cells (2 per weight).
+    d, width = 16, 6
+    cells = {
+        "blocks.0.q.bank_A": 2 * width * (2 * d * width),
+        "blocks.0.q": (width + d) * (2 * d * d),
+        "blocks.0.q.bank_B": width * (2 * width * d),
+    }
+    for layer, expected in cells.items():
+        assert ledger.total("count", phase="calibration", event="cell_read", layer=layer) == expected, layer
+    words = programmed.layers["blocks.0.q"].calibration.sram_words
+    assert words == d + d * width + width * width + d * width
+    assert ledger.total("count", phase="calibration", event="sram_write", layer="blocks.0.q") == words

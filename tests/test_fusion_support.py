@@ -19,15 +19,27 @@ class ToyBlock(nn.Module):
 
 
 class ToyNet(nn.Module):
-    """Two residual blocks with layers named like a transformer's (`blocks.<i>.q`, `.v`) and a `head`."""
+    """Two residual blocks with layers named like a transformer's (`blocks.<i>.q`, `.v`) and a `head`, whose
+    weights are scaled by `head_gain` so that logits have clear margins (a teacher's labels then have a low
+    cross-entropy, and a wrong model a high one)."""
 
-    def __init__(self, d_in: int = 12, width: int = 16, n_classes: int = 4, n_blocks: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        d_in: int = 12,
+        width: int = 16,
+        n_classes: int = 4,
+        n_blocks: int = 2,
+        seed: int = 0,
+        head_gain: float = 8.0,
+    ) -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.embed = nn.Linear(d_in, width)
             self.blocks = nn.ModuleList(ToyBlock(width) for _ in range(n_blocks))
             self.head = nn.Linear(width, n_classes)
+        with torch.no_grad():
+            self.head.weight.mul_(head_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
