@@ -264,9 +264,9 @@ class BankSpec(_Section):
         min_length=1,
         description="Block layers that get LoRA modules: any of q, k, v, o, fc1, fc2, or [all] for all six.",
     )
-    epochs: int = Field(20, ge=1, description="Passes over each source task's training set per LoRA.")
+    epochs: int = Field(12, ge=1, description="Passes over each source task's training set per LoRA.")
     lr: float = Field(0.01, gt=0, description="Peak Adam learning rate for LoRA training (cosine decay to 0).")
-    train_size: int = Field(1000, ge=1, description="Training examples per source task (npz: at most this).")
+    train_size: int = Field(800, ge=1, description="Training examples per source task (npz: at most this).")
     batch_size: int | None = Field(None, ge=1, description="Mini-batch size (examples); default model.batch_size.")
 
     @_model_validator(mode="after")
@@ -304,7 +304,10 @@ class _TrainedMethod(_MethodBase):
     early_stopping: bool = Field(
         False,
         description="Keep the parameters with the best validation loss (needs tasks.few_shot_val >= 1; "
-        "LoRAFusion: patience = steps/3 after a warm-up of steps/5, off in its final runs).",
+        "LoRAFusion's option, off in its final runs).",
+    )
+    patience: int | None = Field(
+        None, ge=1, description="Epochs without a new best validation loss before stopping; null = epochs // 3."
     )
 
 
@@ -325,8 +328,10 @@ class FusionSpec(_TrainedMethod):
     form: Literal["lorahub", "linear"] = Field(
         "lorahub", description="`lorahub`: s (sum c B)(sum c A); `linear`: s sum c B A (DESIGN section 5)."
     )
-    share: Literal["layer", "block"] = Field(
-        "layer", description="One coefficient vector per adapted layer, or one per block shared by its layers."
+    share: Literal["layer", "block", "global"] = Field(
+        "layer",
+        description="One coefficient vector per adapted layer, one per block shared by its layers (LoRAFusion's "
+        "code), or one for the whole model.",
     )
     magnitude: bool = Field(True, description="Train the DoRA magnitude vectors (false: coefficients only).")
 
@@ -364,7 +369,7 @@ class LoraHubSpec(_MethodBase):
     bound: float = Field(1.5, gt=0, description="Coefficients are searched in [-bound, bound] (LoraHub: 1.5).")
     l1: float = Field(0.05, ge=0, description="L1 penalty weight on mean |coefficient| (LoraHub: 0.05).")
     examples: int | None = Field(
-        None, ge=1, description="Few-shot examples the loss is computed on; default all of tasks.few_shot_train."
+        5, ge=1, description="Few-shot examples the loss is computed on (LoraHub: 5); null = all of few_shot_train."
     )
     form: Literal["lorahub", "linear"] = Field("lorahub", description="Fusion form, as for `fusion`.")
 
@@ -540,14 +545,9 @@ def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str |
     """
     annotation = _unwrap(annotation)
     origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType) and _all_models(typing.get_args(annotation)):
-        # the methods union: pick the member by the entry's name
-        tag = raw.get("name") if isinstance(raw, dict) else None
-        for member in typing.get_args(annotation):
-            model = _strip_annotated(member)
-            if _is_model(model) and tag in typing.get_args(model.model_fields["name"].annotation):
-                return _child(model, segment, raw)
-        return Any, None
+    if _is_model_union(annotation):  # a method entry: the model its name selects
+        model = _member_for(annotation, raw)
+        return _child(model, segment, raw) if model is not None else (Any, None)
     if _is_model(annotation):
         fields = annotation.model_fields
         if segment not in fields:
@@ -563,14 +563,32 @@ def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str |
 
 
 def _annotation_at(loc: Sequence[str | int], raw: object) -> Any:
-    """Annotation of the node at `loc` (a pydantic error location) below Scenario, or None if not resolvable."""
+    """Annotation of the node at `loc` (a pydantic error location) below Scenario, or None if not resolvable. A
+    method entry resolves to the method model its `name` selects."""
     annotation: Any = Scenario
     for segment in loc:
         annotation, problem = _child(annotation, segment, raw)
         if problem is not None or annotation is None:
             return None
         raw = raw.get(segment) if isinstance(raw, dict) else (raw[segment] if isinstance(raw, list) else None)  # type: ignore[index]
-    return _unwrap(annotation)
+    annotation = _unwrap(annotation)
+    if _is_model_union(annotation):
+        return _member_for(annotation, raw)
+    return annotation
+
+
+def _is_model_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (Union, types.UnionType) and _all_models(typing.get_args(annotation))
+
+
+def _member_for(union: Any, raw: object) -> type[BaseModel] | None:
+    """The member of a union of method models that a raw entry's `name` selects (None if it selects none)."""
+    tag = raw.get("name") if isinstance(raw, dict) else None
+    for member in typing.get_args(union):
+        model = _strip_annotated(member)
+        if tag in typing.get_args(model.model_fields["name"].annotation):
+            return model
+    return None
 
 
 def _path(loc: Sequence[str | int]) -> str:

@@ -116,6 +116,13 @@ def test_cli_plot(tmp_path: Path, capsys) -> None:
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metrics.csv" in err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.csv").write_text("method,task\nfusion,blur\n")
+    with pytest.raises(SystemExit) as done:
+        main(["plot", str(tmp_path / "broken")])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing column(s) drift_s" in err
     main(["plot", str(tmp_path)])
     assert "figure files" in capsys.readouterr().out
     assert (tmp_path / "figures" / "endurance.svg").is_file()

@@ -67,6 +67,7 @@ BAD_CASES = [
     ),
     ("unknown_method", _tiny_with(methods=[{"name": "magic"}]), [], "methods[0].name: got 'magic'"),
     ("method_without_name", _tiny_with(methods=[{"epochs": 3}]), [], "methods[0]: no `name` key"),
+    ("unknown_method_key", _tiny_with(methods=[{"name": "fusion", "epoch": 3}]), [], "did you mean 'epochs'"),
     ("bad_method_setting", _tiny_with(methods=[{"name": "fusion", "form": "cubic"}]), [], "methods[0].form"),
     ("duplicate_method", _tiny_with(methods=[{"name": "fusion"}, {"name": "fusion"}]), [], "methods[1]"),
     ("missing_file", None, [], "no such file"),
