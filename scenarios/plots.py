@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from energy import WRITE_EVENTS, atomic_write_bytes
+from energy import KEYS, WRITE_EVENTS, Ledger, atomic_write_bytes
 
-__all__ = ["FIGURES", "LEDGER_COLUMNS", "METRIC_COLUMNS", "ResultsError", "plot_run"]
+__all__ = ["FIGURES", "METRIC_COLUMNS", "ResultsError", "plot_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "switches_to_wearout",
 )
 """Columns plot_run needs in metrics.csv (accuracy as a fraction in [0, 1]; switches_to_wearout may be inf)."""
-
-LEDGER_COLUMNS: tuple[str, ...] = ("event", "phase", "task", "method", "layer", "count", "energy_pj", "latency_ns")
 
 FIGURES: tuple[str, ...] = (
     "energy_vs_accuracy",
@@ -67,38 +65,41 @@ class ResultsError(ValueError):
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
-def _read_csv(path: Path, required: Sequence[str], label_columns: Sequence[str]) -> pd.DataFrame:
+def _read_metrics(run_dir: Path) -> pd.DataFrame:
+    """metrics.csv with the METRIC_COLUMNS checked present and numeric (extra columns are kept)."""
+    path = run_dir / "metrics.csv"
+    label_columns = ("method", "task")
     try:
         frame = pd.read_csv(path, dtype={column: str for column in label_columns}, keep_default_na=False)
     except FileNotFoundError:
         raise ResultsError(f"{path}: no such file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path}: not a readable CSV file ({type(error).__name__})") from None
-    missing = [column for column in required if column not in frame.columns]
+    missing = [column for column in METRIC_COLUMNS if column not in frame.columns]
     if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}, expected at least {', '.join(required)}")
-    numeric = [column for column in required if column not in label_columns]
-    for column in numeric:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any():
-            raise ResultsError(f"{path}: column {column} has non-numeric values, expected numbers")
-        frame[column] = values.astype(float)
-    return frame
-
-
-def _read_metrics(run_dir: Path) -> pd.DataFrame:
-    frame = _read_csv(run_dir / "metrics.csv", METRIC_COLUMNS, ("method", "task"))
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}, expected {', '.join(METRIC_COLUMNS)}")
     if frame.empty:
-        raise ResultsError(f"{run_dir / 'metrics.csv'}: has no rows, expected one row per method, task and drift")
+        raise ResultsError(f"{path}: has no rows, expected one row per method, task and drift time")
+    for column in METRIC_COLUMNS:
+        if column not in label_columns:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                raise ResultsError(f"{path}: column {column} has non-numeric values, expected numbers")
+            frame[column] = values.astype(float)
     return frame
 
 
 def _read_ledger(run_dir: Path) -> pd.DataFrame | None:
+    """The ledger's rows, read and checked by `energy.Ledger.from_csv`; None (with a warning) if there is none."""
     path = run_dir / "ledger.csv"
     if not path.is_file():
         logger.warning("%s not found: skipping the energy breakdown and cell-write figures", path)
         return None
-    return _read_csv(path, LEDGER_COLUMNS, ("event", "phase", "task", "method", "layer"))
+    try:
+        records = Ledger.from_csv(path).to_records()
+    except (ValueError, KeyError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path}: not a valid ledger export ({' '.join(str(error).split())[:160]})") from None
+    return pd.DataFrame(records, columns=list(KEYS) + ["count", "energy_pj", "latency_ns"])
 
 
 def _ordered(values: pd.Series) -> list[str]:
@@ -278,11 +279,9 @@ def _cell_writes_per_layer(ledger: pd.DataFrame, methods: list[str]) -> Figure:
     shown = np.ma.masked_less_equal(grid, 0)
     ax.set_facecolor("#eeeeee")  # cells with zero writes show the background
     norm = LogNorm(positive.min(), max(positive.max(), positive.min() * 10)) if len(positive) else None
+    image = ax.imshow(shown, aspect="auto", cmap="viridis", norm=norm)
     if norm is not None:
-        image = ax.imshow(shown, aspect="auto", cmap="viridis", norm=norm)
         fig.colorbar(image, ax=ax, label="SET + RESET pulses (count, log scale)")
-    else:
-        ax.imshow(np.zeros_like(grid), aspect="auto", cmap="Greys", vmin=0, vmax=1)
     if grid.size <= 200:
         for (row, col), value in np.ndenumerate(grid):
             bright = value == 0 or (norm is not None and norm(value) > 0.6)  # viridis is light at its top end
