@@ -79,7 +79,7 @@ class AnalogLoRALinear(nn.Module):
         seed: int,
         scope: LedgerScope | None,
         trainable: bool,
-    ):
+    ) -> AnalogLoRALinear:
         """Build the two arrays for (A, B), program them once (recorded in `scope`), and wrap them with `base`."""
         from crossbar import AnalogLinear
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from energy import LedgerScope
 from fusion.accounting import module_ledger, record_digital, vectors
 from fusion.loop import ParamGroup, as_tensors, train_loop
 
@@ -218,7 +219,7 @@ def train_lora(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     seed: int = 0,
-    ledger=None,
+    ledger: LedgerScope | None = None,
     progress: bool = True,
     desc: str = "lora",
 ) -> list[float]:

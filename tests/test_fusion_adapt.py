@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from test_fusion_support import ToyNet, random_bank, toy_task
 
 from crossbar import analog_layers, convert_to_analog, device_preset, program
@@ -204,3 +207,33 @@ def test_bad_input_is_rejected_with_a_clear_message(toy, call, message) -> None:
     model, bank, x, y = toy
     with pytest.raises(ValueError, match=message):
         call(model, program_bank(model, bank, None), (x, y))
+
+
+@hyp_settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_entries=st.integers(1, 3),
+    rank=st.integers(1, 3),
+    form=st.sampled_from(["lorahub", "linear"]),
+    sharing=st.sampled_from(["layer", "block", "global"]),
+    method=st.sampled_from(["fusion", "lorahub"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_fusion_methods_never_write(n_entries, rank, form, sharing, method, seed) -> None:
+    """Whatever the bank, form, sharing and seed, fusion and lorahub leave every cell's write counter as it was
+    and the ledger shows zero pulses in adapt."""
+    model = ToyNet(seed=seed % 7)
+    bank = random_bank(model, n_entries=n_entries, rank=rank, alpha=2.0 * rank, seed=seed)
+    device = device_preset("reram_wan2022")
+    analog = convert_to_analog(model, device, seed=seed)
+    program(analog)
+    programmed = program_bank(analog, bank, device, seed=seed)
+    counters = [a.state.writes_pos.copy() for arrays in programmed.layers.values() for a in (arrays.a, arrays.b)]
+    x, y = toy_task(model, bank, torch.ones(n_entries), 12, seed=seed)
+    ledger = Ledger()
+    settings = AdaptSettings(epochs=1, batch_size=4, progress=False, form=form, sharing=sharing, lorahub_budget=3)
+    result = adapt(method, analog, programmed, (x, y), settings, ledger=ledger, task="p", seed=seed)
+    assert ledger.cell_write_pulses(phase="adapt") == 0 == result.cell_write_pulses
+    assert ledger.total("count", phase="adapt", event="cell_read") > 0
+    fused = [m for m in result.model.modules() if isinstance(m, FusedLinear)]
+    after = [a.state.writes_pos for layer in fused for a in (layer.bank_a, layer.bank_b)]
+    assert all((before == now).all() for before, now in zip(counters, after))

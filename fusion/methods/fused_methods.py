@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -132,7 +134,10 @@ def adapt_lorahub(ctx: AdaptContext) -> AdaptResult:
     parametrization = ng.p.Array(init=np.zeros(n), lower=-s.lorahub_bound, upper=s.lorahub_bound)
     parametrization.random_state = np.random.RandomState(derive_seed(ctx.seed, "lorahub"))
     optimizer = ng.optimizers.NGOpt(parametrization=parametrization, budget=s.lorahub_budget)
-    with record_to(ctx.model, ctx.scope):
+    with record_to(ctx.model, ctx.scope), warnings.catch_warnings():
+        # nevergrad 1.0 hands scipy's COBYLA a stopping radius it rejects and scipy says so on every run; the
+        # default it falls back to is what nevergrad intended.
+        warnings.filterwarnings("ignore", message="COBYLA: Invalid RHOEND")
         recommendation = optimizer.minimize(objective)
     with torch.no_grad():
         coefficients.copy_(torch.as_tensor(recommendation.value, dtype=torch.float32))
