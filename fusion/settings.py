@@ -57,6 +57,8 @@ class AdaptSettings:
     lora_lr: float = 1e-3
     """Adam learning rate of the LoRA matrices."""
     lora_weight_decay: float = 0.0
+    insitu_write_every_steps: int = 1
+    """lora_in_situ: optimizer steps between rewrites of the LoRA's changed cells (1 = after every step)."""
     # --- lorahub (gradient-free, LoraHub reproduce_bbh.py) ---
     lorahub_budget: int = 40
     """Objective evaluations of nevergrad NGOpt (LoraHub: 40 steps)."""
@@ -74,7 +76,7 @@ class AdaptSettings:
     """Adam learning rate of the digital copy of the base weights."""
 
     def __post_init__(self) -> None:
-        positive_ints = ("epochs", "batch_size", "lorahub_budget", "lorahub_examples")
+        positive_ints = ("epochs", "batch_size", "lorahub_budget", "lorahub_examples", "insitu_write_every_steps")
         for name in positive_ints:
             _check_int(name, getattr(self, name), 1)
         for name in ("patience", "lora_rank"):

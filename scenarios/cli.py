@@ -6,12 +6,12 @@ User errors (bad arguments, bad scenario files) print one line on stderr and exi
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import typer
 
 from energy import COST_PRESETS, DEFAULT_COST_PRESET
+from scenarios.stamp import package_version
 
 app = typer.Typer(
     name="crossbar-sim",
@@ -25,13 +25,6 @@ app = typer.Typer(
 
 class UserError(Exception):
     """A mistake in the user's input: reported as one line, exit code 2."""
-
-
-def package_version() -> str:
-    try:
-        return version("crossbar-sim")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0+unknown"
 
 
 def _version_callback(value: bool) -> None:
@@ -111,8 +104,12 @@ def run(
     """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
     loaded = _load(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
     from scenarios.runner import run_scenario
+    from scenarios.schema import ScenarioError
 
-    run_dir = run_scenario(loaded, out if out is not None else Path("runs") / loaded.name, fresh=fresh)
+    try:
+        run_dir = run_scenario(loaded, out if out is not None else Path("runs") / loaded.name, fresh=fresh)
+    except ScenarioError as error:
+        raise UserError(str(error)) from None
     typer.echo(f"results in {run_dir}")
 
 

@@ -1,20 +1,318 @@
-"""The scenario runner: train base -> program base -> train bank -> program bank -> adapt and evaluate each target
-task with each method -> write results (DESIGN section 6). Resumable from per-phase checkpoints.
+"""The scenario runner (DESIGN section 6): train base -> program base -> train bank -> program bank -> for each
+target task and method: adapt, evaluate (fresh and after drift) -> write results.
 
-Not wired yet: the CLI already validates scenarios and calls `run_scenario`.
+Resuming. Every finished phase leaves a checkpoint in `<run>/checkpoints/`, written atomically:
+- `base_model.safetensors` (+ `.json` with its clean accuracy): the trained digital base;
+- `bank/` (`LoRABank.save`: safetensors + manifest): the trained bank;
+- `deploy_ledger.json`: the ledger of programming base and bank;
+- `units/<task>__<method>.json`: one finished (task, method) unit: its metrics rows, wear and ledger rows.
+On restart the training phases and finished units are loaded, not redone. Programming base and bank is replayed
+instead of loaded: it is a pure function of the seed and the trained weights and takes seconds, and the replayed
+ledger must equal the checkpointed one (a check that the replay really is deterministic). A unit's randomness is
+derived from (seed, task, method), never from what ran before it, so a resumed run ends with the same
+`metrics.csv` as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from scenarios.schema import Scenario
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
 
-__all__ = ["run_scenario"]
+from crossbar import DeviceConfig, analog_layers, convert_to_analog, device_preset, program
+from crossbar.state import STUCK, pulses_per_count
+from energy import Ledger, atomic_write_bytes, atomic_write_text, cost_preset
+from fusion import AdaptSettings, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from fusion import record_to as record_inference_to
+from fusion.seeding import derive_seed
+from scenarios.errors import ScenarioError
+from scenarios.results import UnitResult, write_results
+from scenarios.schema import MethodSpec, Scenario
+from scenarios.stamp import run_stamp
+from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
+
+__all__ = ["adapt_settings", "run_scenario"]
+
+log = logging.getLogger("crossbar_sim.runner")
+
+RUN_THREADS = 1
+"""Torch and numba threads during a run. The default study's matrices are 64-128 wide: a second thread costs more
+in synchronisation than it saves (measured: up to 20x slower training on a busy 2-core machine)."""
 
 
-def run_scenario(scenario: Scenario, out_dir: Path, *, fresh: bool = False) -> Path:
+def run_scenario(scenario: Scenario, out_dir: Path, *, fresh: bool = False, progress: bool = True) -> Path:
     """Run every phase of `scenario` into `out_dir` (resuming from its checkpoints unless `fresh`) and return the
     run directory, which then holds the resolved config, results.json, metrics.csv, ledger.csv, figures and
     report.md."""
-    raise NotImplementedError("the scenario runner is not wired to the crossbar and fusion engines yet")
+    run_dir = Path(out_dir)
+    _prepare_run_dir(run_dir, scenario, fresh)
+    with _threads(RUN_THREADS), _log_to(run_dir / "run.log"):
+        log.info("run %s into %s", scenario.name, run_dir)
+        return _Run(scenario, run_dir, progress).execute()
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, run_dir: Path, progress: bool) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.ckpt = run_dir / "checkpoints"
+        self.progress = progress
+        self.device: DeviceConfig = device_preset(scenario.device.preset, **scenario.device.overrides)
+        self.costs = cost_preset(scenario.costs.preset, **scenario.costs.overrides)
+
+    def execute(self) -> Path:
+        scenario = self.scenario
+        suite = build_tasks(scenario)
+        base = self._base_model(suite.base, suite.n_classes, suite.image_shape)
+        deploy_ledger = Ledger(self.costs)
+        analog = convert_to_analog(base, self.device, seed=derive_seed(scenario.seed, "analog"))
+        program(analog, deploy_ledger.scope(phase="deploy_base"))
+        bank = self._bank(base, list(suite.sources.values()))
+        programmed_bank = program_bank(
+            analog, bank, self.device, deploy_ledger.scope(phase="deploy_bank"), seed=derive_seed(scenario.seed, "bank")
+        )
+        self._check_deploy_replay(deploy_ledger)
+        units: list[UnitResult] = []
+        work = [(task, spec) for task in suite.targets.values() for spec in scenario.methods]
+        for task_data, spec in tqdm(work, desc="adapt+evaluate", disable=not self.progress):
+            units.append(self._unit(analog, programmed_bank, task_data, spec))
+        return write_results(self.run_dir, scenario, units, deploy_ledger, plots=scenario.outputs.plots,
+                             formats=tuple(scenario.outputs.formats))  # fmt: skip
+
+    # --- phase: base model -----------------------------------------------------------------------------------
+    def _base_model(self, data: TaskData, n_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        spec = self.scenario.model
+        model = build_model(spec, n_classes, image_shape, seed=derive_seed(self.scenario.seed, "base_init"))
+        path = self.ckpt / "base_model.safetensors"
+        if path.exists():
+            model.load_state_dict(load_file(path))
+            log.info("base model loaded from %s", path)
+        else:
+            train_classifier(
+                model, data.x_train, data.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
+                batch_size=spec.batch_size, seed=derive_seed(self.scenario.seed, "base_train"), desc="base model",
+                progress=self.progress,
+            )  # fmt: skip
+            base_accuracy = accuracy(model, data.x_test, data.y_test)
+            _save_tensors(path, model.state_dict())
+            atomic_write_text(path.with_suffix(".json"), json.dumps({"clean_accuracy": base_accuracy}))
+            log.info("base model trained: %.4f accuracy on %s", base_accuracy, data.name)
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
+
+    # --- phase: bank -----------------------------------------------------------------------------------------
+    def _bank(self, base: nn.Module, sources: list[TaskData]) -> LoRABank:
+        directory = self.ckpt / "bank"
+        if (directory / "manifest.json").exists():
+            log.info("bank loaded from %s", directory)
+            return LoRABank.load(directory)
+        spec = self.scenario.bank
+        bank = build_bank(
+            base,
+            {task.name: (task.x_train, task.y_train) for task in sources},
+            target_modules=list(spec.modules),
+            rank=spec.rank,
+            alpha=spec.alpha,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size or self.scenario.model.batch_size,
+            lr=spec.lr,
+            seed=derive_seed(self.scenario.seed, "bank_train"),
+            progress=self.progress,
+        )
+        staging = self.ckpt / ".bank.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        bank.save(staging)
+        staging.rename(directory)  # a directory appears complete or not at all
+        log.info("bank of %d LoRAs trained", bank.n_entries)
+        return bank
+
+    def _check_deploy_replay(self, ledger: Ledger) -> None:
+        path = self.ckpt / "deploy_ledger.json"
+        records = ledger.to_records()
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved != json.loads(json.dumps(records)):
+                raise RuntimeError(f"replayed programming differs from the checkpoint {path}: non-determinism bug")
+        else:
+            atomic_write_text(path, json.dumps(records))
+
+    # --- phase: adapt and evaluate one (task, method) --------------------------------------------------------
+    def _unit(self, analog: nn.Module, bank: ProgrammedBank, task: TaskData, spec: MethodSpec) -> UnitResult:
+        path = self.ckpt / "units" / f"{task.name}__{spec.key}.json"
+        if path.exists():
+            return UnitResult.from_json(json.loads(path.read_text()))
+        seed = derive_seed(self.scenario.seed, "unit", task.name, spec.key)
+        ledger = Ledger(self.costs)
+        x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
+        y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
+        settings = adapt_settings(spec, self.scenario, n_val=len(task.x_val), n_total=len(x), progress=False)
+        result = adapt(spec.name, analog, bank, (x, y), settings, self.device, ledger, task.name, seed)
+        # adapt() files its records under the method's registered name; results are filed under the entry's key
+        ledger = _relabel_method(ledger, spec.name, spec.key)
+        arrays = [module for pair in bank.layers.values() for module in (pair.a, pair.b)]
+        max_pulses = _max_cell_pulses([analog, *arrays], result.model, self.device)
+        accuracies = self._evaluate(result.model, task, spec.key, seed, ledger)
+        unit = UnitResult(
+            task=task.name,
+            method=spec.key,
+            accuracies=accuracies,
+            trainable_params=result.trainable_params,
+            max_cell_pulses=max_pulses,
+            endurance_pulses=self.device.endurance_pulses,
+            n_test=len(task.x_test),
+            wall_s=result.wall_s,
+            ledger_records=ledger.to_records(),
+        )
+        atomic_write_text(path, json.dumps(unit.to_json()))
+        log.info("%s / %s: accuracy %s, %d trainable", task.name, spec.key, accuracies, result.trainable_params)
+        return unit
+
+    def _evaluate(
+        self, model: nn.Module, task: TaskData, method: str, seed: int, ledger: Ledger
+    ) -> dict[float, list[float]]:
+        """Test accuracy per drift time and repeat. Each (drift time, repeat) evaluates its own copy with read
+        noise and drift drawn from (seed, drift time, repeat); the first fresh evaluation also records the
+        inference energy into the ledger (phase `inference`)."""
+        evaluate = self.scenario.evaluate
+        results: dict[float, list[float]] = {}
+        for drift_s in evaluate.drift_times_s:
+            results[float(drift_s)] = []
+            for repeat in range(evaluate.repeats):
+                copy_ = copy.deepcopy(model)
+                _reseed(copy_, derive_seed(seed, "evaluate", repr(float(drift_s)), str(repeat)))
+                if drift_s > 0:
+                    for _, layer in analog_layers(copy_):
+                        layer.drift_to(float(drift_s))
+                record = drift_s == evaluate.drift_times_s[0] and repeat == 0
+                scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
+                with record_inference_to(copy_, scope):
+                    results[float(drift_s)].append(accuracy(copy_, task.x_test, task.y_test))
+        return results
+
+
+def adapt_settings(spec: MethodSpec, scenario: Scenario, *, n_val: int, n_total: int, progress: bool) -> AdaptSettings:
+    """The `fusion.AdaptSettings` for one method entry of a scenario (schema names -> engine names)."""
+    values: dict[str, object] = {"progress": progress, "val_fraction": n_val / n_total if n_val else 0.0}
+    for field in ("epochs", "batch_size", "early_stopping", "patience"):
+        if hasattr(spec, field):
+            values[field] = getattr(spec, field)
+    renames = {
+        "fusion": {"coefficient_lr": "coef_lr", "magnitude_lr": "magnitude_lr", "weight_decay": "coef_weight_decay",
+                   "l1": "coef_l1", "form": "form", "share": "sharing", "magnitude": "train_magnitude"},
+        "lorahub": {"budget": "lorahub_budget", "bound": "lorahub_bound", "l1": "lorahub_l1",
+                    "examples": "lorahub_examples", "form": "form"},
+        "full_finetune": {"lr": "finetune_lr"},
+    }  # fmt: skip
+    lora = {"lr": "lora_lr", "rank": "lora_rank", "alpha": "lora_alpha"}
+    for schema_name, engine_name in renames.get(spec.name, lora if spec.name.startswith("lora_") else {}).items():
+        value = getattr(spec, schema_name)
+        if value is not None:
+            values[engine_name] = value
+    if spec.name == "lorahub" and values.get("lorahub_examples") is None:
+        values["lorahub_examples"] = max(1, n_total - n_val)
+    if spec.name.startswith("lora_"):
+        values["lora_target_modules"] = tuple(scenario.bank.modules)
+    if getattr(spec, "write_every_steps", None) is not None:
+        values["insitu_write_every_steps"] = spec.write_every_steps
+    return AdaptSettings().replace(**values)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+def _prepare_run_dir(run_dir: Path, scenario: Scenario, fresh: bool) -> None:
+    """Create the run directory, or check that an existing one belongs to the same scenario."""
+    config_path = run_dir / "config.json"
+    resolved = scenario.resolved_dict()
+    if fresh and run_dir.exists():
+        for name in ("checkpoints", "figures"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log"):
+            (run_dir / name).unlink(missing_ok=True)
+    if config_path.exists():
+        previous = json.loads(config_path.read_text()).get("scenario")
+        if previous != json.loads(json.dumps(resolved)):
+            raise ScenarioError(
+                f"{run_dir}: holds a run of a different scenario configuration; use --fresh to start over or "
+                "--out to choose another directory"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_path, json.dumps({"scenario": resolved, **run_stamp()}, indent=1))
+
+
+def _relabel_method(ledger: Ledger, old: str, new: str) -> Ledger:
+    if old == new:
+        return ledger
+    records = [{**r, "method": new if r["method"] == old else r["method"]} for r in ledger.to_records()]
+    return Ledger.from_records(records, ledger.costs)
+
+
+def _max_cell_pulses(deployed: list[nn.Module], adapted: nn.Module, device: DeviceConfig) -> float:
+    """The most pulses any one cell took during adaptation (from the per-cell counters; stuck cells excluded):
+    what limits the number of task switches before wear-out. Arrays are matched by their names; an array that
+    did not exist at deployment (a LoRA written during adaptation) counts all its pulses."""
+    per_count = pulses_per_count(device)
+    old = {layer.name: layer for module in deployed for _, layer in analog_layers(module)}
+    worst = 0
+    for _, layer in analog_layers(adapted):
+        if layer.state is None:
+            continue
+        previous = old.get(layer.name)
+        for attr in ("writes_pos", "writes_neg"):
+            now = getattr(layer.state, attr).astype(np.int64)
+            was = getattr(previous.state, attr).astype(np.int64) if previous is not None else np.zeros_like(now)
+            delta = np.where((now == STUCK) | (was == STUCK), 0, now - was)
+            worst = max(worst, int(delta.max(initial=0)))
+    return float(worst * per_count)
+
+
+def _reseed(model: nn.Module, seed: int) -> None:
+    for name, layer in analog_layers(model):
+        layer.reseed_noise(derive_seed(seed, name))
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save as to_bytes
+
+    atomic_write_bytes(path, to_bytes({k: v.detach().contiguous() for k, v in tensors.items()}))
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run torch and the numba kernels on `n` threads, restoring both afterwards."""
+    import numba
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("crossbar_sim")
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()

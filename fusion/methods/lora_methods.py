@@ -143,11 +143,16 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
         layers[name] = layer
     params = [p for layer in layers.values() for p in (layer.shadow_A, layer.shadow_B)]
 
-    def write(_step: int) -> None:
+    every = ctx.settings.insitu_write_every_steps
+
+    def write(steps_done: int) -> None:
+        if steps_done % every:
+            return
         for layer in layers.values():
             layer.write_shadow(ctx.scope)
 
     loop = _train(ctx, params, ctx.settings.lora_lr, ctx.settings.lora_weight_decay, after_step=write)
+    write(0)  # the last steps' updates, if training ended between two rewrites (changed cells only)
     return _result(ctx, params, loop, rank=rank)
 
 

@@ -1,0 +1,252 @@
+"""Result files of a run: metrics.csv, results.json, ledger.csv, report.md and the figures.
+
+Every number here comes from a unit's ledger (energy, latency, pulses) or its evaluation (accuracy); nothing is
+estimated on the side. Files are written atomically, in a fixed order of rows, with `repr` floats, so two runs
+with the same seed write byte-identical `metrics.csv` files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from energy import Ledger, atomic_write_text
+from scenarios.schema import Scenario
+from scenarios.stamp import run_stamp
+
+__all__ = ["METRICS_COLUMNS", "UnitResult", "metrics_rows", "write_results"]
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "method",
+    "task",
+    "drift_s",
+    "accuracy",
+    "accuracy_std",
+    "repeats",
+    "trainable_params",
+    "cell_write_pulses",
+    "adapt_energy_pj",
+    "adapt_latency_s",
+    "inference_energy_pj_per_sample",
+    "max_cell_pulses",
+    "switches_to_wearout",
+)
+
+
+@dataclass
+class UnitResult:
+    """What one (target task, method) unit produced: accuracies per drift time, wear, and its ledger rows."""
+
+    task: str
+    method: str
+    accuracies: dict[float, list[float]]
+    """Test accuracy (fraction) per drift time (s), one entry per repeat."""
+    trainable_params: int
+    max_cell_pulses: float
+    """The most write pulses any one cell took during this adaptation."""
+    endurance_pulses: float
+    n_test: int
+    wall_s: float
+    ledger_records: list[dict[str, object]] = field(default_factory=list)
+    """The unit's ledger (phases `adapt`, `calibration` if any, and `inference` for its first evaluation)."""
+
+    def ledger(self) -> Ledger:
+        return Ledger.from_records(self.ledger_records)
+
+    @property
+    def switches_to_wearout(self) -> float:
+        """How many adaptations like this one the most-written cell survives: endurance / its pulses (inf when the
+        adaptation writes nothing)."""
+        if self.max_cell_pulses <= 0 or math.isinf(self.endurance_pulses):
+            return math.inf
+        return self.endurance_pulses / self.max_cell_pulses
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["accuracies"] = [[drift, values] for drift, values in self.accuracies.items()]
+        data["endurance_pulses"] = _json_float(self.endurance_pulses)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> UnitResult:
+        values = dict(data)
+        values["accuracies"] = {float(drift): list(accs) for drift, accs in values["accuracies"]}  # type: ignore[union-attr]
+        values["endurance_pulses"] = float(values["endurance_pulses"])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def metrics_rows(units: list[UnitResult]) -> list[dict[str, object]]:
+    """One row per (method, task, drift time), accuracy averaged over repeats."""
+    rows = []
+    for unit in units:
+        ledger = unit.ledger()
+        adapt = {"phase": "adapt"}
+        inference_pj = ledger.total("energy_pj", phase="inference")
+        for drift_s, accuracies in unit.accuracies.items():
+            mean = math.fsum(accuracies) / len(accuracies)
+            std = math.sqrt(math.fsum((a - mean) ** 2 for a in accuracies) / len(accuracies))
+            rows.append(
+                {
+                    "method": unit.method,
+                    "task": unit.task,
+                    "drift_s": drift_s,
+                    "accuracy": mean,
+                    "accuracy_std": std,
+                    "repeats": len(accuracies),
+                    "trainable_params": unit.trainable_params,
+                    "cell_write_pulses": ledger.cell_write_pulses(**adapt),
+                    "adapt_energy_pj": ledger.total("energy_pj", **adapt),
+                    "adapt_latency_s": ledger.total("latency_ns", **adapt) * 1e-9,
+                    "inference_energy_pj_per_sample": inference_pj / unit.n_test,
+                    "max_cell_pulses": unit.max_cell_pulses,
+                    "switches_to_wearout": unit.switches_to_wearout,
+                }
+            )
+    return rows
+
+
+def write_results(
+    run_dir: Path,
+    scenario: Scenario,
+    units: list[UnitResult],
+    deploy_ledger: Ledger,
+    *,
+    plots: bool,
+    formats: tuple[str, ...],
+) -> Path:
+    """Write every result file of a finished run into `run_dir` and return it."""
+    rows = metrics_rows(units)
+    _write_csv(run_dir / "metrics.csv", rows)
+    ledger = deploy_ledger
+    for unit in units:
+        ledger = ledger.merge(unit.ledger())
+    ledger.to_csv(run_dir / "ledger.csv")
+    summary = _summary(rows, scenario)
+    deploy = {
+        phase: {
+            "energy_pj": deploy_ledger.total("energy_pj", phase=phase),
+            "latency_s": deploy_ledger.total("latency_ns", phase=phase) * 1e-9,
+            "cell_write_pulses": deploy_ledger.cell_write_pulses(phase=phase),
+        }
+        for phase in ("deploy_base", "deploy_bank", "calibration")
+    }
+    results = {
+        "scenario": scenario.name,
+        **run_stamp(),
+        "seed": scenario.seed,
+        "device": scenario.device.preset,
+        "costs": scenario.costs.preset,
+        "deploy": deploy,
+        "summary": summary,
+        "units": [{k: v for k, v in unit.to_json().items() if k != "ledger_records"} for unit in units],
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(_jsonable(results), indent=1))
+    atomic_write_text(run_dir / "report.md", _report(scenario, summary, rows, deploy))
+    if plots:
+        from scenarios.plots import plot_run
+
+        plot_run(run_dir, formats=formats)
+    return run_dir
+
+
+def _summary(rows: list[dict[str, object]], scenario: Scenario) -> list[dict[str, object]]:
+    """Per method, at the first drift time: mean over target tasks of accuracy, pulses and energies."""
+    first_drift = float(scenario.evaluate.drift_times_s[0])
+    summary = []
+    for spec in scenario.methods:
+        mine = [r for r in rows if r["method"] == spec.key and r["drift_s"] == first_drift]
+        if not mine:
+            continue
+
+        def mean(column: str, rows_: list[dict[str, object]] = mine) -> float:
+            return math.fsum(float(r[column]) for r in rows_) / len(rows_)
+
+        summary.append(
+            {
+                "method": spec.key,
+                "mean_accuracy": mean("accuracy"),
+                "trainable_params": max(int(r["trainable_params"]) for r in mine),
+                "cell_write_pulses_per_task": mean("cell_write_pulses"),
+                "adapt_energy_pj_per_task": mean("adapt_energy_pj"),
+                "adapt_latency_s_per_task": mean("adapt_latency_s"),
+                "inference_energy_pj_per_sample": mean("inference_energy_pj_per_sample"),
+                "switches_to_wearout": min(float(r["switches_to_wearout"]) for r in mine),
+            }
+        )
+    return summary
+
+
+def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dict[str, object]], deploy: dict) -> str:
+    first_drift = float(scenario.evaluate.drift_times_s[0])
+    lines = [
+        f"# {scenario.name}: results",
+        "",
+        f"Device `{scenario.device.preset}`, costs `{scenario.costs.preset}`, seed {scenario.seed}. "
+        f"Means over {len(scenario.tasks.targets)} target tasks at drift time {first_drift:g} s.",
+        "",
+        "| method | mean accuracy | trainable params | cell write pulses / task | adapt energy / task | "
+        "inference energy / sample | task switches to wear-out |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summary:
+        switches = s["switches_to_wearout"]
+        lines.append(
+            f"| {s['method']} | {100 * float(s['mean_accuracy']):.1f} % | {int(s['trainable_params']):,} | "
+            f"{float(s['cell_write_pulses_per_task']):,.0f} | {_energy(float(s['adapt_energy_pj_per_task']))} | "
+            f"{_energy(float(s['inference_energy_pj_per_sample']))} | "
+            f"{'never' if math.isinf(float(switches)) else f'{float(switches):,.0f}'} |"
+        )
+    lines += ["", "## Deployment (once, shared by every method)", "", "| phase | energy | latency | write pulses |",
+              "|---|---:|---:|---:|"]  # fmt: skip
+    for phase, values in deploy.items():
+        lines.append(
+            f"| {phase} | {_energy(values['energy_pj'])} | {values['latency_s']:.3g} s | "
+            f"{values['cell_write_pulses']:,.0f} |"
+        )
+    drifts = sorted({float(r["drift_s"]) for r in rows})
+    header = "| method | task | " + " | ".join(f"{d:g} s" for d in drifts) + " |"
+    lines += ["", "## Accuracy by task and drift time", "", header, "|---|---|" + "---:|" * len(drifts)]
+    for spec in scenario.methods:
+        for task in scenario.tasks.targets:
+            cells = []
+            for d in drifts:
+                match = [r for r in rows if r["method"] == spec.key and r["task"] == task and r["drift_s"] == d]
+                cells.append(f"{100 * float(match[0]['accuracy']):.1f} %" if match else "")
+            lines.append(f"| {spec.key} | {task} | " + " | ".join(cells) + " |")
+    lines += ["", "Figures: `figures/` (PNG and SVG). Every energy and pulse figure comes from `ledger.csv`.", ""]
+    return "\n".join(lines)
+
+
+def _energy(pj: float) -> str:
+    for scale, unit in ((1e9, "mJ"), (1e6, "\u00b5J"), (1e3, "nJ")):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(METRICS_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def _jsonable(value: object) -> object:
+    """Infinite floats as the strings "inf"/"-inf" (strict JSON has no infinity)."""
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
