@@ -253,7 +253,7 @@ class AnalogLinear(nn.Module):
         state = self._require_state()
         d2 = _flatten(d, self.out_features, "d")
         y = self._transposed_analog(d2.detach(), state)
-        return y.reshape(*d.shape[:-1], self.in_features).to(d.dtype)
+        return y.reshape(*d.shape[:-1], self.in_features).to(device=d.device, dtype=d.dtype)
 
     def calibrate_adc(self, x: torch.Tensor) -> None:
         """Set the forward ADC full scale to the largest |tile partial sum| of batch `x` (normalised units), for
@@ -278,7 +278,7 @@ class AnalogLinear(nn.Module):
                 self.ledger, layer=self.name, device=self.device, d_in=self.in_features, d_out=self.out_features,
                 n_vectors=x2.shape[0], g_sum_us=self._conductance_sum(state), bias=bias is not None,
             )  # fmt: skip
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
     def _forward_analog(self, x2: torch.Tensor, state: ArrayState, bias: torch.Tensor | None) -> torch.Tensor:
         if self.adc_full_scale is None:
@@ -356,18 +356,19 @@ class _AnalogMvmFunction(torch.autograd.Function):
     def forward(ctx, x2: torch.Tensor, layer: AnalogLinear) -> torch.Tensor:  # noqa: ANN001
         ctx.layer = layer
         ctx.input_dtype = x2.dtype
+        ctx.input_device = x2.device
         return layer._forward_analog(x2.detach(), layer._require_state(), None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
         layer: AnalogLinear = ctx.layer
         state = layer._require_state()
-        grad2 = grad.detach().to(torch.float32).contiguous()
+        grad2 = grad.detach().to(device="cpu", dtype=torch.float32).contiguous()
         if layer.backward_mode == "analog":
             grad_x = layer._transposed_analog(grad2, state)
         else:
             grad_x = layer._transposed_exact(grad2, state)
-        return grad_x.to(ctx.input_dtype), None
+        return grad_x.to(device=ctx.input_device, dtype=ctx.input_dtype), None
 
 
 def _flatten(x: torch.Tensor, width: int, name: str) -> torch.Tensor:

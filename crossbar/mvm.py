@@ -118,7 +118,7 @@ def _as_matrix(x: torch.Tensor, width: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (batch, {width}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x.detach().to(torch.float32).contiguous()
+    return x.detach().to(device="cpu", dtype=torch.float32).contiguous()  # the simulator runs on the CPU
 
 
 def _dac_tiles(x: torch.Tensor, levels: int, tile: int, name: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
