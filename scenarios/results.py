@@ -32,7 +32,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "adapt_energy_pj",
     "adapt_latency_s",
     "inference_energy_pj_per_sample",
-    "max_cell_pulses",
+    "wear_pulses_per_cell",
     "switches_to_wearout",
 )
 
@@ -46,8 +46,8 @@ class UnitResult:
     accuracies: dict[float, list[float]]
     """Test accuracy (fraction) per drift time (s), one entry per repeat."""
     trainable_params: int
-    max_cell_pulses: float
-    """The most write pulses any one cell took during this adaptation."""
+    wear_pulses_per_cell: float
+    """Write pulses per cell of the most-written array during this adaptation (exact, from the ledger)."""
     endurance_pulses: float
     n_test: int
     wall_s: float
@@ -59,11 +59,11 @@ class UnitResult:
 
     @property
     def switches_to_wearout(self) -> float:
-        """How many adaptations like this one the most-written cell survives: endurance / its pulses (inf when the
-        adaptation writes nothing)."""
-        if self.max_cell_pulses <= 0 or math.isinf(self.endurance_pulses):
+        """How many adaptations like this one the most-written array survives: endurance / its pulses per cell
+        (inf when the adaptation writes nothing). Cells written more than their array's mean wear out earlier."""
+        if self.wear_pulses_per_cell <= 0 or math.isinf(self.endurance_pulses):
             return math.inf
-        return self.endurance_pulses / self.max_cell_pulses
+        return self.endurance_pulses / self.wear_pulses_per_cell
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -102,7 +102,7 @@ def metrics_rows(units: list[UnitResult]) -> list[dict[str, object]]:
                     "adapt_energy_pj": ledger.total("energy_pj", **adapt),
                     "adapt_latency_s": ledger.total("latency_ns", **adapt) * 1e-9,
                     "inference_energy_pj_per_sample": inference_pj / unit.n_test,
-                    "max_cell_pulses": unit.max_cell_pulses,
+                    "wear_pulses_per_cell": unit.wear_pulses_per_cell,
                     "switches_to_wearout": unit.switches_to_wearout,
                 }
             )

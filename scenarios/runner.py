@@ -23,15 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, device_preset, program
-from crossbar.state import STUCK, pulses_per_count
-from energy import Ledger, atomic_write_bytes, atomic_write_text, cost_preset
+from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
 from fusion import AdaptSettings, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
 from fusion import record_to as record_inference_to
 from fusion.seeding import derive_seed
@@ -161,15 +159,14 @@ class _Run:
         result = adapt(spec.name, analog, bank, (x, y), settings, self.device, ledger, task.name, seed)
         # adapt() files its records under the method's registered name; results are filed under the entry's key
         ledger = _relabel_method(ledger, spec.name, spec.key)
-        arrays = [module for pair in bank.layers.values() for module in (pair.a, pair.b)]
-        max_pulses = _max_cell_pulses([analog, *arrays], result.model, self.device)
+        wear = _wear_pulses_per_cell(ledger, result.model)
         accuracies = self._evaluate(result.model, task, spec.key, seed, ledger)
         unit = UnitResult(
             task=task.name,
             method=spec.key,
             accuracies=accuracies,
             trainable_params=result.trainable_params,
-            max_cell_pulses=max_pulses,
+            wear_pulses_per_cell=wear,
             endurance_pulses=self.device.endurance_pulses,
             n_test=len(task.x_test),
             wall_s=result.wall_s,
@@ -257,23 +254,19 @@ def _relabel_method(ledger: Ledger, old: str, new: str) -> Ledger:
     return Ledger.from_records(records, ledger.costs)
 
 
-def _max_cell_pulses(deployed: list[nn.Module], adapted: nn.Module, device: DeviceConfig) -> float:
-    """The most pulses any one cell took during adaptation (from the per-cell counters; stuck cells excluded):
-    what limits the number of task switches before wear-out. Arrays are matched by their names; an array that
-    did not exist at deployment (a LoRA written during adaptation) counts all its pulses."""
-    per_count = pulses_per_count(device)
-    old = {layer.name: layer for module in deployed for _, layer in analog_layers(module)}
-    worst = 0
-    for _, layer in analog_layers(adapted):
-        if layer.state is None:
-            continue
-        previous = old.get(layer.name)
-        for attr in ("writes_pos", "writes_neg"):
-            now = getattr(layer.state, attr).astype(np.int64)
-            was = getattr(previous.state, attr).astype(np.int64) if previous is not None else np.zeros_like(now)
-            delta = np.where((now == STUCK) | (was == STUCK), 0, now - was)
-            worst = max(worst, int(delta.max(initial=0)))
-    return float(worst * per_count)
+def _wear_pulses_per_cell(ledger: Ledger, adapted: nn.Module) -> float:
+    """Write pulses per cell of the most-written array during adaptation: the ledger's exact pulse count of each
+    array divided by its cells. This is the wear that limits how many task switches the arrays survive. (The
+    per-cell counters are not used here: beyond 65,534 pulses of endurance they count in coarse stochastic steps.)
+    """
+    pulses = ledger.group_by("layer", field="count", phase="adapt", event=WRITE_EVENTS)
+    cells = {layer.name: layer.state.n_cells for _, layer in analog_layers(adapted) if layer.state is not None}
+    worst = 0.0
+    for (layer,), count in pulses.items():
+        if layer not in cells:
+            raise RuntimeError(f"ledger records writes to {layer!r}, which is not an array of the adapted model")
+        worst = max(worst, count / cells[layer])
+    return worst
 
 
 def _reseed(model: nn.Module, seed: int) -> None:
