@@ -319,6 +319,12 @@ class AnalogLinear(nn.Module):
         )
         return peak if peak > 0 else self.device.adc_full_scale
 
+    def reseed_noise(self, seed: int) -> None:
+        """Restart the read-noise stream from `seed` (e.g. one independent stream per evaluation repeat)."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
+
     def _next_key(self) -> int:
         return int(self._noise_rng.integers(0, 2**64, dtype=np.uint64))
 
