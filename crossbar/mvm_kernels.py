@@ -129,19 +129,17 @@ def adc_accumulate_kernel(
     noisy = sigma_us > 0
     for b in prange(n_vec):
         acc = np.zeros(n_out, dtype=np.float32)
-        hashes = np.empty(n_groups, dtype=np.uint64)
-        z = np.zeros(4 * n_groups, dtype=np.float32)
+        z = np.empty(4 * n_groups, dtype=np.float32)
         for t in range(n_tiles):
             row = partial[t, b]
             if noisy:
                 # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (in ADC steps if
-                # quantising) times unit normals. Hashes first, then table look-ups, so the loop below vectorises.
+                # quantising) times unit normals, four per hash. The normals go to a buffer first so that the
+                # loop below (noise, ADC, tile sum) vectorises.
                 noise_scale = sigma * np.sqrt(sum_sq[t, b]) * inv_step
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
-                    hashes[g] = splitmix64(key ^ (counter0 + np.uint64(g)))
-                for g in range(n_groups):
-                    h = hashes[g]
+                    h = splitmix64(key ^ (counter0 + np.uint64(g)))
                     z[4 * g] = table[h & np.uint64(0xFFFF)]
                     z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
                     z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
