@@ -107,6 +107,8 @@ def _forward_operands(state: ArrayState) -> list[torch.Tensor]:
 
 def _transposed_operands(state: ArrayState, tile_cols: int) -> list[torch.Tensor]:
     """Per column tile, the (tile columns, d_in) block of (G+ - G-)^T as a zero-copy strided view."""
+    if isinstance(tile_cols, bool) or not isinstance(tile_cols, int) or tile_cols < 1:
+        raise ValueError(f"tile_cols must be an int >= 1, got {tile_cols!r}")
     g = torch.from_numpy(state.g_diff_us).reshape(state.n_tiles * state.tile_rows, state.d_out)[: state.d_in]
     return [g[:, lo : lo + tile_cols].T for lo in range(0, state.d_out, tile_cols)]
 
