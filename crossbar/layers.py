@@ -105,6 +105,7 @@ class AnalogLinear(nn.Module):
         self._drift_calls = 0
         self._t_s = 0.0
         self._g_sum_us: float | None = None
+        self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
 
     # --- construction --------------------------------------------------------------------------------------
     @classmethod
@@ -283,13 +284,13 @@ class AnalogLinear(nn.Module):
     def _forward_analog(self, x2: torch.Tensor, state: ArrayState, bias: torch.Tensor | None) -> torch.Tensor:
         if self.adc_full_scale is None:
             self.adc_full_scale = self._calibrated(x2, state, transposed=False)
-        settings = MvmSettings.from_device(self.device, self.adc_full_scale)
+        settings = self._settings(self.adc_full_scale)
         return analog_mvm(x2, state, self.out_scale, settings, key=self._next_key(), bias=bias)
 
     def _transposed_analog(self, d2: torch.Tensor, state: ArrayState, record: bool = True) -> torch.Tensor:
         if self.adc_full_scale_transposed is None:
             self.adc_full_scale_transposed = self._calibrated(d2, state, transposed=True)
-        settings = MvmSettings.from_device(self.device, self.adc_full_scale_transposed)
+        settings = self._settings(self.adc_full_scale_transposed)
         y = analog_mvm_transposed(
             d2, state, self.out_scale, settings, key=self._next_key(), tile_cols=self.device.tile_cols
         )
@@ -312,6 +313,12 @@ class AnalogLinear(nn.Module):
                 n_vectors=n_vectors, g_sum_us=self._conductance_sum(state), transposed=True,
             )  # fmt: skip
 
+    def _settings(self, full_scale: float) -> MvmSettings:
+        key = (self.device, full_scale)
+        if self._settings_cache is None or self._settings_cache[0] != key:
+            self._settings_cache = (key, MvmSettings.from_device(self.device, full_scale))
+        return self._settings_cache[1]
+
     def _calibrated(self, x2: torch.Tensor, state: ArrayState, *, transposed: bool) -> float:
         settings = MvmSettings.from_device(self.device)
         peak = partial_sum_abs_max(
@@ -326,7 +333,8 @@ class AnalogLinear(nn.Module):
         self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
 
     def _next_key(self) -> int:
-        return int(self._noise_rng.integers(0, 2**64, dtype=np.uint64))
+        """A fresh 64-bit read-noise key: the next raw output of the layer's seeded generator."""
+        return int(self._noise_rng.bit_generator.random_raw())
 
     def _conductance_sum(self, state: ArrayState) -> float:
         if self._g_sum_us is None:

@@ -26,7 +26,7 @@ and the transposed direction has its own ADC full scale (same default; calibrate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -79,20 +79,21 @@ class MvmSettings:
             g_range_us=device.g_range_us,
         )
 
-    @property
-    def dac_levels(self) -> int:
-        return quantizer_levels(self.dac_bits, "dac_bits")
+    def __post_init__(self) -> None:
+        # Derived once (the forward path reads them on every call): converter steps per sign and the ADC step.
+        dac_levels = quantizer_levels(self.dac_bits, "dac_bits")
+        adc_levels = quantizer_levels(self.adc_bits, "adc_bits")
+        step = np.float32(self.adc_full_scale * self.g_range_us / adc_levels) if adc_levels else np.float32(1.0)
+        object.__setattr__(self, "dac_levels", dac_levels)
+        object.__setattr__(self, "adc_levels", adc_levels)
+        object.__setattr__(self, "step_us", step)
 
-    @property
-    def adc_levels(self) -> int:
-        return quantizer_levels(self.adc_bits, "adc_bits")
-
-    @property
-    def step_us(self) -> np.float32:
-        """ADC step as a partial sum in uS (float32, the value both paths use); 1 for an ideal ADC."""
-        if self.adc_levels == 0:
-            return np.float32(1.0)
-        return np.float32(self.adc_full_scale * self.g_range_us / self.adc_levels)
+    dac_levels: int = field(init=False, repr=False)
+    """DAC steps per sign, 2^(bits-1) - 1; 0 = ideal DAC."""
+    adc_levels: int = field(init=False, repr=False)
+    """ADC steps per sign; 0 = ideal ADC."""
+    step_us: np.float32 = field(init=False, repr=False)
+    """ADC step as a partial sum in uS (float32, the value both paths use); 1 for an ideal ADC."""
 
 
 # --- operands --------------------------------------------------------------------------------------------------
