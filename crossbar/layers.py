@@ -58,6 +58,10 @@ class AnalogLinear(nn.Module):
     the layer sees if it was not called; the transposed direction calibrates on its own first batch.
     """
 
+    weight: None = None
+    """No float weight tensor: the weights live in the array (`programmed_weight()`). None rather than absent so that
+    code probing `module.weight` (Hugging Face T5's feed-forward checks its dtype) skips its probe."""
+
     def __init__(
         self,
         in_features: int,
@@ -429,7 +433,8 @@ def convert_to_analog(
     `exclude` for an unprogrammed `AnalogLinear` with its own seed `layer_seed(seed, name)` and `name` set to the
     qualified name. Returns a converted copy (or `model` itself with `inplace`). Linear layers inside
     `nn.MultiheadAttention` are left digital: that module reads their weights directly instead of calling them.
-    A model that is itself an `nn.Linear` is converted under the name ""."""
+    A model that is itself an `nn.Linear` is converted under the name "". Hugging Face GPT-2-style `Conv1D`
+    layers (a linear layer storing its weight as (in, out)) are converted like `nn.Linear`, weight transposed."""
     for arg, patterns in (("include", include), ("exclude", exclude)):
         if patterns is not None and (isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns)):
             raise ValueError(f"{arg} must be a list of fnmatch patterns (strings), got {patterns!r}")
@@ -443,12 +448,17 @@ def convert_to_analog(
             return False
         return not (exclude is not None and any(fnmatch.fnmatchcase(name, p) for p in exclude))
 
-    def analog(name: str, linear: nn.Linear) -> AnalogLinear:
+    def analog(name: str, linear: nn.Module) -> AnalogLinear:
+        if _is_hf_conv1d(linear):  # y = x W + b with W stored (in, out): the array holds W^T like nn.Linear's
+            return AnalogLinear.from_weight(
+                linear.weight.detach().T.contiguous(), linear.bias, device, seed=layer_seed(seed, name), name=name,
+                backward_mode=backward_mode,
+            )  # fmt: skip
         return AnalogLinear.from_linear(
             linear, device, seed=layer_seed(seed, name), name=name, backward_mode=backward_mode
         )
 
-    if isinstance(model, nn.Linear):
+    if isinstance(model, nn.Linear) or _is_hf_conv1d(model):
         return analog("", model) if selected("") else model
     swaps: list[tuple[nn.Module, str, str, nn.Linear]] = []
     for parent_name, parent in model.named_modules():
@@ -456,13 +466,21 @@ def convert_to_analog(
             continue
         for child_name, child in parent.named_children():
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if isinstance(child, nn.Linear) and selected(name):
+            if (isinstance(child, nn.Linear) or _is_hf_conv1d(child)) and selected(name):
                 swaps.append((parent, child_name, name, child))
     if include is not None and not swaps:
-        raise ValueError(f"include patterns {list(include)} matched no nn.Linear module")
+        raise ValueError(f"include patterns {list(include)} matched no nn.Linear (or Conv1D) module")
     for parent, child_name, name, child in swaps:
         setattr(parent, child_name, analog(name, child))
     return model
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    """A Hugging Face `transformers.pytorch_utils.Conv1D` (GPT-2's linear layers), recognised by class name and
+    module path so that transformers is never imported here (it is an optional dependency)."""
+    return any(
+        cls.__name__ == "Conv1D" and cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__
+    )
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, AnalogLinear]]:
