@@ -88,7 +88,7 @@ def main() -> None:
     print(
         f"converted block (q,k,v,o 512x512, fc1 512x2048, fc2 2048x512): {model_bytes / model_weights:.3f} bytes/weight"
     )
-    print(f"300x100 layer (last tile 44/256 rows real): {padded_per_weight:.2f} bytes/weight")
+    print(f"300x100 layer (two tiles of 150 rows): {padded_per_weight:.2f} bytes/weight")
     metrics = [
         ("state_bytes_per_weight", state_only, TARGET_BYTES),
         ("layer_bytes_per_weight", layer_bytes / weights, TARGET_BYTES),

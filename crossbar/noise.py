@@ -17,7 +17,7 @@ import numpy as np
 from crossbar.device import DeviceConfig
 from crossbar.kernels import drift_kernel, fault_kernel
 from crossbar.rng import NORMAL_TABLE, mix_seed, splitmix64_np
-from crossbar.state import ArrayState
+from crossbar.state import ArrayState, stored_tile_rows
 
 __all__ = [
     "CMO_HFOX_SIGMA_COEFFS_US",
@@ -97,8 +97,11 @@ def state_views(state: ArrayState, device: DeviceConfig) -> tuple[np.ndarray, np
         raise ValueError(f"state must be an ArrayState, got {type(state).__name__}")
     if not isinstance(device, DeviceConfig):
         raise ValueError(f"device must be a DeviceConfig, got {type(device).__name__}")
-    if state.tile_rows != device.tile_rows:
-        raise ValueError(f"state.tile_rows ({state.tile_rows}) differs from device.tile_rows ({device.tile_rows})")
+    if state.tile_rows != stored_tile_rows(state.d_in, device):
+        raise ValueError(
+            f"state.tile_rows ({state.tile_rows}) does not fit device.tile_rows ({device.tile_rows}) "
+            f"for d_in={state.d_in}"
+        )
     n_tiles = -(-state.d_in // state.tile_rows)
     shape = (n_tiles, state.tile_rows, state.d_out)
     views = []

@@ -12,7 +12,8 @@ layout of the batched tile MVM (x_tiles @ G_tiles), so a forward pass needs no c
 Counters count pulses exactly up to 65534. For devices whose endurance is higher, each counter step stands for
 `pulses_per_count` pulses and pulse counts are rounded stochastically (unbiased) when added; see
 `pulses_per_count`. Exact pulse totals always live in the ledger. Rows of the last tile beyond d_in are padding:
-zero conductance difference, never written, not counted as cells.
+zero conductance difference, never written, not counted as cells. Inputs are spread evenly over the tiles a matrix
+needs (`stored_tile_rows`), so padding stays below one row per tile.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from crossbar.device import DeviceConfig
 
-__all__ = ["STUCK", "ArrayState", "pulses_per_count"]
+__all__ = ["STUCK", "ArrayState", "pulses_per_count", "stored_tile_rows"]
 
 STUCK = np.uint16(0xFFFF)
 """Counter value that marks a stuck cell."""
@@ -39,6 +40,15 @@ def pulses_per_count(device: DeviceConfig) -> int:
     if math.isinf(device.endurance_pulses) or device.endurance_pulses <= MAX_COUNT:
         return 1
     return int(math.ceil(device.endurance_pulses / MAX_COUNT))
+
+
+def stored_tile_rows(d_in: int, device: DeviceConfig) -> int:
+    """Rows used per tile: a matrix needing n = ceil(d_in / tile_rows) tiles is spread evenly over them,
+    ceil(d_in / n) rows each (at most `tile_rows`). Unused rows of a physical tile hold nothing, so they are not
+    stored: padding stays below n rows per matrix instead of up to a whole tile (e.g. 300 inputs on 256-row tiles
+    use 2 x 150 rows, not 256 + 44)."""
+    n_tiles = -(-d_in // device.tile_rows)
+    return -(-d_in // n_tiles)
 
 
 @dataclass
@@ -58,14 +68,15 @@ class ArrayState:
         """An unprogrammed array: every cell at g_min, no writes, no faults yet."""
         if d_in < 1 or d_out < 1:
             raise ValueError(f"array shape must be positive, got d_in={d_in}, d_out={d_out}")
-        n_tiles = -(-d_in // device.tile_rows)
-        shape = (n_tiles, device.tile_rows, d_out)
+        rows = stored_tile_rows(d_in, device)
+        n_tiles = -(-d_in // rows)
+        shape = (n_tiles, rows, d_out)
         g_neg = np.full(shape, device.g_min_us, dtype=np.float32)
-        g_neg[-1, d_in - (n_tiles - 1) * device.tile_rows :, :] = 0.0  # padding rows hold nothing
+        g_neg[-1, d_in - (n_tiles - 1) * rows :, :] = 0.0  # padding rows hold nothing
         return cls(
             d_in=d_in,
             d_out=d_out,
-            tile_rows=device.tile_rows,
+            tile_rows=rows,
             g_diff_us=np.zeros(shape, dtype=np.float32),
             g_neg_us=g_neg,
             writes_pos=np.zeros(shape, dtype=np.uint16),

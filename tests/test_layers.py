@@ -74,8 +74,8 @@ def test_quantisation_only_matches_hand_quantised_numpy_reference():
     g_diff = (u_q * device.g_range_us).astype(np.float32)
     out_scale = (w_max[:, 0] / device.g_range_us).astype(np.float32)
     ref = naive_mvm(
-        x.numpy(), g_diff, out_scale, tile=64, dac_bits=6, adc_bits=7, adc_full_scale=20.0, sigma_us=0.0,
-        g_range_us=device.g_range_us, key=0, bias=linear.bias.detach().numpy(),
+        x.numpy(), g_diff, out_scale, tile=layer.state.tile_rows, dac_bits=6, adc_bits=7, adc_full_scale=20.0,
+        sigma_us=0.0, g_range_us=device.g_range_us, key=0, bias=linear.bias.detach().numpy(),
     )  # fmt: skip
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
     # And it really quantised: not equal to the float layer.

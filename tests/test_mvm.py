@@ -143,7 +143,7 @@ def test_fast_path_matches_reference_and_numpy(config):
     fast = analog_mvm(x, state, out_scale, settings, key=key, bias=bias)
     ref = analog_mvm_reference(x, state, out_scale, settings, key=key, bias=bias)
     np_ref = naive_mvm(
-        x.numpy(), g, out_scale.numpy(), tile=32, dac_bits=device.dac_bits, adc_bits=device.adc_bits,
+        x.numpy(), g, out_scale.numpy(), tile=state.tile_rows, dac_bits=device.dac_bits, adc_bits=device.adc_bits,
         adc_full_scale=device.adc_full_scale, sigma_us=settings.sigma_us, g_range_us=device.g_range_us, key=key,
         bias=bias.numpy(),
     )  # fmt: skip
