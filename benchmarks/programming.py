@@ -80,8 +80,8 @@ def main() -> None:
 
     # warm-up: compile or load every kernel used below
     for config in (device, statistical):
-        small = ArrayState.fresh(4, D_OUT, config)
-        small_targets = Targets(pos[:1].copy(), neg[:1].copy(), targets.out_scale)
+        small = ArrayState.fresh(4, D_OUT, config)  # one tile of 4 rows
+        small_targets = Targets(pos[:1, :4].copy(), neg[:1, :4].copy(), targets.out_scale)
         program_state(small, small_targets, config, seed=SEED, stream=0)
 
     wv_s, report = _time_program(device, targets, args.repeats)
