@@ -95,15 +95,19 @@ def _no_init() -> contextlib.AbstractContextManager[None]:
 
 
 @torch.no_grad()
-def random_hf_model(model_class: Callable[[Any], nn.Module], config: object, *, seed: int = 0) -> nn.Module:
+def random_hf_model(
+    model_class: Callable[[Any], nn.Module], config: object, *, seed: int = 0, tie_weights: bool = True
+) -> nn.Module:
     """`model_class(config)` with seeded random weights, in eval mode, without transformers' own initialisation.
 
     Every parameter is drawn from one generator seeded with `seed`, in `named_parameters` order (tied weights once):
     linear and `Conv1D` weights N(0, 1/fan_in) (unit-scale activations through deep stacks), embeddings
     N(0, config.initializer_range) (or N(0, 1) when the config has none, as T5's init), one-dimensional weights
-    (norm scales) 1, biases 0. Tied weights are re-tied after construction. Building skips the default init (which
-    would draw every weight twice: torch's, then the model's), so a 0.8 B-weight model costs one pass of random
-    draws."""
+    (norm scales) 1, biases 0. With `tie_weights` the model ties its weights as transformers does (GPT-2's LM head
+    is its token embedding; transformers 5 ties T5's LM head whatever `tie_word_embeddings` says); without, the LM
+    head stays its own linear layer (FLAN-T5's checkpoints have an untied head). Building skips the default init
+    (which would draw every weight twice: torch's, then the model's), so a 0.8 B-weight model costs one pass of
+    random draws."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     with _no_init():
@@ -111,7 +115,7 @@ def random_hf_model(model_class: Callable[[Any], nn.Module], config: object, *, 
     if not isinstance(model, nn.Module):
         raise ValueError(f"model_class must build a torch.nn.Module, got {type(model).__name__}")
     tie = getattr(model, "tie_weights", None)
-    if callable(tie):
+    if tie_weights and callable(tie):
         tie()
     embedding_std = float(getattr(config, "initializer_range", 1.0))
     generator = torch.Generator().manual_seed(seed)
@@ -249,8 +253,8 @@ class HFLogits(nn.Module):
                 raise ValueError(f"x has length {x.shape[1]}, needs encoder ids before the {k} decoder ids")
             out = self.hf_model(input_ids=x[:, :-k], decoder_input_ids=x[:, -k:], **self.model_kwargs)
         logits = getattr(out, "logits", None)
-        if logits is None:
-            logits = out[0] if isinstance(out, (tuple, list)) else out
+        if logits is None:  # a bare encoder (BertModel): its first output, the last hidden state
+            logits = out.to_tuple()[0] if hasattr(out, "to_tuple") else out[0] if isinstance(out, tuple) else out
         return logits
 
     def extra_repr(self) -> str:
