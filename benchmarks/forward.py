@@ -15,11 +15,9 @@ Run: python benchmarks/forward.py [--repeats N]. The last lines are JSON, one me
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
-import numpy as np
 import torch
+from _common import emit, median_ms, paired_times, time_ms
 from torch import nn
 
 from crossbar import AnalogLinear, device_preset
@@ -28,19 +26,6 @@ from crossbar.mvm import MvmSettings, _accumulate, _dac_tiles, _forward_operands
 TARGET_RATIO = 1.25
 D_IN = D_OUT = 768
 BATCH = 256
-
-
-def _median_ms(samples: list[float]) -> float:
-    return float(np.median(samples)) * 1e3
-
-
-def _time(fn, repeats: int) -> float:  # noqa: ANN001
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return _median_ms(samples)
 
 
 def main() -> None:
@@ -58,18 +43,7 @@ def main() -> None:
     x = torch.randn(BATCH, D_IN)
 
     with torch.no_grad():
-        for _ in range(args.warmup):
-            linear(x)
-            layer(x)
-        t_linear, t_analog = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            linear(x)
-            mid = time.perf_counter()
-            layer(x)
-            end = time.perf_counter()
-            t_linear.append(mid - start)
-            t_analog.append(end - mid)
+        t_linear, t_analog = paired_times(lambda: linear(x), lambda: layer(x), warmup=args.warmup, repeats=args.repeats)
 
         # Per-stage profile of the same forward, each stage timed on its own.
         state = layer.state
@@ -88,28 +62,19 @@ def main() -> None:
         for fn in stages.values():
             for _ in range(args.warmup):
                 fn()
-        stage_ms = {name: _time(fn, args.repeats // 2) for name, fn in stages.items()}
+        stage_ms = {name: time_ms(fn, args.repeats // 2) for name, fn in stages.items()}
 
-    linear_ms = _median_ms(t_linear)
-    analog_ms = _median_ms(t_analog)
+    linear_ms = median_ms(t_linear)
+    analog_ms = median_ms(t_analog)
     ratio = analog_ms / linear_ms
     print(f"torch.nn.Linear {D_IN}x{D_OUT}, batch {BATCH}: {linear_ms:.3f} ms (median of {args.repeats})")
     print(f"AnalogLinear reram_wan2022 (8-bit DAC/ADC, read noise, 256x256 tiles): {analog_ms:.3f} ms")
     print("stages on their own: " + ", ".join(f"{k} {v:.3f} ms" for k, v in stage_ms.items()))
     for name, value in stage_ms.items():
-        print(json.dumps({"metric": f"stage_{name}_ms", "value": round(value, 4), "unit": "ms"}))
-    print(json.dumps({"metric": "torch_linear_ms", "value": round(linear_ms, 4), "unit": "ms"}))
-    print(json.dumps({"metric": "analog_forward_ms", "value": round(analog_ms, 4), "unit": "ms"}))
-    print(
-        json.dumps(
-            {
-                "metric": "analog_forward_vs_torch_linear",
-                "value": round(ratio, 3),
-                "target": TARGET_RATIO,
-                "unit": "ratio",
-            }
-        )
-    )
+        emit(f"stage_{name}_ms", value, "ms")
+    emit("torch_linear_ms", linear_ms, "ms")
+    emit("analog_forward_ms", analog_ms, "ms")
+    emit("analog_forward_vs_torch_linear", ratio, "ratio", target=TARGET_RATIO, digits=3)
 
 
 if __name__ == "__main__":

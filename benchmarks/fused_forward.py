@@ -23,11 +23,10 @@ Run: python benchmarks/fused_forward.py [--repeats N]. The last lines are JSON, 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import numpy as np
 import torch
+from _common import emit, median_ms, paired_times, time_ms
 from torch import nn
 
 from crossbar import AnalogLinear, device_preset
@@ -39,19 +38,6 @@ RANK = 16
 ALPHA = 32.0
 BATCH = 256
 TARGET_FACTOR = 1.2
-
-
-def _median_ms(samples: list[float]) -> float:
-    return float(np.median(samples)) * 1e3
-
-
-def _time(fn, repeats: int) -> float:  # noqa: ANN001
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return _median_ms(samples)
 
 
 def flop_ratio(d_in: int, d_out: int, n_entries: int, rank: int) -> float:
@@ -96,18 +82,7 @@ def main() -> None:
     x = torch.randn(BATCH, D_IN, generator=generator)
 
     with torch.no_grad():
-        for _ in range(args.warmup):
-            base(x)
-            fused(x)
-        t_base, t_fused = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            base(x)
-            mid = time.perf_counter()
-            fused(x)
-            end = time.perf_counter()
-            t_base.append(mid - start)
-            t_fused.append(end - mid)
+        t_base, t_fused = paired_times(lambda: base(x), lambda: fused(x), warmup=args.warmup, repeats=args.repeats)
 
         c = fused.coefficients
         u = fused.bank_a.mvm(x).unflatten(-1, (N_ENTRIES, RANK))
@@ -121,35 +96,21 @@ def main() -> None:
         for fn in stages.values():
             for _ in range(args.warmup):
                 fn()
-        stage_ms = {name: _time(fn, args.repeats // 2) for name, fn in stages.items()}
+        stage_ms = {name: time_ms(fn, args.repeats // 2) for name, fn in stages.items()}
 
-    base_ms, fused_ms = _median_ms(t_base), _median_ms(t_fused)
+    base_ms, fused_ms = median_ms(t_base), median_ms(t_fused)
     ratio = float(np.median(np.asarray(t_fused) / np.asarray(t_base)))
     flops = flop_ratio(D_IN, D_OUT, N_ENTRIES, RANK)
     print(f"AnalogLinear {D_OUT}x{D_IN} reram_wan2022, batch {BATCH}: {base_ms:.3f} ms (median of {args.repeats})")
     print(f"FusedLinear, {N_ENTRIES} LoRAs of rank {RANK} (lorahub form, DoRA magnitude): {fused_ms:.3f} ms")
     print("stages on their own: " + ", ".join(f"{k} {v:.3f} ms" for k, v in stage_ms.items()))
     for name, value in stage_ms.items():
-        print(json.dumps({"metric": f"fused_stage_{name}_ms", "value": round(value, 4), "unit": "ms"}))
-    print(json.dumps({"metric": "analog_forward_1024_ms", "value": round(base_ms, 4), "unit": "ms"}))
-    print(json.dumps({"metric": "fused_forward_1024_ms", "value": round(fused_ms, 4), "unit": "ms"}))
-    min_ratio = min(t_fused) / min(t_base)
-    print(
-        json.dumps(
-            {"metric": "fused_forward_vs_analog_forward_min_times", "value": round(min_ratio, 3), "unit": "ratio"}
-        )
-    )
-    print(json.dumps({"metric": "fused_forward_flop_ratio", "value": round(flops, 4), "unit": "ratio"}))
-    print(
-        json.dumps(
-            {
-                "metric": "fused_forward_vs_analog_forward",
-                "value": round(ratio, 3),
-                "target": round(TARGET_FACTOR * flops, 3),
-                "unit": "ratio",
-            }
-        )
-    )
+        emit(f"fused_stage_{name}_ms", value, "ms")
+    emit("analog_forward_1024_ms", base_ms, "ms")
+    emit("fused_forward_1024_ms", fused_ms, "ms")
+    emit("fused_forward_vs_analog_forward_min_times", min(t_fused) / min(t_base), "ratio", digits=3)
+    emit("fused_forward_flop_ratio", flops, "ratio")
+    emit("fused_forward_vs_analog_forward", ratio, "ratio", target=round(TARGET_FACTOR * flops, 3), digits=3)
 
 
 if __name__ == "__main__":
