@@ -209,6 +209,8 @@ def run(
         _enable_checkpointing(model)
     wrapped = HFLogits(model, decoder_length=target_length, use_cache=False)
     x = torch.cat([source, decoder_in], dim=1)
+    # transformers' dropout layers draw from torch's global generator (they take none): seed it for this run
+    torch.manual_seed(seed)
     profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
     if profiler is not None:

@@ -18,13 +18,16 @@ import lorafusion_scale  # noqa: E402
 from fusion import fusion_trainable_params, t5_attention_shapes  # noqa: E402
 
 
-@pytest.mark.parametrize("checkpointing", [True, False])
-def test_scale_benchmark_code_path_at_toy_size(checkpointing):
+def _toy_run(checkpointing: bool) -> lorafusion_scale.ScaleResult:
     config = lorafusion_scale.t5_config(tiny=True)
-    result = lorafusion_scale.run(
+    return lorafusion_scale.run(
         config, n_entries=3, rank=2, alpha=4.0, batch=2, source_length=6, target_length=4, seed=1,
         checkpointing=checkpointing, log=lambda _: None,
     )  # fmt: skip
+
+
+def test_scale_benchmark_code_path_at_toy_size():
+    result = _toy_run(checkpointing=True)
     ledger = result.ledger
     shapes = t5_attention_shapes(2, 2, 32, 32)
     assert result.counts["fused_layers"] == len(shapes) == 12
@@ -41,6 +44,17 @@ def test_scale_benchmark_code_path_at_toy_size(checkpointing):
     assert {"peak_rss_gib", "programming_s", "fusion_step_s", "write_pulses_adapt", "energy_adapt_uj"} <= names
     assert all("target" not in line for line in lines)  # targets only apply at full size
     json.dumps(lines)
+
+    # without activation checkpointing: the same forward (same seeds, same loss); the recomputed forward of the
+    # checkpointed run is on the ledger, so that run's adaptation reads more cells
+    plain = _toy_run(checkpointing=False)
+    assert plain.loss == result.loss
+    assert plain.ledger.cell_write_pulses(phase="adapt") == 0
+
+    def cell_reads(run: lorafusion_scale.ScaleResult) -> float:
+        return run.ledger.total("count", phase="adapt", event="cell_read")
+
+    assert cell_reads(result) > cell_reads(plain) > 0
 
 
 def test_random_bank_covers_t5_q_and_v():
