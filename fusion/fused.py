@@ -103,7 +103,7 @@ def calibrate(
             f"calibrate {layer!r}: base {tuple(w0.shape)}, A_stack {tuple(a.shape)} and B_stack {tuple(b.shape)} "
             "do not fit together"
         )
-    calibration = FusedCalibration(w0_sq=(w0 * w0).sum(dim=1), cross=w0 @ a.T, gram=a @ a.T, b_read=b.clone())
+    calibration = FusedCalibration(w0_sq=(w0 * w0).sum(dim=1), cross=w0 @ a.T, gram=a @ a.T, b_read=b)
     if scope is not None:
         analog = [m for m in (base, bank_a, bank_b) if _is_analog(m)]
         with _ledger_on(analog, scope):
@@ -177,7 +177,7 @@ class FusedLinear(nn.Module):
         self.register_buffer("_norm", torch.empty(0), persistent=False)
         if calibration is not None:
             for key in ("w0_sq", "cross", "gram", "b_read"):
-                self.register_buffer(f"cal_{key}", getattr(calibration, key).detach().clone())
+                self.register_buffer(f"cal_{key}", getattr(calibration, key).detach())
         if use_magnitude:
             self.magnitude = nn.Parameter(self.row_norm())
         else:
