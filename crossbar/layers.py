@@ -107,6 +107,7 @@ class AnalogLinear(nn.Module):
         self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
         self._program_calls = 0
         self._drift_calls = 0
+        self._drift_seed = seed
         self._t_s = 0.0
         self._g_sum_us: float | None = None
         self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
@@ -233,8 +234,9 @@ class AnalogLinear(nn.Module):
             raise ValueError(f"t_s must be a finite number >= the layer's current time {self._t_s} s, got {t_s!r}")
         self._drift_calls += 1
         apply_drift(
-            state, self.device, t_from_s=self._t_s, t_to_s=float(t_s), seed=self.seed, stream=self._drift_calls - 1
-        )
+            state, self.device, t_from_s=self._t_s, t_to_s=float(t_s), seed=self._drift_seed,
+            stream=self._drift_calls - 1,
+        )  # fmt: skip
         self._t_s = float(t_s)
         self._g_sum_us = None
 
@@ -312,10 +314,16 @@ class AnalogLinear(nn.Module):
 
     def _record_transposed(self, n_vectors: int, state: ArrayState) -> None:
         if self.ledger is not None:
-            record_mvm(
-                self.ledger, layer=self.name, device=self.device, d_in=self.in_features, d_out=self.out_features,
-                n_vectors=n_vectors, g_sum_us=self._conductance_sum(state), transposed=True,
-            )  # fmt: skip
+            self.record_reads(n_vectors, self.ledger, transposed=True)
+
+    def record_reads(self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False) -> None:
+        """Record what `n_vectors` MVMs (or transposed MVMs) on this array cost, without running them: for
+        read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
+        random streams or its ADC calibration."""
+        record_mvm(
+            ledger, layer=self.name, device=self.device, d_in=self.in_features, d_out=self.out_features,
+            n_vectors=n_vectors, g_sum_us=self._conductance_sum(self._require_state()), transposed=transposed,
+        )  # fmt: skip
 
     def _settings(self, full_scale: float) -> MvmSettings:
         key = (self.device, full_scale)
@@ -331,10 +339,11 @@ class AnalogLinear(nn.Module):
         return peak if peak > 0 else self.device.adc_full_scale
 
     def reseed_noise(self, seed: int) -> None:
-        """Restart the read-noise stream from `seed` (e.g. one independent stream per evaluation repeat)."""
+        """Restart the read-noise and drift streams from `seed` (e.g. independent draws per evaluation repeat)."""
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
+        self._drift_seed = seed
 
     def _next_key(self) -> int:
         """A fresh 64-bit read-noise key: the next raw output of the layer's seeded generator."""

@@ -351,7 +351,9 @@ def record_mvm(
       so a vector's conversions take one `adc_conversion_ns`.
     - shift_add: one per ADC output (the digital tile sum), pipelined behind the next read (no latency).
     - digital_mult: one per input (abs-max normalisation) and two per output (input and weight scale) per vector;
-      digital_add: the bias, one per output. Pipelined (no latency). The abs-max search itself is not counted.
+      digital_add: the bias, one per output. Priced by the cost table like every digital operation in the ledger
+      (energy and the serial one-lane latency `digital_op_ns`), so digital latency follows one rule everywhere.
+      The abs-max search itself is not counted.
     Converters with bits None are priced at `PRICED_BITS_IF_IDEAL`.
     """
     if n_vectors == 0:
@@ -384,6 +386,6 @@ def record_mvm(
         latency_ns=n_vectors * costs.adc_conversion_ns,
     )
     ledger.record("shift_add", adcs, layer=layer, latency_ns=0.0)
-    ledger.record("digital_mult", (n_inputs + 2 * n_outputs) * n_vectors, layer=layer, latency_ns=0.0)
+    ledger.record("digital_mult", (n_inputs + 2 * n_outputs) * n_vectors, layer=layer)
     if bias:
-        ledger.record("digital_add", n_outputs * n_vectors, layer=layer, latency_ns=0.0)
+        ledger.record("digital_add", n_outputs * n_vectors, layer=layer)

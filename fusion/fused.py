@@ -17,8 +17,6 @@ arithmetic and SRAM reads, never a write. Gradients reach c and m through the an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,19 +46,7 @@ def layer_mvm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_analog(layer: nn.Module) -> bool:
-    return hasattr(layer, "mvm") and hasattr(layer, "mvm_transposed")
-
-
-@contextmanager
-def _ledger_on(layers: list[nn.Module], scope: LedgerScope | None) -> Iterator[None]:
-    previous = [layer.__dict__.get("ledger") for layer in layers]
-    try:
-        for layer in layers:
-            layer.ledger = scope
-        yield
-    finally:
-        for layer, value in zip(layers, previous):
-            layer.ledger = value
+    return hasattr(layer, "mvm") and hasattr(layer, "record_reads")
 
 
 @dataclass
@@ -105,17 +91,16 @@ def calibrate(
         )
     calibration = FusedCalibration(w0_sq=(w0 * w0).sum(dim=1), cross=w0 @ a.T, gram=a @ a.T, b_read=b)
     if scope is not None:
-        analog = [m for m in (base, bank_a, bank_b) if _is_analog(m)]
-        with _ledger_on(analog, scope):
-            eye_rows = torch.eye(n_rows)
-            if _is_analog(bank_a):
-                bank_a.mvm_transposed(eye_rows)
-                bank_a.mvm(a)
-            if _is_analog(base):
-                base.mvm(a)
-                base.mvm(torch.eye(d_in))
-            if _is_analog(bank_b):
-                bank_b.mvm(eye_rows)
+        # The MVMs a device runs for the read-out, recorded by count: running them here would draw read-noise keys
+        # and (with a calibrated ADC) set ADC ranges from probe vectors, so recording would change the results.
+        if _is_analog(bank_a):
+            bank_a.record_reads(n_rows, scope, transposed=True)
+            bank_a.record_reads(n_rows, scope)
+        if _is_analog(base):
+            base.record_reads(n_rows, scope)
+            base.record_reads(d_in, scope)
+        if _is_analog(bank_b):
+            bank_b.record_reads(n_rows, scope)
         record_digital(scope, layer, mults=d_out * d_in, adds=d_out * d_in, sram_writes=calibration.sram_words)
     return calibration
 

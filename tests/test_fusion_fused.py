@@ -211,3 +211,16 @@ def test_bank_programming_and_calibration_are_recorded_in_their_phases() -> None
     words = programmed.layers["blocks.0.q"].calibration.sram_words
     assert words == d + d * width + width * width + d * width
     assert ledger.total("count", phase="calibration", event="sram_write", layer="blocks.0.q") == words
+
+
+def test_recording_the_calibration_does_not_change_the_model() -> None:
+    """The ledger is passive: a deployment recorded into a ledger computes exactly what an unrecorded one does
+    (the calibration read-out is recorded by count, without drawing read noise or setting ADC ranges)."""
+    outputs = []
+    for ledger in (None, Ledger()):
+        model, _, programmed = _deployed("reram_wan2022", ledger=ledger)
+        attach_fusion(model, programmed, seed=0)
+        x = torch.randn(8, 12, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            outputs.append(model(x))
+    assert torch.equal(outputs[0], outputs[1])
