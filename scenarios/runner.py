@@ -236,15 +236,18 @@ def _prepare_run_dir(run_dir: Path, scenario: Scenario, fresh: bool) -> None:
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log"):
             (run_dir / name).unlink(missing_ok=True)
-    if config_path.exists():
+    if config_path.is_file():
         previous = json.loads(config_path.read_text()).get("scenario")
         if previous != json.loads(json.dumps(resolved)):
             raise ScenarioError(
                 f"{run_dir}: holds a run of a different scenario configuration; use --fresh to start over or "
                 "--out to choose another directory"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, json.dumps({"scenario": resolved, **run_stamp()}, indent=1))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, json.dumps({"scenario": resolved, **run_stamp()}, indent=1))
+    except OSError as error:
+        raise ScenarioError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
 
 
 def _relabel_method(ledger: Ledger, old: str, new: str) -> Ledger:

@@ -100,15 +100,16 @@ def test_killed_run_resumes_to_the_same_results(tiny_run: Path, tmp_path: Path) 
         if units.is_dir() and len(list(units.glob("*.json"))) >= 2:
             break
         time.sleep(0.05)
-    finished_before_kill = process.poll() is not None
+    assert process.poll() is None, "the run finished before it could be killed: nothing was resumed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    if not finished_before_kill:
-        assert not (out / "metrics.csv").exists(), "a killed run must not look finished"
+    assert not (out / "metrics.csv").exists(), "a killed run must not look finished"
+    done_before = {p.name for p in units.glob("*.json")}
     result = _cli("run", "tiny", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "metrics.csv").read_bytes() == (tiny_run / "metrics.csv").read_bytes()
     assert "bank loaded" in (out / "run.log").read_text()
+    assert len(done_before) < len(list(units.glob("*.json"))), "the resumed run finished the missing units"
 
 
 def test_resume_skips_finished_units(tiny_run: Path, tmp_path: Path) -> None:
@@ -133,6 +134,15 @@ def test_other_scenario_in_same_directory_is_refused(tiny_run: Path, tmp_path: P
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--fresh" in lines[0]
+
+
+def test_unusable_out_directory_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    result = _cli("run", "tiny", "--out", str(blocker / "run"))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write the run directory" in lines[0] and "Traceback" not in result.stderr
 
 
 def test_plot_redraws_figures(tiny_run: Path, tmp_path: Path) -> None:
