@@ -64,7 +64,7 @@ class DeviceConfig:
     drift_mean_us_per_ln_s: float = -0.089
     """Mean conductance change per unit of ln(t / 1 s) (uS)."""
     drift_sigma_us_per_ln_s: float = 0.042
-    """Spread of the change per unit of ln(t / 1 s) (uS)."""
+    """Spread of the change per unit of ln(t / 1 s) (uS); the spread at t = 1 s is the programming residual."""
     stuck_at_min_rate: float = 0.0
     """Fraction of cells stuck at g_min (SA0), sampled per array at fabrication."""
     stuck_at_max_rate: float = 0.0

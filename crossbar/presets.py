@@ -7,7 +7,10 @@ Sources (details in ../shared/references/device_energy.md):
 - Milo et al., IRPS 2021, as modelled in CrossSim `simulator/devices/custom/RRAM_Milo.py` (50-225 uS).
 - NeuroSim: DNN_NeuroSim V1.4/V2.1 `NeuroSIM/Param.cpp` (Ron/Roff, voltages, pulse widths, cellBit, 128x128
   sub-arrays) and MLP_NeuroSim V3.0 `Cell.cpp` (cycle-to-cycle sigma 3.5 % of the range per pulse).
-- aihwkit `ReRamCMONoiseModel` (CMO/HfOx): relaxation mean -0.089 ln t uS, sigma 0.042 ln t + 0.412 uS.
+- aihwkit `ReRamCMONoiseModel` (CMO/HfOx): relaxation mean -0.089 ln t uS, sigma 0.042 ln t + 0.412 uS. We take
+  the time-dependent part only (drift starts at t = 1 s after programming); the 0.412 uS spread at t = 1 s is the
+  state programming leaves, which write-verify (its tolerance) or the statistical mode (the fitted sigma(G) at
+  t = 1 s) already produce, so it is not added a second time.
 - Endurance 1e6 cycles for multi-level HfOx (Huang et al., HfOx MLC endurance model); 1e12 best case (Yang,
   Strukov & Stewart, Nat. Nanotech. 2013).
 """
