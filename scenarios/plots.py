@@ -359,7 +359,9 @@ def _endurance(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure
     ax.set_xticks(range(len(lifetimes)), list(lifetimes), rotation=20, ha="right")
     ax.set_ylabel("task switches until cells wear out (log scale)")
     ax.set_xlabel("method")
-    ax.set_title("Endurance: task switches until wear-out (harmonic mean over target tasks)")
+    ax.set_title(
+        "Endurance: task switches until wear-out\n(average cell of the most-written array; harmonic mean over tasks)"
+    )
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 

@@ -189,7 +189,7 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
         f"Means over {len(scenario.tasks.targets)} target tasks at drift time {first_drift:g} s.",
         "",
         "| method | mean accuracy | trainable params | cell write pulses / task | adapt energy / task | "
-        "inference energy / sample | task switches to wear-out |",
+        "inference energy / sample | task switches to wear-out* |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
@@ -200,6 +200,8 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
             f"{_energy(float(s['inference_energy_pj_per_sample']))} | "
             f"{'never' if math.isinf(float(switches)) else f'{float(switches):,.0f}'} |"
         )
+    lines += ["", "\\* endurance / write pulses per cell of the most-written array in one adaptation: the average "
+              "cell of that array; cells written more often than their array's average wear out sooner."]  # fmt: skip
     lines += ["", "## Deployment (once, shared by every method)", "", "| phase | energy | latency | write pulses |",
               "|---|---:|---:|---:|"]  # fmt: skip
     for phase, values in deploy.items():
