@@ -27,6 +27,32 @@ from scenarios.schema import ADAPTABLE_LAYERS
 
 __all__ = ["ADAPTABLE_LAYERS", "PatchTransformer", "TransformerBlock", "accuracy", "build_model", "train_classifier"]
 
+# Digital work between the linear layers, per element (FP32 operations, priced by the ledger's cost table).
+# Conventions (stated once; the same for every method, so they shift all energies alike):
+LAYERNORM_OPS = (3, 3)
+"""(mults, adds) per element: mean (add), variance (mult, add), normalise (add, mult), affine (mult, add)."""
+GELU_OPS = (7, 2)
+"""(mults, adds) per element of the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), counting
+tanh as one multiply-class operation."""
+SOFTMAX_OPS = (3, 1)
+"""(mults, adds) per attention score: the 1/sqrt(d_head) scale, exp (one multiply-class operation), the sum, and
+the division by it."""
+BACKWARD_FACTOR = 2
+"""When gradients are taken, the backward pass of these operations is counted as twice the forward work (the usual
+estimate for matmuls and elementwise ops). Activation buffers are not counted as SRAM traffic."""
+
+
+def _record_digital(module: nn.Module, layer: str, mults: float, adds: float) -> None:
+    """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `fusion.record_to`), with the
+    backward pass's share when gradients are being taken."""
+    ledger = module.__dict__.get("ledger")
+    if ledger is None:
+        return
+    from fusion.accounting import record_digital
+
+    factor = 1 + (BACKWARD_FACTOR if torch.is_grad_enabled() else 0)
+    record_digital(ledger, layer, mults=factor * mults, adds=factor * adds)
+
 
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)), with GELU in the MLP."""
@@ -44,6 +70,10 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
+        self.ledger = None
+        """When set (by `fusion.record_to`), the block records its digital work: attention scores and mixing,
+        softmax, LayerNorms, GELU and residual adds."""
+        self.name = ""
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
@@ -55,7 +85,22 @@ class TransformerBlock(nn.Module):
             self._heads(self.q(h)), self._heads(self.k(h)), self._heads(self.v(h))
         )
         x = x + self.o(attended.transpose(1, 2).reshape(x.shape))
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        out = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        if self.__dict__.get("ledger") is not None:
+            batch, tokens, width = x.shape
+            d_ff = self.fc2.in_features
+            scores = batch * self.n_heads * tokens * tokens
+            macs = 2 * scores * (width // self.n_heads)  # Q K^T and the attention-weighted sum of V
+            elements = batch * tokens * width
+            mults = (
+                macs + scores * SOFTMAX_OPS[0] + 2 * elements * LAYERNORM_OPS[0] + batch * tokens * d_ff * GELU_OPS[0]
+            )
+            adds = (
+                macs + scores * SOFTMAX_OPS[1] + 2 * elements * LAYERNORM_OPS[1]
+                + batch * tokens * d_ff * GELU_OPS[1] + 2 * elements  # two residual adds
+            )  # fmt: skip
+            _record_digital(self, self.name or "block", mults, adds)
+        return out
 
 
 class PatchTransformer(nn.Module):
@@ -85,6 +130,10 @@ class PatchTransformer(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff) for _ in range(n_blocks))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
+        for index, block in enumerate(self.blocks):
+            block.name = f"blocks.{index}"
+        self.ledger = None
+        """When set (by `fusion.record_to`), records the position add, final LayerNorm and mean pooling."""
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, n_patches, C * p * p), patches in row-major order."""
@@ -97,7 +146,14 @@ class PatchTransformer(nn.Module):
         x = self.embed(self.patches(images)) + self.position
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x).mean(dim=1))
+        logits = self.head(self.norm(x).mean(dim=1))
+        if self.__dict__.get("ledger") is not None:
+            batch, tokens, width = x.shape
+            elements = batch * tokens * width
+            mults = elements * LAYERNORM_OPS[0] + batch * width  # final LayerNorm, 1/tokens of the mean
+            adds = elements * (1 + LAYERNORM_OPS[1] + 1)  # position add, final LayerNorm, mean's sum
+            _record_digital(self, "network", mults, adds)
+        return logits
 
 
 def build_model(model_cfg: ModelSpec, n_classes: int, image_shape: tuple[int, int, int], seed: int) -> PatchTransformer:

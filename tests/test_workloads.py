@@ -268,3 +268,33 @@ def test_train_classifier_trains_only_what_requires_grad() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before if k != "head.weight")
     with pytest.raises(ValueError, match="inputs but"):
         accuracy(model, x, y[:5])
+
+
+def test_digital_work_between_linear_layers_is_recorded() -> None:
+    """Attention scores and mixing, softmax, LayerNorm, GELU, residuals, pooling: counted per forward when a ledger
+    is attached (x3 with gradients: forward plus a backward of twice its work), nothing without one."""
+    from energy import Ledger
+    from fusion import record_to
+    from scenarios.models import GELU_OPS, LAYERNORM_OPS, SOFTMAX_OPS
+
+    spec = load_scenario("tiny").model
+    model = build_model(spec, 10, (1, 8, 8), seed=0)
+    batch, tokens, width, heads, d_ff = 4, 16, spec.d_model, spec.n_heads, spec.d_ff
+    scores = batch * heads * tokens * tokens
+    block_mults = (
+        2 * scores * (width // heads)
+        + scores * SOFTMAX_OPS[0]
+        + 2 * batch * tokens * width * LAYERNORM_OPS[0]
+        + batch * tokens * d_ff * GELU_OPS[0]
+    )
+    images = torch.randn(batch, 1, 8, 8)
+    for grad, factor in ((False, 1), (True, 3)):
+        ledger = Ledger()
+        with torch.set_grad_enabled(grad), record_to(model, ledger.scope(phase="inference")):
+            model(images)
+        assert ledger.total("count", event="digital_mult", layer="blocks.0") == factor * block_mults
+        assert ledger.total("count", layer="network") > 0
+    recorded = ledger.total("count")
+    with torch.no_grad():
+        model(images)  # outside record_to: the ledger is detached again
+    assert ledger.total("count") == recorded
