@@ -169,6 +169,17 @@ class FusedLinear(nn.Module):
             self.register_parameter("magnitude", None)
 
     # --- norms -------------------------------------------------------------------------------------------
+    def recalibrate(self, scope: LedgerScope | None = None) -> None:
+        """Read the calibration out again from the arrays as they are now (after drift, say): MVMs, no writes,
+        recorded in `scope`. The trained coefficients and magnitudes are kept; the row norms then follow the
+        weights the arrays hold now instead of those at programming time."""
+        if not hasattr(self, "cal_w0_sq"):
+            raise ValueError(f"FusedLinear {self.name!r} has no calibration to renew")
+        fresh = calibrate(self.base, self.bank_a, self.bank_b, scope, layer=self.name)
+        for key in ("w0_sq", "cross", "gram", "b_read"):
+            self._buffers[f"cal_{key}"] = getattr(fresh, key).detach()
+        self._norm_for = None
+
     @property
     def calibration(self) -> FusedCalibration | None:
         if not hasattr(self, "cal_w0_sq"):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, device_preset, program
 from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
-from fusion import AdaptSettings, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from fusion import AdaptSettings, FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
 from fusion import record_to as record_inference_to
 from fusion.seeding import derive_seed
 from scenarios.errors import ScenarioError
@@ -192,6 +192,13 @@ class _Run:
                 if drift_s > 0:
                     for _, layer in analog_layers(copy_):
                         layer.drift_to(float(drift_s))
+                    if evaluate.recalibrate_after_drift:
+                        scope = (
+                            ledger.scope(phase="calibration", task=task.name, method=method) if repeat == 0 else None
+                        )
+                        for module in copy_.modules():
+                            if isinstance(module, FusedLinear) and module.use_magnitude:
+                                module.recalibrate(scope)
                 record = drift_s == evaluate.drift_times_s[0] and repeat == 0
                 scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
                 with record_inference_to(copy_, scope):

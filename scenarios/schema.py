@@ -405,6 +405,12 @@ class EvaluateSpec(_Section):
         description="Times after programming (s) at which accuracy is measured under conductance drift; 0 = fresh.",
     )
     repeats: int = Field(1, ge=1, description="Independent noise draws (read noise, drift) per evaluation.")
+    recalibrate_after_drift: bool = Field(
+        False,
+        description="Before evaluating at a drift time > 0, read the fused layers' norm calibration out again from "
+        "the drifted arrays (reads only, recorded under phase `calibration`); false keeps the read-out taken at "
+        "programming time.",
+    )
 
     @_model_validator(mode="after")
     def _distinct(self) -> EvaluateSpec:

@@ -224,3 +224,26 @@ def test_recording_the_calibration_does_not_change_the_model() -> None:
         with torch.no_grad():
             outputs.append(model(x))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_recalibration_after_drift_tracks_the_drifted_weights() -> None:
+    """After drift the stored read-out is stale; recalibrate() reads it again (reads only, no writes) and the row
+    norms then equal those of the weights the arrays hold now."""
+    ledger = Ledger()
+    model, _, programmed = _deployed("reram_wan2022")
+    fused = attach_fusion(model, programmed, seed=0).layers["blocks.0.q"]
+
+    def direct_norm() -> torch.Tensor:
+        w0, a, b = _dense(fused)
+        return fused_row_norm(w0, fused_delta(a, b, fused.coefficients.detach(), fused.scale, fused.form))
+
+    torch.testing.assert_close(fused.row_norm(), direct_norm(), rtol=1e-4, atol=1e-5)
+    from crossbar import analog_layers
+
+    for _, layer in analog_layers(model):
+        layer.drift_to(30 * 86_400.0)
+    stale = fused.row_norm()
+    assert not torch.allclose(stale, direct_norm(), rtol=1e-4, atol=1e-5)
+    fused.recalibrate(ledger.scope(phase="calibration"))
+    torch.testing.assert_close(fused.row_norm(), direct_norm(), rtol=1e-4, atol=1e-5)
+    assert ledger.total("count", event="cell_read") > 0 and ledger.cell_write_pulses() == 0

@@ -152,3 +152,15 @@ def test_plot_redraws_figures(tiny_run: Path, tmp_path: Path) -> None:
     result = _cli("plot", str(copy))
     assert result.returncode == 0, result.stderr
     assert (copy / "figures" / "endurance.png").is_file()
+
+
+def test_recalibration_after_drift_is_reads_only(tmp_path: Path) -> None:
+    out = tmp_path / "recal"
+    result = _cli("run", "tiny", "--out", str(out), "--set", "evaluate.recalibrate_after_drift=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ledger = Ledger.from_csv(out / "ledger.csv")
+    assert ledger.total("count", phase="calibration", method="fusion", event="cell_read") > 0
+    assert ledger.cell_write_pulses(phase="calibration") == 0
+    # LoraHub's fused layers use no DoRA magnitude, so their norms are not needed and not re-read
+    assert ledger.total("count", phase="calibration", method="lorahub") == 0
+    assert pd.read_csv(out / "metrics.csv")["accuracy"].between(0, 1).all()
