@@ -83,6 +83,13 @@ class ArrayState:
             writes_neg=np.zeros(shape, dtype=np.uint16),
         )
 
+    def copy(self) -> ArrayState:
+        """An independent copy of every array."""
+        return ArrayState(
+            self.d_in, self.d_out, self.tile_rows, self.g_diff_us.copy(), self.g_neg_us.copy(),
+            self.writes_pos.copy(), self.writes_neg.copy(),
+        )  # fmt: skip
+
     @property
     def n_tiles(self) -> int:
         return self.g_diff_us.shape[0]

@@ -28,13 +28,6 @@ def _views(state: ArrayState) -> list[np.ndarray]:
     return [a.reshape(rows, state.d_out) for a in (state.g_diff_us, state.g_neg_us, state.writes_pos, state.writes_neg)]
 
 
-def _copy(state: ArrayState) -> ArrayState:
-    return ArrayState(
-        state.d_in, state.d_out, state.tile_rows, state.g_diff_us.copy(), state.g_neg_us.copy(),
-        state.writes_pos.copy(), state.writes_neg.copy(),
-    )  # fmt: skip
-
-
 def _assert_same_state(a: ArrayState, b: ArrayState) -> None:
     for name in ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
@@ -90,7 +83,7 @@ def test_wan_sigma_scales_g_to_the_device_range() -> None:
 def test_drift_kernel_matches_twin(d_in, d_out, tile_rows) -> None:
     device = WAN.replace(tile_rows=tile_rows)
     state = _filled(device, d_in, d_out, seed=d_in, stuck_frac=0.1)
-    twin = _copy(state)
+    twin = state.copy()
     apply_drift(state, device, t_from_s=10.0, t_to_s=1e5, seed=3, stream=4)
     mean, sigma = drift_increment(device, 10.0, 1e5)
     drift_np(*_views(twin), d_in, g_min=0.0, g_max=40.0, mean_us=mean, sigma_us=sigma,
@@ -111,7 +104,7 @@ def test_drift_statistics_at_1e4_s() -> None:
 
 def test_drift_in_steps_equals_one_step_in_distribution() -> None:
     one = _filled(WAN, 256, 100, seed=0, g_pos=20.0, g_neg=20.0)
-    steps = _copy(one)
+    steps = one.copy()
     apply_drift(one, WAN, t_from_s=1.0, t_to_s=1e4, seed=1, stream=0)
     for k, (t0, t1) in enumerate([(1.0, 10.0), (10.0, 100.0), (100.0, 1e4)]):
         apply_drift(steps, WAN, t_from_s=t0, t_to_s=t1, seed=1, stream=k + 1)
@@ -125,7 +118,7 @@ def test_drift_in_steps_equals_one_step_in_distribution() -> None:
 
 def test_drift_before_one_second_and_none_model_do_nothing() -> None:
     state = _filled(WAN, 8, 8, seed=0)
-    before = _copy(state)
+    before = state.copy()
     apply_drift(state, WAN, t_from_s=0.0, t_to_s=0.9, seed=0, stream=0)
     apply_drift(state, WAN.replace(drift_model="none"), t_from_s=0.0, t_to_s=1e6, seed=0, stream=0)
     _assert_same_state(state, before)
@@ -175,7 +168,7 @@ def test_drift_bad_times_raise() -> None:
 def test_fault_kernel_matches_twin(d_in, d_out, tile_rows) -> None:
     device = WAN.replace(tile_rows=tile_rows, stuck_at_min_rate=0.1, stuck_at_max_rate=0.15)
     state = _filled(device, d_in, d_out, seed=d_in, stuck_frac=0.1)
-    twin = _copy(state)
+    twin = state.copy()
     count = fabricate_faults(state, device, seed=9)
     twin_count = fault_np(*_views(twin), d_in, g_min=0.0, g_max=40.0, rate_min=0.1, rate_max=0.15,
                           key=domain_key(9, 0, DOMAIN_FAULT))  # fmt: skip
@@ -207,7 +200,7 @@ def test_fault_rates_within_binomial_tolerance() -> None:
 
 def test_no_faults_when_rates_are_zero() -> None:
     state = ArrayState.fresh(16, 16, WAN)
-    before = _copy(state)
+    before = state.copy()
     assert fabricate_faults(state, WAN, seed=0) == 0
     _assert_same_state(state, before)
     with pytest.raises(ValueError, match="seed"):

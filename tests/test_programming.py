@@ -89,20 +89,13 @@ def _run_twin(device, state, targets, changed, seed, stream):
     return totals, pp.reshape(state.g_diff_us.shape), pn.reshape(state.g_diff_us.shape)
 
 
-def _copy(state: ArrayState) -> ArrayState:
-    return ArrayState(
-        state.d_in, state.d_out, state.tile_rows, state.g_diff_us.copy(), state.g_neg_us.copy(),
-        state.writes_pos.copy(), state.writes_neg.copy(),
-    )  # fmt: skip
-
-
 def _assert_same_state(a: ArrayState, b: ArrayState) -> None:
     for name in ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def _check_against_twin(device, state, targets, changed=None, seed=3, stream=5):
-    twin_state = _copy(state)
+    twin_state = state.copy()
     report, pp, pn = program_state(
         state, targets, device, seed=seed, stream=stream, changed=changed, return_pulses=True
     )
@@ -143,7 +136,7 @@ def test_changed_mask_and_padding_match_twin(mode) -> None:
     device = WAN.replace(tile_rows=8, programming_mode=mode)
     state, targets = _random_case(device, 21, 40, seed=1, stuck_frac=0.03, preprogram=True)
     changed = np.random.default_rng(2).random(state.g_diff_us.shape) < 0.4
-    before = _copy(state)
+    before = state.copy()
     report = _check_against_twin(device, state, targets, changed=changed)
     real = state.valid_rows()
     assert report.cells_targeted == 2 * int((changed & real).sum())
@@ -164,7 +157,7 @@ def test_tolerance_edge_matches_twin() -> None:
                         step + tol, -(step + tol), 2 * step + tol, step + np.nextafter(tol, 2 * tol)])  # fmt: skip
     pos = (g + np.resize(offsets, state.g_diff_us.shape)).astype(np.float32)
     targets = _targets(state, pos, np.zeros_like(pos))
-    twin_state = _copy(state)
+    twin_state = state.copy()
     _, pp, _ = program_state(state, targets, device, seed=0, stream=0, return_pulses=True)
     _, tpp, _ = _run_twin(device, twin_state, targets, None, 0, 0)
     np.testing.assert_array_equal(pp, tpp)
@@ -283,7 +276,7 @@ def test_endurance_makes_cells_stuck() -> None:
     state = ArrayState.fresh(32, 64, device)
     shape = state.g_diff_us.shape
     targets = _targets(state, np.full(shape, 25.0), np.zeros(shape))  # about 3 pulses from 0 uS
-    twin_state = _copy(state)
+    twin_state = state.copy()
     _, pp, _ = program_state(state, targets, device, seed=0, stream=0, return_pulses=True)
     _run_twin(device, twin_state, targets, None, 0, 0)
     _assert_same_state(state, twin_state)
