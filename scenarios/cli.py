@@ -70,7 +70,7 @@ _SET_HELP = "Override a setting before validation, e.g. --set bank.rank=8 (value
 
 def _load(scenario: str, overrides: list[str]):
     """Load and validate a scenario; any problem in it becomes a one-line UserError."""
-    from scenarios.schema import ScenarioError, load_scenario
+    from scenarios.loading import ScenarioError, load_scenario
 
     try:
         return load_scenario(scenario, overrides)
@@ -103,8 +103,8 @@ def run(
 ) -> None:
     """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
     loaded = _load(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    from scenarios.errors import ScenarioError
     from scenarios.runner import run_scenario
-    from scenarios.schema import ScenarioError
 
     try:
         run_dir = run_scenario(loaded, out if out is not None else Path("runs") / loaded.name, fresh=fresh)

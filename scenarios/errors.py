@@ -6,7 +6,10 @@ code 2. Messages name where the problem is (file and dotted key path), what was 
 
 from __future__ import annotations
 
-__all__ = ["ScenarioError", "describe_value"]
+import difflib
+from collections.abc import Sequence
+
+__all__ = ["ScenarioError", "describe_value", "did_you_mean"]
 
 
 class ScenarioError(ValueError):
@@ -30,3 +33,9 @@ def describe_value(value: object, limit: int = 60) -> str:
         text = repr(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest of `choices` to a mistyped `word`, or "" when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

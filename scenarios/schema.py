@@ -6,29 +6,20 @@ models forbid unknown keys and use strict types (YAML already types its scalars:
 is not a number). Cross-field rules (rank against layer widths, sources disjoint from targets, ...) are checked by
 the models themselves, so `Scenario.model_validate` alone accepts only runnable scenarios.
 
-`load_scenario` adds what a file needs: bundled names, `--set key.path=value` overrides, npz paths relative to the
-file, a check of the npz files' contents, and one-line `ScenarioError` messages of the form
-`multitask.yaml: bank.rank: got 4096, expected <= 64 (the smallest adapted layer width)`.
+Loading a file (bundled names, `--set` overrides, one-line errors) is `scenarios.loading.load_scenario`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
-import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
-from scenarios.errors import ScenarioError, describe_value
+from scenarios.errors import ScenarioError, describe_value, did_you_mean
 from scenarios.tasks import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, TASK_FAMILIES
 
 __all__ = [
@@ -51,9 +42,8 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "TasksSpec",
+    "KeyedError",
     "ZeroShotSpec",
-    "bundled_scenarios",
-    "load_scenario",
 ]
 
 ADAPTABLE_LAYERS: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
@@ -65,7 +55,7 @@ FALLBACK_DEVICE_PRESETS: frozenset[str] = frozenset({"ideal", "reram_wan2022", "
 LayerName = Literal["q", "k", "v", "o", "fc1", "fc2", "all"]
 
 
-class _KeyedError(ValueError):
+class KeyedError(ValueError):
     """Raised inside validators to point at a key below the validated model: its relative path, the bad value and
     what was expected (or, with `problem`, a whole phrase replacing "got ..., expected ...")."""
 
@@ -85,7 +75,7 @@ def _check_unique(items: Sequence[object], field: str, expected: str = "no repea
     seen: set[object] = set()
     for index, item in enumerate(items):
         if item in seen:
-            raise _KeyedError((field, index), item, f"{expected} (it appears twice in {field})")
+            raise KeyedError((field, index), item, f"{expected} (it appears twice in {field})")
         seen.add(item)
 
 
@@ -99,17 +89,17 @@ def _check_overrides(preset: object, overrides: Mapping[str, Any], kind: str) ->
         known = [f.name for f in dataclasses.fields(preset) if f.name not in ("name", "sources")]
         for key, value in overrides.items():
             if key not in known:
-                problem = f"unknown {kind} field, expected one of: {', '.join(known)}{_did_you_mean(key, known)}"
-                raise _KeyedError(("overrides", key), value, "", problem=problem)
+                problem = f"unknown {kind} field, expected one of: {', '.join(known)}{did_you_mean(key, known)}"
+                raise KeyedError(("overrides", key), value, "", problem=problem)
     for key, value in overrides.items():
         try:
             replace(**{key: value})
         except (TypeError, ValueError) as error:
-            raise _KeyedError(("overrides", key), value, f"a valid {kind} value ({error})") from None
+            raise KeyedError(("overrides", key), value, f"a valid {kind} value ({error})") from None
     try:
         replace(**overrides)
     except (TypeError, ValueError) as error:
-        raise _KeyedError(("overrides",), dict(overrides), f"a consistent {kind} ({error})") from None
+        raise KeyedError(("overrides",), dict(overrides), f"a consistent {kind} ({error})") from None
 
 
 def _registry(info: ValidationInfo, key: str) -> Mapping[str, object]:
@@ -131,7 +121,7 @@ def _registry(info: ValidationInfo, key: str) -> Mapping[str, object]:
 def _check_preset(spec: DeviceSpec | CostSpec, info: ValidationInfo, key: str, kind: str) -> None:
     registry = _registry(info, key)
     if spec.preset not in registry:
-        raise _KeyedError(("preset",), spec.preset, f"one of the {kind} presets: {', '.join(registry)}")
+        raise KeyedError(("preset",), spec.preset, f"one of the {kind} presets: {', '.join(registry)}")
     _check_overrides(registry[spec.preset], spec.overrides, kind)
 
 
@@ -139,7 +129,7 @@ def _check_scalars(overrides: dict[str, Any]) -> dict[str, Any]:
     """Override values must be YAML scalars (the configs are flat dataclasses of numbers, strings and flags)."""
     for key, value in overrides.items():
         if not isinstance(value, (bool, int, float, str, type(None))):
-            raise _KeyedError((key,), value, "a number, string, true/false or null")
+            raise KeyedError((key,), value, "a number, string, true/false or null")
     return overrides
 
 
@@ -193,7 +183,7 @@ class ModelSpec(_Section):
     @_model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
         if self.d_model % self.n_heads:
-            raise _KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
+            raise KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
         return self
 
     def layer_shape(self, layer: str) -> tuple[int, int]:
@@ -229,28 +219,28 @@ class TasksSpec(_Section):
         _check_unique(self.targets, "targets")
         if self.family == "npz":
             if not self.npz:
-                raise _KeyedError(("npz",), self.npz, "a mapping of task name -> .npz file for family 'npz'")
+                raise KeyedError(("npz",), self.npz, "a mapping of task name -> .npz file for family 'npz'")
             known: Sequence[str] = list(self.npz)
             where = "the tasks named in tasks.npz"
         else:
             if self.npz is not None:
-                raise _KeyedError(("npz",), self.npz, "no npz mapping for family 'digits' (use family: npz)")
+                raise KeyedError(("npz",), self.npz, "no npz mapping for family 'digits' (use family: npz)")
             if self.n_classes not in (None, DIGITS_CLASSES):
-                raise _KeyedError(("n_classes",), self.n_classes, f"{DIGITS_CLASSES} or null for family 'digits'")
+                raise KeyedError(("n_classes",), self.n_classes, f"{DIGITS_CLASSES} or null for family 'digits'")
             known = TASK_FAMILIES["digits"] or ()
             where = f"the {self.family} tasks"
         for field, names in (("base", [self.base]), ("sources", self.sources), ("targets", self.targets)):
             for index, name in enumerate(names):
                 if name not in known:
                     loc = (field,) if field == "base" else (field, index)
-                    raise _KeyedError(loc, name, f"one of {where}: {', '.join(known)}{_did_you_mean(name, known)}")
+                    raise KeyedError(loc, name, f"one of {where}: {', '.join(known)}{did_you_mean(name, known)}")
         if self.base in self.sources:
-            raise _KeyedError(("base",), self.base, "a task that is not also a source task")
+            raise KeyedError(("base",), self.base, "a task that is not also a source task")
         for index, name in enumerate(self.targets):
             if name in self.sources:
-                raise _KeyedError(("targets", index), name, "a task that is not also in tasks.sources")
+                raise KeyedError(("targets", index), name, "a task that is not also in tasks.sources")
             if name == self.base:
-                raise _KeyedError(("targets", index), name, "a task other than the base task tasks.base")
+                raise KeyedError(("targets", index), name, "a task other than the base task tasks.base")
         return self
 
 
@@ -273,7 +263,7 @@ class BankSpec(_Section):
     def _modules(self) -> BankSpec:
         _check_unique(self.target_modules, "target_modules")
         if "all" in self.target_modules and len(self.target_modules) > 1:
-            raise _KeyedError(("target_modules",), self.target_modules, "either [all] or a list of layer names")
+            raise KeyedError(("target_modules",), self.target_modules, "either [all] or a list of layer names")
         return self
 
     @property
@@ -457,24 +447,24 @@ class Scenario(_Section):
         if self.tasks.family == "digits":
             side = DIGITS_IMAGE_SHAPE[-1]
             if side % self.model.patch_size:
-                raise _KeyedError(
+                raise KeyedError(
                     ("model", "patch_size"), self.model.patch_size, f"a divisor of the {side}x{side} digit images"
                 )
         width = self.min_adapted_width(self.bank.modules)
         if self.bank.rank > width:
-            raise _KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")
+            raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")
         _check_unique([m.key for m in self.methods], "methods", "a distinct name or label per method entry")
         for index, method in enumerate(self.methods):
             rank = getattr(method, "rank", None)
             if rank is not None and rank > width:
-                raise _KeyedError(("methods", index, "rank"), rank, f"<= {width} (the smallest adapted layer width)")
+                raise KeyedError(("methods", index, "rank"), rank, f"<= {width} (the smallest adapted layer width)")
             if getattr(method, "early_stopping", False) and self.tasks.few_shot_val == 0:
-                raise _KeyedError(
+                raise KeyedError(
                     ("methods", index, "early_stopping"), True, "false when tasks.few_shot_val is 0 (no validation set)"
                 )
             examples = getattr(method, "examples", None)
             if examples is not None and examples > self.tasks.few_shot_train:
-                raise _KeyedError(
+                raise KeyedError(
                     ("methods", index, "examples"), examples, f"<= tasks.few_shot_train={self.tasks.few_shot_train}"
                 )
         return self
@@ -491,366 +481,3 @@ class Scenario(_Section):
     def resolved_dict(self) -> dict[str, Any]:
         """Every setting, defaults filled in, as plain JSON/YAML types: what a run directory records."""
         return self.model_dump(mode="json")
-
-
-# --- error messages --------------------------------------------------------------------------------------------
-_EXPECTED_BY_TYPE = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "finite_number": "a finite number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-
-def _did_you_mean(word: object, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated[...] and Optional[...] from a field annotation (other unions are kept)."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-            continue
-        if origin in (Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(members) == 1:
-                annotation = members[0]
-                continue
-        return annotation
-
-
-def _strip_annotated(annotation: Any) -> Any:
-    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _all_models(members: Sequence[Any]) -> bool:
-    return all(_is_model(_strip_annotated(m)) for m in members)
-
-
-def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str | None]:
-    """Annotation of `segment` below a node of type `annotation` whose raw data is `raw`.
-
-    Returns (child annotation, None), or (None, reason) when the segment cannot exist there. A child annotation of
-    `Any` means "anything goes below here" (free-form mappings, or a method entry without a valid name).
-    """
-    annotation = _unwrap(annotation)
-    origin = typing.get_origin(annotation)
-    if _is_model_union(annotation):  # a method entry: the model its name selects
-        model = _member_for(annotation, raw)
-        return _child(model, segment, raw) if model is not None else (Any, None)
-    if _is_model(annotation):
-        fields = annotation.model_fields
-        if segment not in fields:
-            return None, f"unknown key, expected one of: {', '.join(fields)}{_did_you_mean(segment, list(fields))}"
-        return fields[segment].annotation, None  # type: ignore[index]
-    if origin is list:
-        return typing.get_args(annotation)[0], None
-    if origin is dict:
-        return typing.get_args(annotation)[1], None
-    if annotation is Any:
-        return Any, None
-    return None, "not a section (its value is a single setting)"
-
-
-def _annotation_at(loc: Sequence[str | int], raw: object) -> Any:
-    """Annotation of the node at `loc` (a pydantic error location) below Scenario, or None if not resolvable. A
-    method entry resolves to the method model its `name` selects."""
-    annotation: Any = Scenario
-    for segment in loc:
-        annotation, problem = _child(annotation, segment, raw)
-        if problem is not None or annotation is None:
-            return None
-        raw = raw.get(segment) if isinstance(raw, dict) else (raw[segment] if isinstance(raw, list) else None)  # type: ignore[index]
-    annotation = _unwrap(annotation)
-    if _is_model_union(annotation):
-        return _member_for(annotation, raw)
-    return annotation
-
-
-def _is_model_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (Union, types.UnionType) and _all_models(typing.get_args(annotation))
-
-
-def _member_for(union: Any, raw: object) -> type[BaseModel] | None:
-    """The member of a union of method models that a raw entry's `name` selects (None if it selects none)."""
-    tag = raw.get("name") if isinstance(raw, dict) else None
-    for member in typing.get_args(union):
-        model = _strip_annotated(member)
-        if tag in typing.get_args(model.model_fields["name"].annotation):
-            return model
-    return None
-
-
-def _path(loc: Sequence[str | int]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
-    """Drop the union tag pydantic inserts after `methods[i]` and the `[key]` marker of mapping keys."""
-    cleaned: list[str | int] = []
-    for part in loc:
-        if len(cleaned) >= 2 and cleaned[-2] == "methods" and isinstance(cleaned[-1], int) and part in METHOD_NAMES:
-            continue
-        if part == "[key]":
-            continue
-        cleaned.append(part)
-    return tuple(cleaned)
-
-
-def _describe_error(error: Mapping[str, Any], raw: object) -> str:
-    loc = _clean_loc(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    cause = ctx.get("error")
-    if isinstance(cause, _KeyedError):
-        return f"{_path(loc + cause.loc)}: {cause.problem}"
-    path = _path(loc)
-    if kind == "extra_forbidden":
-        parent = _annotation_at(loc[:-1], raw)
-        if _is_model(parent):
-            fields = list(parent.model_fields)
-            return f"{path}: unknown key, expected one of: {', '.join(fields)}{_did_you_mean(loc[-1], fields)}"
-        return f"{path}: unknown key"
-    if kind == "missing":
-        parent = _annotation_at(loc[:-1], raw)
-        field = parent.model_fields.get(loc[-1]) if _is_model(parent) else None
-        meaning = f" ({field.description})" if field is not None and field.description else ""
-        return f"{path}: required key is missing{meaning}"
-    if kind == "union_tag_invalid":
-        tag = value.get("name") if isinstance(value, dict) else ctx.get("tag")
-        return f"{path}.name: got {describe_value(tag)}, expected one of: {', '.join(METHOD_NAMES)}"
-    if kind == "union_tag_not_found":
-        return f"{path}: no `name` key, expected a method entry with name one of: {', '.join(METHOD_NAMES)}"
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        expected = f"{bounds[kind]} {limit}"
-    elif kind == "too_short":
-        expected = f"at least {ctx.get('min_length')} item(s)"
-    elif kind == "too_long":
-        expected = f"at most {ctx.get('max_length')} item(s)"
-    elif kind == "literal_error":
-        expected = f"one of {ctx.get('expected')}"
-    elif kind == "string_pattern_mismatch":
-        expected = "a name made of letters, digits, '_', '.', '-' (starting with a letter or digit)"
-    elif kind in _EXPECTED_BY_TYPE:
-        expected = _EXPECTED_BY_TYPE[kind]
-    else:
-        expected = error["msg"][0].lower() + error["msg"][1:]
-    return f"{path}: got {describe_value(value)}, expected {expected}"
-
-
-def _format_validation_error(error: ValidationError, raw: object) -> str:
-    errors = error.errors()
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return _describe_error(errors[0], raw) + more
-
-
-# --- loading ---------------------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which PyYAML would otherwise silently resolve to the last one."""
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    mapping: dict = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (each key may appear once)", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=deep)
-    return mapping
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def bundled_scenarios() -> dict[str, Path]:
-    """Scenario files shipped inside the package, by name (file stem)."""
-    folder = Path(str(resources.files("scenarios")))
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
-
-
-def _locate(path_or_name: str | os.PathLike[str]) -> Path:
-    text = os.fspath(path_or_name)
-    path = Path(text)
-    if path.is_file():
-        return path
-    if path.exists():
-        raise ScenarioError(f"{text}: is a directory, expected a scenario YAML file")
-    bundled = bundled_scenarios()
-    stem = text[:-5] if text.endswith(".yaml") else text
-    if "/" not in text and os.sep not in text and stem in bundled:
-        return bundled[stem]
-    raise ScenarioError(
-        f"{text}: no such file, expected a scenario file or a bundled scenario name ({', '.join(bundled)})"
-    )
-
-
-def _read_yaml(path: Path, label: str) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{label}: not a text file (not UTF-8), expected a scenario YAML file") from None
-    except OSError as error:
-        raise ScenarioError(f"{label}: cannot be read ({error.strerror or error}), expected a readable file") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ScenarioError(f"{label}: not valid YAML{where}: {problem}, expected a YAML mapping of keys") from None
-    if data is None:
-        raise ScenarioError(f"{label}: the file is empty, expected a YAML mapping with keys {_top_keys()}")
-    if not isinstance(data, dict):
-        kind = "list" if isinstance(data, list) else f"{type(data).__name__} value"
-        raise ScenarioError(f"{label}: got a YAML {kind} at the top level, expected a mapping with keys {_top_keys()}")
-    return data
-
-
-def _top_keys() -> str:
-    return ", ".join(Scenario.model_fields)
-
-
-_SEGMENT = re.compile(r"[A-Za-z0-9_+\-]+")
-
-
-def _apply_override(raw: dict[str, Any], text: str) -> None:
-    """Apply one `key.path=value` override to the raw scenario dict, checking the path against the schema.
-
-    List items are addressed by index (`methods.1.epochs` or `methods[1].epochs`) or, for methods, by their label
-    or name (`methods.fusion.epochs`). The value is parsed as YAML (`3`, `0.5`, `true`, `[q, v]`, `null`).
-    """
-    where = f"--set {text!r}"
-    key, equals, value_text = text.partition("=")
-    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
-    segments = key.split(".")
-    if not equals or not key or not all(_SEGMENT.fullmatch(s) for s in segments):
-        raise ScenarioError(f"{where}: bad syntax, expected key.path=value (e.g. --set bank.rank=8)")
-    try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or "cannot be parsed"
-        raise ScenarioError(f"{where}: the value is not valid YAML ({problem}), expected a scalar or [list]") from None
-    node: Any = raw
-    annotation: Any = Scenario
-    for depth, segment in enumerate(segments):
-        last = depth == len(segments) - 1
-        here = _path(segments[:depth]) if depth else "the top level"
-        if isinstance(node, list):
-            index = _list_index(node, segment)
-            if index is None:
-                raise ScenarioError(
-                    f"{where}: {here} has {len(node)} item(s), expected an index 0..{len(node) - 1}"
-                    + (" or a method name/label" if segments[0] == "methods" else "")
-                )
-            annotation, _ = _child(annotation, index, node)
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-            continue
-        if not isinstance(node, dict):
-            raise ScenarioError(f"{where}: {here} is {describe_value(node)}, expected a mapping or a list there")
-        annotation, problem = _child(annotation, segment, node)
-        if problem is not None:
-            raise ScenarioError(f"{where}: {_path(segments[: depth + 1])}: {problem}")
-        if last:
-            node[segment] = value
-        elif segment not in node or node[segment] is None:
-            if (
-                _unwrap(annotation) is Any
-                or _is_model(_unwrap(annotation))
-                or typing.get_origin(_unwrap(annotation)) is dict
-            ):
-                node[segment] = {}
-            else:
-                raise ScenarioError(f"{where}: {_path(segments[: depth + 1])} is not set, so it has no items to change")
-            node = node[segment]
-        else:
-            node = node[segment]
-
-
-def _list_index(items: list[Any], segment: str) -> int | None:
-    if segment.isdigit():
-        index = int(segment)
-        return index if index < len(items) else None
-    matches = [
-        i for i, item in enumerate(items) if isinstance(item, dict) and segment in (item.get("label"), item.get("name"))
-    ]
-    labelled = [i for i in matches if items[i].get("label") == segment]
-    chosen = labelled or matches
-    return chosen[0] if len(chosen) == 1 else None
-
-
-def _resolve_npz_paths(raw: dict[str, Any], folder: Path) -> None:
-    """Make relative npz paths relative to the scenario file's folder (not to the working directory)."""
-    tasks = raw.get("tasks")
-    npz = tasks.get("npz") if isinstance(tasks, dict) else None
-    if isinstance(npz, dict):
-        for name, value in npz.items():
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                npz[name] = str((folder / value).resolve())
-            elif isinstance(value, str):
-                npz[name] = str(Path(value).expanduser())
-
-
-def load_scenario(
-    path_or_name: str | os.PathLike[str],
-    overrides: Sequence[str] = (),
-    *,
-    context: Mapping[str, Any] | None = None,
-) -> Scenario:
-    """Read, override and validate a scenario; any problem raises a one-line `ScenarioError`.
-
-    `path_or_name` is a YAML file or the name of a bundled scenario (`multitask`, `tiny`). `overrides` are
-    `key.path=value` strings applied in order before validation. `context` may supply `device_presets` and
-    `cost_presets` registries (name -> config) instead of the installed ones. For `family: npz` the files are
-    opened and checked (keys, lengths, labels, finite values, image size against `model.patch_size`).
-    """
-    path = _locate(path_or_name)
-    label = path.name
-    raw = _read_yaml(path, label)
-    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "scenario")
-    try:
-        for text in overrides:
-            _apply_override(raw, text)
-    except ScenarioError as error:
-        raise ScenarioError(f"{label}: {error}") from None
-    _resolve_npz_paths(raw, path.resolve().parent)
-    try:
-        scenario = Scenario.model_validate(raw, context=dict(context or {}))
-    except ValidationError as error:
-        raise ScenarioError(f"{label}: {_format_validation_error(error, raw)}") from None
-    scenario._source = path.resolve()
-    if scenario.tasks.family == "npz":
-        from scenarios.tasks import build_tasks
-
-        try:
-            build_tasks(scenario)
-        except ScenarioError as error:
-            raise ScenarioError(f"{label}: {error}") from None
-    return scenario

@@ -10,7 +10,8 @@ import yaml
 
 import scenarios.runner
 from scenarios.cli import main
-from scenarios.schema import Scenario, ScenarioError, bundled_scenarios, load_scenario
+from scenarios.loading import bundled_scenarios, load_scenario
+from scenarios.schema import Scenario, ScenarioError
 
 TINY = yaml.safe_load((Path(__file__).parents[1] / "scenarios" / "tiny.yaml").read_text())
 

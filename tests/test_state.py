@@ -9,8 +9,14 @@ from crossbar.state import ArrayState, stored_tile_rows
 
 @pytest.mark.parametrize(
     "d_in, tile_rows, expected_rows, expected_tiles",
-    [(64, 256, 64, 1), (256, 256, 256, 1), (300, 256, 150, 2), (1024, 256, 256, 4), (2816, 256, 256, 11),
-     (70, 32, 24, 3)],  # fmt: skip
+    [
+        (64, 256, 64, 1),
+        (256, 256, 256, 1),
+        (300, 256, 150, 2),
+        (1024, 256, 256, 4),
+        (2816, 256, 256, 11),
+        (70, 32, 24, 3),
+    ],  # fmt: skip
 )
 def test_inputs_spread_evenly_over_the_tiles_they_need(d_in, tile_rows, expected_rows, expected_tiles) -> None:
     device = device_preset("reram_wan2022", tile_rows=tile_rows)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from scenarios.errors import ScenarioError
-from scenarios.schema import ModelSpec, load_scenario
+from scenarios.loading import load_scenario
+from scenarios.schema import ModelSpec
 from scenarios.tasks import DIGIT_TASKS, DIGITS_MEAN, DIGITS_STD, _digit_images
 from scenarios.workloads import (
     ADAPTABLE_LAYERS,
