@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from energy.configs import replace_fields
+
 __all__ = ["DeviceConfig", "ProgrammingNoiseModel"]
 
 ProgrammingNoiseModel = Literal["none", "wan2022", "milo2021", "cmo_hfox"]
@@ -149,11 +151,7 @@ class DeviceConfig:
 
     def replace(self, **overrides: object) -> DeviceConfig:
         """A validated copy with some fields changed; unknown names raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown DeviceConfig field(s) {unknown}; known: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -19,6 +19,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from energy.configs import replace_fields
+
 __all__ = [
     "COST_PRESETS",
     "CostTable",
@@ -136,11 +138,7 @@ class CostTable:
 
     def replace(self, **overrides: float) -> CostTable:
         """A copy with some fields changed; unknown field names raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown CostTable field(s) {unknown}; known: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
     def as_rows(self) -> list[tuple[str, str, str, str]]:
         """(field, value, unit, source) rows, for `crossbar-sim presets`."""

@@ -7,10 +7,11 @@ to the gradient-free search, `finetune_` to full fine-tuning; the rest are share
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
+
+from energy.configs import replace_fields
 
 __all__ = ["AdaptSettings"]
 
@@ -109,11 +110,7 @@ class AdaptSettings:
 
     def replace(self, **overrides: object) -> AdaptSettings:
         """A copy with some fields changed; unknown names raise ValueError listing the known ones."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown AdaptSettings field(s) {unknown}; known: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
