@@ -43,7 +43,7 @@ estimate for matmuls and elementwise ops). Activation buffers are not counted as
 
 
 def _record_digital(module: nn.Module, layer: str, mults: float, adds: float) -> None:
-    """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `fusion.record_to`), with the
+    """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `crossbar.record_all_to`), with the
     backward pass's share when gradients are being taken."""
     ledger = module.__dict__.get("ledger")
     if ledger is None:
@@ -71,7 +71,7 @@ class TransformerBlock(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
         self.ledger = None
-        """When set (by `fusion.record_to`), the block records its digital work: attention scores and mixing,
+        """When set (by `crossbar.record_all_to`), the block records its digital work: attention scores and mixing,
         softmax, LayerNorms, GELU and residual adds."""
         self.name = ""
 
@@ -133,7 +133,7 @@ class PatchTransformer(nn.Module):
         for index, block in enumerate(self.blocks):
             block.name = f"blocks.{index}"
         self.ledger = None
-        """When set (by `fusion.record_to`), records the position add, final LayerNorm and mean pooling."""
+        """When set (by `crossbar.record_all_to`), records the position add, final LayerNorm and mean pooling."""
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, n_patches, C * p * p), patches in row-major order."""
