@@ -203,7 +203,9 @@ class ModelSpec(_Section):
     @_model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
         if self.kind == "hf_encoder":
-            unused = [name for name in _TRANSFORMER_ONLY if name in self.model_fields_set]
+            # a value other than the default is a setting that would be silently ignored (defaults pass, so a
+            # resolved config, which lists every field, validates again)
+            unused = [n for n in _TRANSFORMER_ONLY if getattr(self, n) != type(self).model_fields[n].default]
             if unused:
                 raise KeyedError((unused[0],), getattr(self, unused[0]), "", problem="not used by kind hf_encoder "
                                  "(its sizes come from the checkpoint); remove it")  # fmt: skip
@@ -213,7 +215,7 @@ class ModelSpec(_Section):
         for name in ("path", "package"):
             if getattr(self, name) is not None:
                 raise KeyedError((name,), getattr(self, name), "null for kind transformer (hf_encoder only)")
-        if "max_length" in self.model_fields_set:
+        if self.max_length != type(self).model_fields["max_length"].default:
             raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind transformer; remove it")
         if self.d_model % self.n_heads:
             raise KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
@@ -245,7 +247,9 @@ class TasksSpec(_Section):
     few_shot_train: int = Field(95, ge=1, description="Labelled training examples per target task (LoRAFusion: 95).")
     few_shot_val: int = Field(5, ge=0, description="Labelled validation examples per task (LoRAFusion: 5).")
     test_size: int = Field(1000, ge=1, description="Test examples per task (npz: at most this many of x_test).")
-    base_train_size: int = Field(3000, ge=1, description="Training examples of the base task (npz: at most this).")
+    base_train_size: int = Field(
+        3000, ge=1, description="Training examples of the base task (npz: at most this; text families: unused)."
+    )
     n_classes: int | None = Field(
         None, ge=2, description="npz only: number of classes; default 1 + the largest base training label."
     )

@@ -447,15 +447,16 @@ def text_task(
 
 def build_text_suite(scenario: Scenario) -> TaskSuite:
     """Every task of a text-family scenario, tokenized with its model's tokenizer (`tasks.build_tasks` for the
-    `wordnet` and `bbc` families). Sizes as for digits: base `tasks.base_train_size`, sources `bank.train_size`,
-    targets `tasks.few_shot_train`, each with `tasks.few_shot_val` validation and up to `tasks.test_size` test
-    examples."""
+    `wordnet` and `bbc` families). Sizes as for digits (sources `bank.train_size`, targets `tasks.few_shot_train`,
+    each with `tasks.few_shot_val` validation and up to `tasks.test_size` test examples), except the base task,
+    which gets no training examples: the encoder is pretrained, not trained on it."""
     from scenarios.encoder import load_tokenizer, resolve_model_path
 
     spec, model = scenario.tasks, scenario.model
     base = scenario.source_path.parent if scenario.source_path is not None else None
     tokenizer = load_tokenizer(resolve_model_path(model.path, model.package, base=base), model.max_length)
-    sizes = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
+    # the pretrained encoder is not trained on the base task: only its test split is used (zero-shot accuracy)
+    sizes = {"base": 0, "source": scenario.bank.train_size, "target": spec.few_shot_train}
     roles = [(spec.base, "base"), *((n, "source") for n in spec.sources), *((n, "target") for n in spec.targets)]
     loaded = {
         name: text_task(
