@@ -7,7 +7,7 @@ registered from outside the package (a scenario's `plugins:` file, or user code 
 through the CLI with no edit here:
 
     from scenarios.families import TaskFamily, TaskRequest, register_task_family
-    from scenarios.tasks import TaskData
+    from scenarios.families import TaskData
 
     def load(request: TaskRequest) -> TaskData: ...
     register_task_family(TaskFamily("my_family", load, task_names=("a", "b", "c"), n_classes=4,
@@ -52,11 +52,13 @@ class TaskData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple[str, ...] = ()
+    """Class descriptions in label order, for zero-shot classifiers (text tasks); empty where unused."""
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        """Shape of one input (channels, height, width for images)."""
-        return tuple(self.x_train.shape[1:])
+        """Shape of one input (channels, height, width for images; tokens for text)."""
+        return tuple(self.x_test.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,17 @@ class TaskFamily:
     task_names: tuple[str, ...] | None = None
     """Every task name the family offers; None when names come from the scenario (checked by the loader)."""
     n_classes: int | None = None
-    """Classes of every task; None = tasks.n_classes, else 1 + the largest base training label."""
+    """Classes of every task; None = from the data: the base task's class descriptions (TaskData.classes) if it
+    has them, else tasks.n_classes (with `accepts_n_classes`), else 1 + the largest base training label."""
     input_shape: tuple[int, ...] | None = None
     """Shape of one input, e.g. (1, 8, 8) images; None = taken from the base task's data."""
+    model_kinds: tuple[str, ...] = ("transformer",)
+    """The `model.kind`s that can serve the family's tasks."""
+    accepts_n_classes: bool = False
+    """Whether `tasks.n_classes` may set the class count (npz)."""
+    check_on_load: bool = False
+    """Load every task already when the scenario is loaded (`validate`): for families that read files or
+    packages whose problems should surface before a run starts."""
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -434,5 +434,8 @@ DIGITS = register_task_family(
     )
 )
 NPZ = register_task_family(
-    TaskFamily("npz", _load_npz, description="the user's .npz files, one per task, named in tasks.npz")
+    TaskFamily(
+        "npz", _load_npz, accepts_n_classes=True, check_on_load=True,
+        description="the user's .npz files, one per task, named in tasks.npz",
+    )  # fmt: skip
 )

@@ -48,6 +48,12 @@ def build_tasks(scenario: Scenario) -> TaskSuite:
             n_test=spec.test_size, n_classes=n_classes, scenario=scenario,
         )  # fmt: skip
         task = family.load(request)
+        if role == "base" and task.classes:
+            if n_classes not in (None, len(task.classes)):
+                raise ScenarioError(
+                    f"tasks.{spec.family}.{name}: {len(task.classes)} classes, but {n_classes} were asked for"
+                )
+            n_classes = len(task.classes)
         if role == "base" and n_classes is None:
             n_classes = int(task.y_train.max()) + 1 if len(task.y_train) else 1
             if n_classes < 2:
