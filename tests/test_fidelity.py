@@ -56,8 +56,9 @@ def test_read_noise_matches_w_noise_convention() -> None:
 def test_source_formulas_by_hand() -> None:
     assert fidelity.aihwkit_wan_sigma(np.array(40.0)) == pytest.approx(1.103)
     assert fidelity.crosssim_milo_sigma(np.array(600.0)) == 0.0
-    pulses, energy = fidelity.neurosim_write(np.array([1.0, 2.0]), np.array([3.0, 2.01]), device_preset("neurosim_rram"))
-    delta = device_preset("neurosim_rram").g_range_us / 60
+    neurosim = device_preset("neurosim_rram")
+    pulses, _ = fidelity.neurosim_write(np.array([1.0, 2.0]), np.array([3.0, 2.01]), neurosim)
+    delta = neurosim.g_range_us / 60
     assert pulses[0] == np.ceil(2.0 / delta) and pulses[1] == 0.0
     # clamped rms of a normal at 0 with its mean at the clamp: sqrt(1/2) sigma
     assert fidelity.clamped_rms(np.array(0.0), np.array(2.0)) == pytest.approx(2.0 * np.sqrt(0.5))
