@@ -79,8 +79,8 @@ def test_matches_transformers_bert_model(encoder):
 
 
 def test_padding_changes_neither_outputs_nor_recorded_work(encoder):
-    from energy import Ledger, cost_preset
     from crossbar import record_all_to
+    from energy import Ledger, cost_preset
     from scenarios.encoder import embed_texts, encode_texts
 
     model, tokenizer = encoder
