@@ -43,23 +43,21 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossbar import DeviceConfig, analog_layers, convert_to_analog, device_preset, program
+from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
 from energy import WRITE_EVENTS, Ledger, atomic_write_text, cost_preset
-from fusion import AdaptSettings, FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
-from fusion import record_to as record_inference_to
-from fusion.seeding import derive_seed
+from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
 from scenarios.execution import Executor, Handle, SerialExecutor
 from scenarios.lock import run_lock
 from scenarios.results import UnitResult, write_results
-from scenarios.schema import MethodSpec, Scenario
+from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.sweep import Study, SweepPoint, write_sweep
 from scenarios.tasks import DIGIT_TASKS, digits_task
 from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
 
-__all__ = ["FAULT_KILL_ONCE_ENV", "RunOutcome", "adapt_settings", "run_scenario", "run_study"]
+__all__ = ["FAULT_KILL_ONCE_ENV", "RunOutcome", "run_scenario", "run_study"]
 
 log = logging.getLogger("crossbar_sim.runner")
 
@@ -311,10 +309,20 @@ def _one_line(error: BaseException) -> str:
 
 # --- the pure functions the executor runs (worker side) --------------------------------------------------------
 def _base_task(scenario: Scenario) -> Blob:
-    """Train the digital base model; its weights (safetensors) and clean accuracy."""
+    """Train the digital base model; its weights (safetensors) and clean accuracy. A pretrained encoder
+    (`model.kind: hf_encoder`) is not trained: its blob holds the model and every task's zero-shot class
+    embeddings (`scenarios.encoder`), pickled."""
     with _threads(RUN_THREADS):
         suite = build_tasks(scenario)
         spec = scenario.model
+        if spec.kind == "hf_encoder":
+            from scenarios.encoder import EncoderWorkload
+
+            encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
+            info = {"zero_shot_accuracy": encoder.accuracy(suite.base)}
+            buffer = io.BytesIO()
+            torch.save({"model": encoder.model, "class_embeddings": encoder.class_embeddings}, buffer)
+            return {"base_model.pt": buffer.getvalue(), "base_model.json": json.dumps(info).encode()}
         model = build_model(spec, suite.n_classes, suite.image_shape, seed=derive_seed(scenario.seed, "base_init"))
         train_classifier(
             model, suite.base.x_train, suite.base.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
@@ -328,6 +336,8 @@ def _base_task(scenario: Scenario) -> Blob:
 
 
 def _load_base(blob: Blob, scenario: Scenario) -> nn.Module:
+    if "base_model.pt" in blob:  # a pretrained encoder
+        return _load_encoder(blob).model
     info = json.loads(blob["base_model.json"])
     model = build_model(scenario.model, info["n_classes"], tuple(info["image_shape"]), seed=0)
     try:
@@ -340,15 +350,26 @@ def _load_base(blob: Blob, scenario: Scenario) -> nn.Module:
     return model
 
 
+def _load_encoder(blob: Blob) -> Any:
+    """The `EncoderWorkload` parts a run needs after the base phase: the model and the class embeddings."""
+    from scenarios.encoder import EncoderWorkload
+
+    state = torch.load(io.BytesIO(blob["base_model.pt"]), weights_only=False)
+    encoder = EncoderWorkload.__new__(EncoderWorkload)  # without re-reading the checkpoint and tokenizer
+    encoder.model, encoder.class_embeddings = state["model"], state["class_embeddings"]
+    encoder.model.eval()
+    for parameter in encoder.model.parameters():
+        parameter.requires_grad_(False)
+    return encoder
+
+
 def _bank_task(base_blob: Blob, scenario: Scenario) -> Blob:
     """Train one LoRA per source task on the base model; the bank's files (`LoRABank.save`)."""
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
         suite = build_tasks(scenario)
         spec = scenario.bank
-        bank = build_bank(
-            base,
-            {task.name: (task.x_train, task.y_train) for task in suite.sources.values()},
+        settings = dict(
             target_modules=list(spec.modules),
             rank=spec.rank,
             alpha=spec.alpha,
@@ -358,6 +379,11 @@ def _bank_task(base_blob: Blob, scenario: Scenario) -> Blob:
             seed=derive_seed(scenario.seed, "bank_train"),
             progress=False,
         )
+        if "base_model.pt" in base_blob:  # each source task's LoRA trains with that task's zero-shot classes
+            bank = _load_encoder(base_blob).build_bank(list(suite.sources.values()), **settings)
+        else:
+            bank = build_bank(base, {task.name: (task.x_train, task.y_train) for task in suite.sources.values()},
+                              **settings)  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
             bank.save(folder)
             return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
@@ -378,7 +404,8 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, scenario: Scenario) -> Bl
         programmed = program_bank(analog, bank, device, ledger.scope(phase="deploy_bank"),
                                   seed=derive_seed(scenario.seed, "bank"))  # fmt: skip
         buffer = io.BytesIO()
-        torch.save({"analog": analog, "bank": programmed}, buffer)
+        classes = _load_encoder(base_blob).class_embeddings if "base_model.pt" in base_blob else None
+        torch.save({"analog": analog, "bank": programmed, "class_embeddings": classes}, buffer)
         return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
 
 
@@ -395,7 +422,10 @@ def _unit_task(programmed_blob: Blob, scenario: Scenario, task_name: str, method
             os.kill(os.getpid(), signal.SIGKILL)
     with _threads(RUN_THREADS):
         state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
-        return _unit(state["analog"], state["bank"], scenario, _target_task(scenario, task_name), method_key)
+        analog = state["analog"]
+        if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
+            analog.set_classes(state["class_embeddings"][task_name])
+        return _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key)
 
 
 def _target_task(scenario: Scenario, name: str) -> TaskData:
@@ -418,8 +448,11 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
     ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
     x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
     y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
-    settings = adapt_settings(spec, scenario, n_val=len(task.x_val), n_total=len(x), progress=False)
-    result = adapt(spec.name, analog, bank, (x, y), settings, device, ledger, task.name, seed)
+    val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
+    result = adapt(
+        spec.name, analog, bank, (x, y), spec.config(), device, ledger, task.name, seed,
+        val_fraction=val_fraction, progress=False,
+    )  # fmt: skip
     # adapt() files its records under the method's registered name; results are filed under the entry's key
     ledger = _relabel_method(ledger, spec.name, spec.key)
     wear = _wear_pulses_per_cell(ledger, result.model)
@@ -463,36 +496,9 @@ def _evaluate(
                             module.recalibrate(scope)
             record = drift_s == evaluate.drift_times_s[0] and repeat == 0
             scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
-            with record_inference_to(copy_, scope):
+            with record_all_to(copy_, scope):
                 results[float(drift_s)].append(accuracy(copy_, task.x_test, task.y_test))
     return results
-
-
-def adapt_settings(spec: MethodSpec, scenario: Scenario, *, n_val: int, n_total: int, progress: bool) -> AdaptSettings:
-    """The `fusion.AdaptSettings` for one method entry of a scenario (schema names -> engine names)."""
-    values: dict[str, object] = {"progress": progress, "val_fraction": n_val / n_total if n_val else 0.0}
-    for field_name in ("epochs", "batch_size", "early_stopping", "patience"):
-        if hasattr(spec, field_name):
-            values[field_name] = getattr(spec, field_name)
-    renames = {
-        "fusion": {"coefficient_lr": "coef_lr", "magnitude_lr": "magnitude_lr", "weight_decay": "coef_weight_decay",
-                   "l1": "coef_l1", "form": "form", "share": "sharing", "magnitude": "train_magnitude"},
-        "lorahub": {"budget": "lorahub_budget", "bound": "lorahub_bound", "l1": "lorahub_l1",
-                    "examples": "lorahub_examples", "form": "form"},
-        "full_finetune": {"lr": "finetune_lr"},
-    }  # fmt: skip
-    lora = {"lr": "lora_lr", "rank": "lora_rank", "alpha": "lora_alpha"}
-    for schema_name, engine_name in renames.get(spec.name, lora if spec.name.startswith("lora_") else {}).items():
-        value = getattr(spec, schema_name)
-        if value is not None:
-            values[engine_name] = value
-    if spec.name == "lorahub" and values.get("lorahub_examples") is None:
-        values["lorahub_examples"] = max(1, n_total - n_val)
-    if spec.name.startswith("lora_"):
-        values["lora_target_modules"] = tuple(scenario.bank.modules)
-    if getattr(spec, "write_every_steps", None) is not None:
-        values["insitu_write_every_steps"] = spec.write_every_steps
-    return AdaptSettings().replace(**values)
 
 
 # --- the run directory -----------------------------------------------------------------------------------------
