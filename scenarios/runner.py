@@ -186,7 +186,7 @@ class _Run:
                         if (point_dir, seed) not in programmed:
                             programmed[(point_dir, seed)] = self._programmed(scenario)
                         handle = self.executor.submit(
-                            _unit_task, programmed[(point_dir, seed)], scenario, task, spec.key,
+                            _unit_task, programmed[(point_dir, seed)], _Shipped.of(scenario), task, spec.key,
                             key=f"unit-{point.label}-s{seed}-{task}-{spec.key}-{self.token}",
                         )  # fmt: skip
                         pending.append((plan, handle))
@@ -276,9 +276,10 @@ class _Run:
 
     def _programmed(self, scenario: Scenario) -> Handle:
         parts = _phase_parts(scenario)
-        base = self._phase("base_model", parts["base_model"], _base_task, scenario)
-        bank = self._phase("bank", parts["bank"], _bank_task, base, scenario)
-        return self._phase("programmed", parts["programmed"], _programmed_task, base, bank, scenario)
+        shipped = _Shipped.of(scenario)
+        base = self._phase("base_model", parts["base_model"], _base_task, shipped)
+        bank = self._phase("bank", parts["bank"], _bank_task, base, shipped)
+        return self._phase("programmed", parts["programmed"], _programmed_task, base, bank, shipped)
 
 
 def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -302,16 +303,40 @@ def _load_unit(manifest: ChecksumManifest, relative: str) -> UnitResult | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Shipped:
+    """A validated scenario as it travels to a worker: its resolved settings as plain JSON types. The worker imports
+    the scenario's plugins first and validates again (milliseconds), so method and task-family types that plugins
+    register never need to be unpickled before their plugin is imported."""
+
+    resolved: dict[str, Any]
+    source: str | None
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _Shipped:
+        source = scenario.source_path
+        return cls(scenario.resolved_dict(), str(source) if source is not None else None)
+
+    def scenario(self) -> Scenario:
+        from scenarios.plugins import load_plugins
+
+        load_plugins(self.resolved.get("plugins") or [])
+        scenario = Scenario.model_validate(self.resolved)
+        scenario._source = Path(self.source) if self.source is not None else None
+        return scenario
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or "(no message)"
     return f"{type(error).__name__}: {text[:300]}"
 
 
 # --- the pure functions the executor runs (worker side) --------------------------------------------------------
-def _base_task(scenario: Scenario) -> Blob:
+def _base_task(shipped: _Shipped) -> Blob:
     """Train the digital base model; its weights (safetensors) and clean accuracy. A pretrained encoder
     (`model.kind: hf_encoder`) is not trained: its blob holds the model and every task's zero-shot class
     embeddings (`scenarios.encoder`), pickled."""
+    scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         suite = build_tasks(scenario)
         spec = scenario.model
@@ -363,8 +388,9 @@ def _load_encoder(blob: Blob) -> Any:
     return encoder
 
 
-def _bank_task(base_blob: Blob, scenario: Scenario) -> Blob:
+def _bank_task(base_blob: Blob, shipped: _Shipped) -> Blob:
     """Train one LoRA per source task on the base model; the bank's files (`LoRABank.save`)."""
+    scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
         suite = build_tasks(scenario)
@@ -389,8 +415,9 @@ def _bank_task(base_blob: Blob, scenario: Scenario) -> Blob:
             return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
 
-def _programmed_task(base_blob: Blob, bank_blob: Blob, scenario: Scenario) -> Blob:
+def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blob:
     """Program base and bank into crossbars once; the programmed arrays (pickled) and the deployment ledger."""
+    scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
         with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
@@ -409,8 +436,9 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, scenario: Scenario) -> Bl
         return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
 
 
-def _unit_task(programmed_blob: Blob, scenario: Scenario, task_name: str, method_key: str) -> UnitResult:
+def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_name: str, method_key: str) -> UnitResult:
     """Adapt and evaluate one (seed, target task, method) unit on the programmed arrays."""
+    scenario = shipped.scenario()
     trigger = os.environ.get(FAULT_KILL_ONCE_ENV)
     if trigger and os.path.exists(trigger):
         try:
