@@ -30,7 +30,7 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +249,9 @@ class _Run:
         return outcome
 
     # --- shared phases ---------------------------------------------------------------------------------------
-    def _phase(self, kind: str, parts: dict[str, Any], fn: Any, *args: Any) -> Handle:
+    def _phase(self, kind: str, parts: dict[str, Any], fn: Any, args: Callable[[], tuple[Any, ...]]) -> Handle:
+        """The handle of a shared phase: loaded from the cache, or submitted with the arguments `args()` gives
+        (its own dependencies, planned only when the phase must be computed)."""
         key = content_key({**parts, **self.stamp})
         if key in self.phases:
             return self.phases[key]
@@ -259,7 +261,7 @@ class _Run:
             handle = self.executor.constant(blob, key=f"{kind}-{key[:12]}-{self.token}")
             handle.tags.update(kind=kind, cached=True)
         else:
-            handle = self.executor.submit(fn, *args, key=f"{kind}-{key[:12]}-{self.token}", kind=kind,
+            handle = self.executor.submit(fn, *args(), key=f"{kind}-{key[:12]}-{self.token}", kind=kind,
                                           content_key=key, parts=parts)  # fmt: skip
         self.phases[key] = handle
         return handle
@@ -277,9 +279,20 @@ class _Run:
     def _programmed(self, scenario: Scenario) -> Handle:
         parts = _phase_parts(scenario)
         shipped = _Shipped.of(scenario)
-        base = self._phase("base_model", parts["base_model"], _base_task, shipped)
-        bank = self._phase("bank", parts["bank"], _bank_task, base, shipped)
-        return self._phase("programmed", parts["programmed"], _programmed_task, base, bank, shipped)
+
+        def base() -> Handle:
+            return self._phase("base_model", parts["base_model"], _base_task, lambda: (shipped,))
+
+        def bank_parts() -> tuple[Any, ...]:  # one task per source LoRA: they train in parallel
+            part = parts["bank"]
+            return (shipped, *(self._phase("bank_part", {**part, "source": name}, _bank_part_task,
+                                           lambda name=name: (base(), shipped, name))
+                               for name in scenario.tasks.sources))  # fmt: skip
+
+        def bank() -> Handle:
+            return self._phase("bank", parts["bank"], _bank_task, bank_parts)
+
+        return self._phase("programmed", parts["programmed"], _programmed_task, lambda: (base(), bank(), shipped))
 
 
 def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -388,12 +401,14 @@ def _load_encoder(blob: Blob) -> Any:
     return encoder
 
 
-def _bank_task(base_blob: Blob, shipped: _Shipped) -> Blob:
-    """Train one LoRA per source task on the base model; the bank's files (`LoRABank.save`)."""
+def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
+    """Train the LoRA of one source task on the base model: a one-entry bank's files (`LoRABank.save`). Each LoRA's
+    initialisation and batches come from a seed derived from the task name (`fusion.build_bank`), so training them
+    one at a time, on any workers, gives the bank one call over all tasks would."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
-        suite = build_tasks(scenario)
+        task = build_tasks(scenario).sources[source]
         spec = scenario.bank
         settings = dict(
             target_modules=list(spec.modules),
@@ -405,14 +420,34 @@ def _bank_task(base_blob: Blob, shipped: _Shipped) -> Blob:
             seed=derive_seed(scenario.seed, "bank_train"),
             progress=False,
         )
-        if "base_model.pt" in base_blob:  # each source task's LoRA trains with that task's zero-shot classes
-            bank = _load_encoder(base_blob).build_bank(list(suite.sources.values()), **settings)
+        if "base_model.pt" in base_blob:  # the source task's LoRA trains with that task's zero-shot classes
+            bank = _load_encoder(base_blob).build_bank([task], **settings)
         else:
-            bank = build_bank(base, {task.name: (task.x_train, task.y_train) for task in suite.sources.values()},
-                              **settings)  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
-            bank.save(folder)
-            return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
+            bank = build_bank(base, {task.name: (task.x_train, task.y_train)}, **settings)
+        return _bank_blob(bank)
+
+
+def _bank_task(shipped: _Shipped, *parts: Blob) -> Blob:
+    """The bank: the source tasks' one-entry banks joined in the scenario's order of sources."""
+    scenario = shipped.scenario()
+    banks = [_load_bank(part) for part in parts]
+    bank = LoRABank(banks[0].rank, banks[0].alpha, banks[0].target_modules)
+    for name, part in zip(scenario.tasks.sources, banks):
+        bank.add(name, part.entries[name])
+    return _bank_blob(bank)
+
+
+def _bank_blob(bank: LoRABank) -> Blob:
+    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
+        bank.save(folder)
+        return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+def _load_bank(blob: Blob) -> LoRABank:
+    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
+        for name, data in blob.items():
+            (Path(folder) / Path(name).name).write_bytes(data)
+        return LoRABank.load(folder)
 
 
 def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blob:
@@ -420,10 +455,7 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blo
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
-        with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
-            for name, data in bank_blob.items():
-                (Path(folder) / Path(name).name).write_bytes(data)
-            bank = LoRABank.load(folder)
+        bank = _load_bank(bank_blob)
         device = _device(scenario)
         ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
         analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))

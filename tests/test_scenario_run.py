@@ -296,9 +296,10 @@ def test_sweep_computes_each_shared_phase_once(sweep_run: Path) -> None:
     log = (sweep_run / "run.log").read_text()
     lines = [line for line in log.splitlines() if line.endswith("computed and cached")]
     computed = {kind: sum(f"crossbar_sim.runner: {kind} " in line for line in lines)
-                for kind in ("base_model", "bank", "programmed")}  # fmt: skip
-    # base model and bank once per seed (read noise does not change them); programmed arrays per seed and point
-    assert computed == {"base_model": 2, "bank": 2, "programmed": 4}
+                for kind in ("base_model", "bank_part", "bank", "programmed")}  # fmt: skip
+    # base model and bank (one part per source LoRA, 3 sources) once per seed: read noise does not change them;
+    # programmed arrays once per seed and point
+    assert computed == {"base_model": 2, "bank_part": 2 * 3, "bank": 2, "programmed": 4}
 
 
 def test_failed_point_is_one_line_and_the_others_finish(sweep_run: Path, tmp_path: Path, monkeypatch) -> None:
