@@ -346,6 +346,16 @@ def _resolve_npz_paths(raw: dict[str, Any], folder: Path) -> None:
                 npz[name] = str(Path(value).expanduser())
 
 
+def _resolve_model_path(raw: dict[str, Any], folder: Path) -> None:
+    """A relative `model.path` (hf_encoder checkpoint folder) is relative to the scenario file's folder."""
+    model = raw.get("model")
+    value = model.get("path") if isinstance(model, dict) else None
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        model["path"] = str((folder / value).resolve())
+    elif isinstance(value, str):
+        model["path"] = str(Path(value).expanduser())
+
+
 def load_scenario(
     path_or_name: str | os.PathLike[str],
     overrides: Sequence[str] = (),
@@ -357,7 +367,8 @@ def load_scenario(
     `path_or_name` is a YAML file or the name of a bundled scenario (`multitask`, `tiny`). `overrides` are
     `key.path=value` strings applied in order before validation. `context` may supply `device_presets` and
     `cost_presets` registries (name -> config) instead of the installed ones. For `family: npz` the files are
-    opened and checked (keys, lengths, labels, finite values, image size against `model.patch_size`).
+    opened and checked (keys, lengths, labels, finite values, image size against `model.patch_size`); for the text
+    families the model folder, the corpora and every task's pool sizes (tokenizing takes about a second).
     """
     path = _locate(path_or_name)
     label = path.name
@@ -369,12 +380,13 @@ def load_scenario(
     except ScenarioError as error:
         raise ScenarioError(f"{label}: {error}") from None
     _resolve_npz_paths(raw, path.resolve().parent)
+    _resolve_model_path(raw, path.resolve().parent)
     try:
         scenario = Scenario.model_validate(raw, context=dict(context or {}))
     except ValidationError as error:
         raise ScenarioError(f"{label}: {_format_validation_error(error, raw)}") from None
     scenario._source = path.resolve()
-    if scenario.tasks.family == "npz":
+    if scenario.tasks.family in ("npz", "wordnet", "bbc"):  # files, packages and pool sizes checked up front
         from scenarios.tasks import build_tasks
 
         try:

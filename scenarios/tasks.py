@@ -58,7 +58,8 @@ Transform = Callable[[Image, np.random.Generator], Image]
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task's labelled splits. x_*: float32 (N, C, H, W), normalised; y_*: int64 class indices."""
+    """One task's labelled splits. x_*: float32 (N, C, H, W), normalised (text tasks: int64 token ids (N, L));
+    y_*: int64 class indices."""
 
     name: str
     x_train: np.ndarray
@@ -67,6 +68,8 @@ class TaskData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple[str, ...] = ()
+    """Class descriptions in label order, for zero-shot classifiers (text tasks); empty where unused."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -439,6 +442,10 @@ def build_tasks(scenario: Scenario) -> TaskSuite:
     `tasks.few_shot_train` + `tasks.few_shot_val`. Every task gets up to `tasks.test_size` test examples.
     """
     spec = scenario.tasks
+    if spec.family in ("wordnet", "bbc"):
+        from scenarios.text_tasks import build_text_suite  # imports this module: not at the top
+
+        return build_text_suite(scenario)
     roles = [(spec.base, "base"), *((name, "source") for name in spec.sources), *((n, "target") for n in spec.targets)]
     n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
     loaded: dict[str, TaskData] = {}
