@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from naive_programming import write_verify_np  # noqa: E402
 
 from crossbar.mapping import Targets  # noqa: E402
-from crossbar.noise import DOMAIN_PROGRAM, domain_key  # noqa: E402
+from crossbar.noise import DOMAIN_D2D, DOMAIN_PROGRAM, domain_key  # noqa: E402
 from crossbar.presets import device_preset  # noqa: E402
-from crossbar.programming import program_state  # noqa: E402
+from crossbar.programming import fitted_error_polynomial, program_state, pulse_model_params  # noqa: E402
 from crossbar.state import ArrayState, pulses_per_count  # noqa: E402
 from energy.costs import pulse_energy_pj  # noqa: E402
 
@@ -95,9 +95,11 @@ def main() -> None:
     kernel_state = _state(ref_device, rows)
     sub = Targets(pos[:1].copy(), neg[:1].copy(), targets.out_scale)
     span = device.g_range_us
+    scale, offset, coeffs = fitted_error_polynomial(device)
     twin_args = {
         "g_min": float(device.g_min_us), "g_max": float(device.g_max_us), "tol": device.verify_tolerance_frac * span,
-        "max_step": device.max_step_frac * span, "sigma": device.c2c_sigma_frac * span,
+        "pm": pulse_model_params(device), "d2d_key": domain_key(SEED, 0, DOMAIN_D2D), "poly_scale": scale,
+        "poly_offset": offset, "coeffs": coeffs,
         "max_pulses": device.max_pulses, "endurance": float(device.endurance_pulses),
         "ppc": pulses_per_count(device), "key": domain_key(SEED, 0, DOMAIN_PROGRAM),
         "write_coef": pulse_energy_pj(device.write_voltage_v, 1.0, device.write_pulse_ns),

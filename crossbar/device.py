@@ -18,7 +18,8 @@ __all__ = ["DeviceConfig", "ProgrammingNoiseModel"]
 
 ProgrammingNoiseModel = Literal["none", "wan2022", "milo2021", "cmo_hfox"]
 ProgrammingMode = Literal["write_verify", "statistical"]
-DriftModel = Literal["none", "log_relaxation"]
+DriftModel = Literal["none", "wan2022", "cmo_hfox"]
+PulseScheme = Literal["incremental", "ideal_jump"]
 AdcRange = Literal["fixed", "calibrated"]
 
 
@@ -39,40 +40,58 @@ class DeviceConfig:
     """`write_verify` simulates every pulse and verify read per cell; `statistical` samples the residual error
     from `programming_noise` and counts the expected number of pulses instead (fast)."""
     write_voltage_v: float = 2.0
-    """SET/RESET pulse amplitude (V). Pulse energy is V^2 * G * t with G the cell's mean conductance over the pulse."""
+    """SET/RESET pulse amplitude (V). Pulse energy V^2 t / mean(R_old, R_new) per pulse (NeuroSim V2.1)."""
     write_pulse_ns: float = 50.0
     """SET/RESET pulse width (ns)."""
     read_voltage_v: float = 0.5
     """Read (verify and MVM) voltage (V)."""
     read_pulse_ns: float = 10.0
     """Read pulse width (ns), per verify read and per MVM input-bit cycle."""
+    pulse_scheme: PulseScheme = "incremental"
+    """`incremental`: identical unit pulses of (g_max - g_min) / pulse_levels with a verify read after each
+    (NeuroSim's pulse count); `ideal_jump`: one pulse aims straight at the target (at most max_step_frac of the
+    range), the controller before the incremental model, kept to show the difference."""
+    pulse_levels: int = 32
+    """Identical unit pulses of a full linear swing g_min -> g_max (NeuroSim maxNumLevelLTP/LTD)."""
+    pulse_nl_a: float | None = None
+    """NeuroSim nonlinearity of the pulse response: A / pulse_levels of G(p) = B (1 - exp(-p / A)) + g_min (MLP
+    NeuroSim Cell.cpp); None = linear (identical steps)."""
+    d2d_step_sigma_frac: float = 0.0
+    """Device-to-device spread of the unit step: relative sigma of a lognormal factor fixed per cell (seeded hash
+    of the layer seed and the cell index, so nothing is stored)."""
     max_step_frac: float = 0.25
-    """Largest nominal conductance change of one pulse, as a fraction of (g_max - g_min)."""
+    """ideal_jump only: largest nominal conductance change of one pulse, as a fraction of (g_max - g_min)."""
     c2c_sigma_frac: float = 0.035
-    """Cycle-to-cycle noise of one pulse: sigma as a fraction of (g_max - g_min)."""
+    """Cycle-to-cycle noise per unit pulse: sigma as a fraction of (g_max - g_min), independent per pulse (so a
+    write of n pulses spreads by sigma sqrt(n), MLP NeuroSim V3.0 Cell.cpp)."""
     verify_tolerance_frac: float = 0.025
     """Write-verify stops once |G - G_target| <= this fraction of (g_max - g_min)."""
-    max_pulses: int = 20
+    max_pulses: int = 255
     """Pulses after which write-verify gives up on a cell (at most 255)."""
     programming_noise: ProgrammingNoiseModel = "wan2022"
-    """Fitted residual sigma(G) used by the statistical mode (see `crossbar.noise.programming_sigma_us`)."""
-    write_parallel_cells: int = 256
-    """Cells written at once (one row of a tile); programming latency = pulses x (pulse + verify) / this."""
+    """Fitted programming error sigma(G) (1 s after write-verify) that every programmed cell ends with, in both
+    modes (see `crossbar.noise.programming_sigma_us`); `none`: the state the pulses leave is final."""
     # --- non-idealities ---
-    read_noise_frac: float = 0.01
-    """Per-cell Gaussian read noise per MVM, sigma as a fraction of g_max_us."""
-    drift_model: DriftModel = "log_relaxation"
-    """Conductance relaxation after programming: mean and sigma grow with ln(t / 1 s)."""
-    drift_mean_us_per_ln_s: float = -0.089
-    """Mean conductance change per unit of ln(t / 1 s) (uS)."""
-    drift_sigma_us_per_ln_s: float = 0.042
-    """Spread of the change per unit of ln(t / 1 s) (uS); the spread at t = 1 s is the programming residual."""
+    read_noise_frac: float = 0.01 / math.sqrt(2.0)
+    """Per-cell Gaussian read noise per MVM: sigma as a fraction of (g_max - g_min), independent per cell, so a
+    weight's pair (G+ - G-) reads with sqrt(2) times it. aihwkit's w_noise is the pair's (the weight's) noise
+    relative to the range: w_noise = sqrt(2) * read_noise_frac."""
+    out_noise_frac: float = 0.0
+    """Output noise per tile column and MVM (aihwkit IOParameters.out_noise): sigma in the ADC's normalised units
+    (inputs |x| <= 1, one weight of magnitude 1 = g_max - g_min); 0 = off."""
+    drift_model: DriftModel = "wan2022"
+    """Conductance relaxation after programming, from the device's own data (`crossbar.noise.apply_drift`):
+    `wan2022` (Wan et al. 2022 fits at 1 s / 1 day / 2 days, no mean shift), `cmo_hfox` (CMO/HfOx fit: mean,
+    sigma and 1/f term), `none`."""
     stuck_at_min_rate: float = 0.0
     """Fraction of cells stuck at g_min (SA0), sampled per array at fabrication."""
     stuck_at_max_rate: float = 0.0
     """Fraction of cells stuck at g_max (SA1), sampled per array at fabrication."""
     endurance_pulses: float = 1e6
     """Write pulses a cell survives; past it the cell is stuck where it is. math.inf = no wear-out."""
+    wire_resistance_ohm: float = 0.0
+    """Wire resistance of one cell pitch of a row or column line (Ohm); > 0 enables the first-order IR drop in
+    the forward MVM (`crossbar.ir_drop`). 0 = off (presets without wire data)."""
     # --- peripherals ---
     dac_bits: int | None = 8
     """Input DAC resolution (signed, bits); None = ideal inputs. Inputs are scaled per vector by max |x|."""
@@ -99,7 +118,7 @@ class DeviceConfig:
                 if not isinstance(value, str) or not value:
                     raise ValueError(f"DeviceConfig.name must be a non-empty string, got {value!r}")
                 continue
-            if f.type == "float":
+            if f.type == "float" or (f.type == "float | None" and value is not None):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"DeviceConfig.{f.name} must be a number, got {value!r}")
                 if math.isnan(value) or (math.isinf(value) and f.name != "endurance_pulses"):
@@ -118,14 +137,20 @@ class DeviceConfig:
         for field in ("write_voltage_v", "write_pulse_ns", "read_voltage_v", "read_pulse_ns"):
             need(getattr(self, field) > 0, field, "> 0")
         need(0 < self.max_step_frac <= 1, "max_step_frac", "in (0, 1]")
+        need(_is_int(self.pulse_levels) and 1 <= self.pulse_levels <= 4096, "pulse_levels", "an int in [1, 4096]")
+        need(
+            self.pulse_nl_a is None
+            or (isinstance(self.pulse_nl_a, (int, float)) and not isinstance(self.pulse_nl_a, bool)
+                and math.isfinite(self.pulse_nl_a) and self.pulse_nl_a > 0),
+            "pulse_nl_a", "None or a finite number > 0",
+        )  # fmt: skip
+        need(0 <= self.d2d_step_sigma_frac <= 1, "d2d_step_sigma_frac", "in [0, 1]")
+        need(0 <= self.out_noise_frac <= 10, "out_noise_frac", "in [0, 10]")
+        need(self.wire_resistance_ohm >= 0, "wire_resistance_ohm", ">= 0")
         need(0 <= self.c2c_sigma_frac <= 1, "c2c_sigma_frac", "in [0, 1]")
         need(0 < self.verify_tolerance_frac < 1, "verify_tolerance_frac", "in (0, 1)")
         need(_is_int(self.max_pulses) and 1 <= self.max_pulses <= 255, "max_pulses", "an int in [1, 255]")
-        need(
-            _is_int(self.write_parallel_cells) and self.write_parallel_cells >= 1, "write_parallel_cells", "an int >= 1"
-        )
         need(0 <= self.read_noise_frac <= 1, "read_noise_frac", "in [0, 1]")
-        need(self.drift_sigma_us_per_ln_s >= 0, "drift_sigma_us_per_ln_s", ">= 0")
         need(0 <= self.stuck_at_min_rate <= 1, "stuck_at_min_rate", "in [0, 1]")
         need(0 <= self.stuck_at_max_rate <= 1, "stuck_at_max_rate", "in [0, 1]")
         need(self.stuck_at_min_rate + self.stuck_at_max_rate <= 1, "stuck_at_max_rate", "<= 1 - stuck_at_min_rate")
@@ -146,7 +171,8 @@ class DeviceConfig:
         choices = {
             "programming_mode": ("write_verify", "statistical"),
             "programming_noise": ("none", "wan2022", "milo2021", "cmo_hfox"),
-            "drift_model": ("none", "log_relaxation"),
+            "drift_model": ("none", "wan2022", "cmo_hfox"),
+            "pulse_scheme": ("incremental", "ideal_jump"),
             "adc_range": ("fixed", "calibrated"),
         }
         for field, allowed in choices.items():

@@ -76,6 +76,35 @@ def _clip(g: float, g_min: float, g_max: float) -> float:
 LANES = 32
 """Cells programmed together in one block of lanes (16 weights, G+ and G- interleaved)."""
 
+# Indices into the pulse-model parameter array (float64), built by crossbar.programming.pulse_model_params.
+PM_INCREMENTAL = 0  # 1.0: identical unit pulses (incremental); 0.0: ideal_jump (today's controller, kept as option)
+PM_C0 = 1  # unit step at the bound it moves away from (uS): step = c0 - c1 * (distance moved from that bound)
+PM_C1 = 2  # per-pulse decay of the step with the distance from the bound (NeuroSim nonlinearity; 0 = linear)
+PM_MAX_STEP = 3  # ideal_jump: largest nominal step (uS)
+PM_SIGMA = 4  # cycle-to-cycle noise per unit pulse (uS)
+PM_D2D = 5  # device-to-device relative sigma of the unit step (fixed per cell)
+PM_SIZE = 6
+
+
+@numba.njit(cache=True, inline="always")
+def _d2d_factor(d2d_key: np.uint64, cell: int, d2d_sigma: float, table: np.ndarray) -> float:
+    """Fixed multiplier of a cell's unit step: exp(d2d_sigma z - d2d_sigma^2 / 2), z from hash(d2d_key ^ cell).
+
+    Lognormal with mean 1 and relative spread ~d2d_sigma (aihwkit draws dw_min_dtod as a Gaussian relative spread,
+    presets/devices.py 81): positive without a floor, so no cell is left unable to move."""
+    if d2d_sigma == 0.0:
+        return 1.0
+    h = splitmix64(d2d_key ^ np.uint64(cell))
+    return np.exp(d2d_sigma * table[np.int64(h & np.uint64(0xFFFF))] - 0.5 * d2d_sigma * d2d_sigma)
+
+
+@numba.njit(cache=True, inline="always")
+def _harmonic(a: float, b: float) -> float:
+    """1 / mean(1/a, 1/b) = 2ab / (a + b): the conductance of NeuroSim's mean(R_old, R_new) (ProcessingUnit.cpp
+    895), applied per pulse to the states before and after it; 0 if a + b = 0."""
+    s = a + b
+    return 2.0 * a * b / s if s > 0.0 else 0.0
+
 
 @numba.njit(cache=True, inline="always")
 def _write_verify_lanes(
@@ -84,6 +113,7 @@ def _write_verify_lanes(
     stuck: np.ndarray,
     active: np.ndarray,
     base: np.ndarray,
+    d2d: np.ndarray,
     hashes: np.ndarray,
     n_set: np.ndarray,
     n_reset: np.ndarray,
@@ -91,8 +121,7 @@ def _write_verify_lanes(
     g_sum_reset: np.ndarray,
     g_sum_read: np.ndarray,
     tol: float,
-    max_step: float,
-    sigma: float,
+    pm: np.ndarray,
     g_min: float,
     g_max: float,
     max_pulses: int,
@@ -101,15 +130,31 @@ def _write_verify_lanes(
     """Pulse-and-verify loop of a block of cells (lanes), in place on the lane arrays.
 
     On entry: g = conductance after the first verify read, active = lane still needs writing, base = the lane's
-    hash base key ^ (cell << 7), counters and sums zeroed (the caller counts the first read). On exit g is final,
-    n_set / n_reset count the lane's pulses, g_sum_set / g_sum_reset add the mean G over each pulse and
+    hash base key ^ (cell << 7), d2d = the lane's fixed step multiplier, counters and sums zeroed (the caller
+    counts the first read). On exit g is the state after the last pulse, n_set / n_reset count the lane's pulses,
+    g_sum_set / g_sum_reset add each pulse's 1 / mean(1/G_old, 1/G_new) (its energy per V^2 t, NeuroSim) and
     g_sum_read the G of each verify read after a pulse.
 
-    Why lanes: one cell's pulses form a serial chain (the next step depends on the last verify read) ending at a
-    random pulse, which a CPU mispredicts. Stepping a block of cells together, branch-free, with finished lanes
-    idle, lets the cells' chains overlap; the work per cell is unchanged (an idle lane adds exactly 0.0 to its
-    sums), so the result equals simulating each cell alone.
+    A pulse (SET when G < target, RESET otherwise):
+    - incremental: an identical unit pulse; it moves G by d2d * (c0 - c1 * u) away from the bound it starts from,
+      u = G - g_min for SET, g_max - G for RESET. c1 = 0 is NeuroSim V2.1's linear count (ProcessingUnit.cpp 865,
+      892: steps of (g_max - g_min) / maxNumLevel); c1 > 0 is MLP NeuroSim's exponential nonlinearity
+      G(p) = B (1 - exp(-p / A)) + g_min taken one pulse at a time (Cell.cpp 382-387), whose step falls linearly
+      with G (the soft-bounds form of aihwkit `SoftBoundsDevice`);
+    - ideal_jump: the nominal step clip(target - G, +-max_step) (today's controller, kept as an option);
+    then cycle-to-cycle noise N(0, sigma) per unit pulse (MLP NeuroSim V3.0 Cell.cpp 318, 394: sigma sqrt(pulses)
+    for a write of several pulses) and the physical window [g_min, g_max]; a stuck cell takes the pulse and does
+    not move. A verify read follows every pulse; the lane stops within tol or after max_pulses.
+
+    Why lanes: one cell's pulses form a serial chain ending at a random pulse, which a CPU mispredicts. Stepping a
+    block of cells together, branch-free, with finished lanes idle, lets the chains overlap; an idle lane adds
+    exactly 0 to its sums, so the result equals simulating each cell alone.
     """
+    incremental = pm[PM_INCREMENTAL] > 0.5
+    c0 = pm[PM_C0]
+    c1 = pm[PM_C1]
+    max_step = pm[PM_MAX_STEP]
+    sigma = pm[PM_SIGMA]
     n_lanes = g.shape[0]
     any_active = False
     for b in range(n_lanes):
@@ -126,20 +171,22 @@ def _write_verify_lanes(
             on = active[b]
             g_old = g[b]
             target = g_target[b]
-            # Nominal step: the controller aims at the target, one pulse moves at most max_step.
-            step = min(max(target - g_old, -max_step), max_step)
+            up = target > g_old
+            if incremental:
+                dist = g_old - g_min if up else g_max - g_old
+                size = d2d[b] * (c0 - c1 * dist)
+                size = size if size > 0.0 else 0.0
+                step = size if up else -size
+            else:
+                step = min(max(target - g_old, -max_step), max_step)
             z = table[np.int64((hashes[b] >> shift) & np.uint64(0xFFFF))]
-            # Cycle-to-cycle noise of the pulse (MLP NeuroSim V3.0 Cell.cpp sigmaCtoC), then the physical range;
-            # a stuck cell takes the pulse and does not move.
             g_new = min(max(g_old + step + sigma * z, g_min), g_max)
             g_new = g_new if (on and not stuck[b]) else g_old
-            g_mean = 0.5 * (g_old + g_new)
-            up = on and target > g_old  # SET raises G, RESET lowers it
-            down = on and not target > g_old
-            n_set[b] += up
-            n_reset[b] += down
-            g_sum_set[b] += g_mean if up else 0.0
-            g_sum_reset[b] += g_mean if down else 0.0
+            g_pulse = _harmonic(g_old, g_new)
+            n_set[b] += on and up
+            n_reset[b] += on and not up
+            g_sum_set[b] += g_pulse if (on and up) else 0.0
+            g_sum_reset[b] += g_pulse if (on and not up) else 0.0
             g_sum_read[b] += g_new if on else 0.0  # verify read after every pulse
             g[b] = g_new
             still = on and abs(g_new - target) > tol
@@ -168,6 +215,23 @@ def _wear(count: int, pulses: int, ppc: int, endurance: float, key: np.uint64, c
     return new
 
 
+@numba.njit(cache=True, inline="always")
+def _programmed(
+    g_end: float, target: float, key: np.uint64, cell: int, scale: float, offset: float, coeffs: np.ndarray,
+    table: np.ndarray,
+) -> float:
+    """Final conductance of a programmed cell: max(target + sigma(target) z, 0) with the fitted sigma (the
+    residual 1 s after write-verify that the preset cites, applied to every programmed cell, clamped at 0 uS as
+    aihwkit and CrossSim do), or the state the pulses left when the device has no fitted error (sigma model none,
+    flagged by an empty `coeffs`)."""
+    if coeffs.shape[0] == 0:
+        return g_end
+    h = splitmix64(key ^ ((np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT)) | np.uint64(DRAW_STATISTICAL)))
+    z = table[np.int64(h & np.uint64(0xFFFF))]
+    g = target + _sigma_poly(target, scale, offset, coeffs) * z
+    return g if g > 0.0 else 0.0
+
+
 @numba.njit(cache=True, parallel=True)
 def write_verify_kernel(
     g_diff: np.ndarray,
@@ -182,13 +246,16 @@ def write_verify_kernel(
     g_min: float,
     g_max: float,
     tol: float,
-    max_step: float,
-    sigma: float,
+    pm: np.ndarray,
+    d2d_key: np.uint64,
     max_pulses: int,
     endurance: float,
     ppc: int,
     key: np.uint64,
     table: np.ndarray,
+    poly_scale: float,
+    poly_offset: float,
+    coeffs: np.ndarray,
     write_coef_pj_per_us: float,
     read_coef_pj_per_us: float,
     pulses_pos: np.ndarray,
@@ -199,17 +266,21 @@ def write_verify_kernel(
 ) -> None:
     """Write-verify every real (changed) cell of 2-D (rows, d_out) state views, in place.
 
-    Per cell: one verify read; within `tol` of the target -> done, 0 pulses; else up to `max_pulses` pulses (see
-    `_write_verify_lanes`), each followed by a verify read, stopping within `tol`. Stuck cells (counter STUCK)
-    never move and so take all `max_pulses`. Counters then add the pulses (`_wear`).
+    Per cell: one verify read; within `tol` of the target -> no pulse; else up to `max_pulses` pulses (see
+    `_write_verify_lanes`), each followed by a verify read, stopping within `tol`. Then every working cell that
+    reached tolerance (with or without pulses) takes its programmed state (`_programmed`); a cell that gave up
+    keeps where its pulses left it. Stuck cells never move and take all `max_pulses`. Counters add the pulses.
 
-    Per row r < d_in: counts[r] = (cells visited = first verify reads, SET pulses, RESET pulses),
-    energies[r] = (SET pJ, RESET pJ, verify-read pJ incl. first reads). With `record_pulses`, per-cell pulse
-    counts go to pulses_pos / pulses_neg (uint8, same 2-D layout); otherwise those may be dummies.
+    Write energy per pulse as NeuroSim V2.1 (ProcessingUnit.cpp 895): V^2 t / mean(R_old, R_new) with R_old, R_new
+    the cell's resistance before and after that pulse, i.e. write_coef * harmonic mean of the two conductances.
+    Per row r < d_in: counts[r] = (cells visited = first verify reads, SET pulses, RESET pulses, largest SET
+    pulses of a cell, largest RESET pulses of a cell), energies[r] = (SET pJ, RESET pJ, verify-read pJ incl. first
+    reads). With `record_pulses`, per-cell pulse counts go to pulses_pos / pulses_neg (uint8).
     """
     d_out = g_diff.shape[1]
     half = LANES // 2
     n_blocks = (d_out + half - 1) // half
+    d2d_sigma = pm[PM_D2D]
     for r in numba.prange(d_in):
         g = np.zeros(LANES)
         g_start = np.zeros(LANES)
@@ -218,6 +289,7 @@ def write_verify_kernel(
         active = np.zeros(LANES, dtype=np.bool_)
         visited = np.zeros(LANES, dtype=np.bool_)
         base = np.zeros(LANES, dtype=np.uint64)
+        d2d = np.ones(LANES)
         hashes = np.zeros(LANES, dtype=np.uint64)
         n_set = np.zeros(LANES, dtype=np.int64)
         n_reset = np.zeros(LANES, dtype=np.int64)
@@ -227,8 +299,10 @@ def write_verify_kernel(
         row_cells = 0
         row_set = 0
         row_reset = 0
-        row_s_set = 0.0
-        row_s_reset = 0.0
+        row_max_set = 0
+        row_max_reset = 0
+        row_e_set = 0.0
+        row_e_reset = 0.0
         row_s_read = 0.0
         for block in range(n_blocks):
             c0 = block * half
@@ -253,49 +327,58 @@ def write_verify_kernel(
                     target = 0.0
                     stuck[b] = False
                     active[b] = False
+                cell = 2 * (r * d_out + c0) + b
                 visited[b] = on
                 g[b] = g0
                 g_start[b] = g0
                 g_target[b] = target
-                base[b] = key ^ (np.uint64(2 * (r * d_out + c0) + b) << np.uint64(DRAW_PULSE_SHIFT))
+                base[b] = key ^ (np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT))
+                d2d[b] = _d2d_factor(d2d_key, cell, d2d_sigma, table) if on else 1.0
                 n_set[b] = 0
                 n_reset[b] = 0
                 s_set[b] = 0.0
                 s_reset[b] = 0.0
                 s_read[b] = 0.0
             _write_verify_lanes(
-                g, g_target, stuck, active, base, hashes, n_set, n_reset, s_set, s_reset, s_read,
-                tol, max_step, sigma, g_min, g_max, max_pulses, table,
+                g, g_target, stuck, active, base, d2d, hashes, n_set, n_reset, s_set, s_reset, s_read, tol, pm,
+                g_min, g_max, max_pulses, table,
             )  # fmt: skip
             for i in range(half):
                 c = c0 + i
                 bp = 2 * i
-                bn = bp + 1
                 if not visited[bp]:
                     continue
-                row_cells += 2
-                row_set += n_set[bp] + n_set[bn]
-                row_reset += n_reset[bp] + n_reset[bn]
-                row_s_set += s_set[bp] + s_set[bn]
-                row_s_reset += s_reset[bp] + s_reset[bn]
-                row_s_read += g_start[bp] + g_start[bn] + s_read[bp] + s_read[bn]  # first reads, then per pulse
+                cell = 2 * (r * d_out + c)
+                for b in (bp, bp + 1):
+                    row_cells += 1
+                    row_set += n_set[b]
+                    row_reset += n_reset[b]
+                    row_max_set = max(row_max_set, n_set[b])
+                    row_max_reset = max(row_max_reset, n_reset[b])
+                    row_e_set += s_set[b]
+                    row_e_reset += s_reset[b]
+                    row_s_read += g_start[b] + s_read[b]  # first read, then one per pulse
+                    if not stuck[b] and abs(g[b] - g_target[b]) <= tol:
+                        g[b] = _programmed(g[b], g_target[b], key, cell + (b - bp), poly_scale, poly_offset,
+                                           coeffs, table)  # fmt: skip
                 p_pos = n_set[bp] + n_reset[bp]
-                p_neg = n_set[bn] + n_reset[bn]
+                p_neg = n_set[bp + 1] + n_reset[bp + 1]
                 if record_pulses:
                     pulses_pos[r, c] = p_pos
                     pulses_neg[r, c] = p_neg
-                cell = 2 * (r * d_out + c)
                 writes_pos[r, c] = _wear(np.int64(writes_pos[r, c]), p_pos, ppc, endurance, key, cell)
                 writes_neg[r, c] = _wear(np.int64(writes_neg[r, c]), p_neg, ppc, endurance, key, cell + 1)
-                if g[bp] != g_start[bp] or g[bn] != g_start[bn]:
-                    gn_new = np.float32(g[bn])
+                if g[bp] != g_start[bp] or g[bp + 1] != g_start[bp + 1]:
+                    gn_new = np.float32(g[bp + 1])
                     g_neg[r, c] = gn_new
                     g_diff[r, c] = np.float32(g[bp]) - gn_new
         counts[r, 0] = row_cells
         counts[r, 1] = row_set
         counts[r, 2] = row_reset
-        energies[r, 0] = write_coef_pj_per_us * row_s_set
-        energies[r, 1] = write_coef_pj_per_us * row_s_reset
+        counts[r, 3] = row_max_set
+        counts[r, 4] = row_max_reset
+        energies[r, 0] = write_coef_pj_per_us * row_e_set
+        energies[r, 1] = write_coef_pj_per_us * row_e_reset
         energies[r, 2] = read_coef_pj_per_us * row_s_read
 
 
@@ -306,8 +389,7 @@ def pulse_table_kernel(
     g_min: float,
     g_max: float,
     tol: float,
-    max_step: float,
-    sigma: float,
+    pm: np.ndarray,
     max_pulses: int,
     key: np.uint64,
     table: np.ndarray,
@@ -315,14 +397,15 @@ def pulse_table_kernel(
     """Monte Carlo of the write-verify model for a cell that needs writing, on a (G_start, G_target) grid.
 
     Grid: n_grid evenly spaced points on [g_min, g_max] for both axes. For point (i, j), n_samples seeded runs
-    of `_write_verify_lanes` from G_start = grid[i] to G_target = grid[j] with the first verify read skipped (the
-    cell is known to need writing: every lane starts active) give out[0, i, j] = mean pulses, out[1, i, j] = mean
-    over those pulses of the cell's mean G during a pulse, out[2, i, j] = mean over the verify reads after the
-    pulses of G at the read. Point (i, j) uses cells (i * n_grid + j) * n_samples + s; n_samples must be a
-    multiple of LANES.
+    of `_write_verify_lanes` from G_start = grid[i] to G_target = grid[j] with the first verify read skipped (every
+    lane starts active), each sample a cell with its own device-to-device step factor, give out[0, i, j] = mean
+    pulses, out[1, i, j] = mean over the pulses of their harmonic-mean conductance (energy per V^2 t) and
+    out[2, i, j] = mean G at the verify reads after the pulses. Point (i, j) uses cells
+    (i * n_grid + j) * n_samples + s; n_samples must be a multiple of LANES.
     """
     out = np.zeros((3, n_grid, n_grid), dtype=np.float64)
     span = g_max - g_min
+    d2d_key = splitmix64(key ^ np.uint64(0x44324444))
     for idx in numba.prange(n_grid * n_grid):
         i = idx // n_grid
         j = idx - i * n_grid
@@ -333,6 +416,7 @@ def pulse_table_kernel(
         stuck = np.zeros(LANES, dtype=np.bool_)
         active = np.zeros(LANES, dtype=np.bool_)
         base = np.zeros(LANES, dtype=np.uint64)
+        d2d = np.ones(LANES)
         hashes = np.zeros(LANES, dtype=np.uint64)
         n_set = np.zeros(LANES, dtype=np.int64)
         n_reset = np.zeros(LANES, dtype=np.int64)
@@ -344,17 +428,19 @@ def pulse_table_kernel(
         g_read = 0.0
         for s0 in range(0, n_samples, LANES):
             for b in range(LANES):
+                cell = idx * n_samples + s0 + b
                 g[b] = g_start
                 active[b] = True
-                base[b] = key ^ (np.uint64(idx * n_samples + s0 + b) << np.uint64(DRAW_PULSE_SHIFT))
+                base[b] = key ^ (np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT))
+                d2d[b] = _d2d_factor(d2d_key, cell, pm[PM_D2D], table)
                 n_set[b] = 0
                 n_reset[b] = 0
                 s_set[b] = 0.0
                 s_reset[b] = 0.0
                 s_read[b] = 0.0
             _write_verify_lanes(
-                g, g_target, stuck, active, base, hashes, n_set, n_reset, s_set, s_reset, s_read,
-                tol, max_step, sigma, g_min, g_max, max_pulses, table,
+                g, g_target, stuck, active, base, d2d, hashes, n_set, n_reset, s_set, s_reset, s_read, tol, pm,
+                g_min, g_max, max_pulses, table,
             )  # fmt: skip
             for b in range(LANES):
                 total += n_set[b] + n_reset[b]
@@ -369,6 +455,8 @@ def pulse_table_kernel(
 @numba.njit(cache=True, inline="always")
 def _sigma_poly(g: float, scale: float, offset: float, coeffs: np.ndarray) -> float:
     """max(sum_k coeffs[k] x^k, 0) with x = g * scale + offset (Horner; see crossbar.noise)."""
+    if coeffs.shape[0] == 0:
+        return 0.0
     x = g * scale + offset
     acc = coeffs[coeffs.shape[0] - 1]
     for k in range(coeffs.shape[0] - 2, -1, -1):
@@ -423,20 +511,23 @@ def _statistical_cell(
 ) -> tuple[float, int, bool, float, float]:
     """Statistical programming of one cell whose first verify read the caller has counted.
 
-    Returns (final G, pulses, is SET, sum of mean G over the pulses, sum of G over the verify reads after them).
-    The n pulses and their verify reads are priced at the write-verify model's mean G per pulse and per read for
-    this (G_start, G_target), from the pulse table, so that energy follows the drawn pulse count and is unbiased.
+    Returns (final G, pulses, is SET, sum over the pulses of their harmonic-mean conductance (energy per V^2 t),
+    sum of G over the verify reads after the pulses); both sums at the write-verify model's means per pulse and
+    per read for this (G_start, G_target), from the pulse table, so that energy follows the drawn pulse count.
+    The pulse count is the write-verify model's expectation for this (G_start, G_target) from the pulse table,
+    stochastically rounded; every working cell ends programmed
+    (`_programmed`), also one within tolerance at its first read.
     """
-    if abs(g - g_target) <= tol:
-        return g, 0, False, 0.0, 0.0
     is_set = g_target > g
     if stuck:
+        if abs(g - g_target) <= tol:
+            return g, 0, is_set, 0.0, 0.0
         # A stuck cell never reaches its target: it takes every pulse and verify read at its fixed G.
         return g, max_pulses, is_set, max_pulses * g, max_pulses * g
+    g_end = _programmed(g_target, g_target, key, cell, poly_scale, poly_offset, coeffs, table)
+    if abs(g - g_target) <= tol:
+        return g_end if coeffs.shape[0] > 0 else g, 0, is_set, 0.0, 0.0
     h = splitmix64(key ^ ((np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT)) | np.uint64(DRAW_STATISTICAL)))
-    z = table[np.int64(h & np.uint64(0xFFFF))]
-    sigma = _sigma_poly(g_target, poly_scale, poly_offset, coeffs)
-    g_end = _clip(g_target + sigma * z, g_min, g_max)
     expected, g_per_pulse, g_per_read = _bilinear(pulse_table, (g - g_min) * inv_span, (g_target - g_min) * inv_span)
     n = int(expected)
     if float(h >> np.uint64(16)) * _INV_2_48 < expected - n:
@@ -479,10 +570,11 @@ def statistical_kernel(
     counts: np.ndarray,
     energies: np.ndarray,
 ) -> None:
-    """Statistical programming: G = clip(G_target + sigma(G_target) z), pulses from the pulse table.
+    """Statistical programming: G = max(G_target + sigma(G_target) z, 0), pulses from the pulse table.
 
-    Same arguments, outputs and verify-first rule as `write_verify_kernel`; `poly_*`/`coeffs` give sigma(G) and
-    `pulse_table` the expected pulses and mean conductances per pulse and per read (see `pulse_table_kernel`).
+    Same arguments, outputs and verify-first rule as `write_verify_kernel`; `poly_*`/`coeffs` give sigma(G)
+    (empty coeffs: no fitted error, G = G_target) and `pulse_table` the expected pulses and mean G per verify read
+    (see `pulse_table_kernel`).
     """
     d_out = g_diff.shape[1]
     inv_span = 1.0 / (g_max - g_min)
@@ -490,56 +582,93 @@ def statistical_kernel(
         n_cells = 0
         n_set = 0
         n_reset = 0
-        s_set = 0.0
-        s_reset = 0.0
+        max_set = 0
+        max_reset = 0
+        e_set = 0.0
+        e_reset = 0.0
         s_read = 0.0
         for c in range(d_out):
             if use_changed and not changed[r, c]:
                 continue
             gn32 = g_neg[r, c]
             gp32 = g_diff[r, c] + gn32
-            gp0 = np.float64(gp32)
-            gn0 = np.float64(gn32)
-            wp = np.int64(writes_pos[r, c])
-            wn = np.int64(writes_neg[r, c])
+            g0 = (np.float64(gp32), np.float64(gn32))
+            w0 = (np.int64(writes_pos[r, c]), np.int64(writes_neg[r, c]))
+            t0 = (np.float64(target_pos[r, c]), np.float64(target_neg[r, c]))
             cell = 2 * (r * d_out + c)
-            gp, p_pos, set_pos, a_spulse, a_sread = _statistical_cell(
-                gp0, np.float64(target_pos[r, c]), wp == _STUCK, key, cell, tol, g_min, g_max, inv_span,
+            gp, p_pos, set_pos, hm_pos, rd_pos = _statistical_cell(
+                g0[0], t0[0], w0[0] == _STUCK, key, cell, tol, g_min, g_max, inv_span,
                 max_pulses, table, poly_scale, poly_offset, coeffs, pulse_table,
             )  # fmt: skip
-            gn, p_neg, set_neg, b_spulse, b_sread = _statistical_cell(
-                gn0, np.float64(target_neg[r, c]), wn == _STUCK, key, cell + 1, tol, g_min, g_max, inv_span,
+            gn, p_neg, set_neg, hm_neg, rd_neg = _statistical_cell(
+                g0[1], t0[1], w0[1] == _STUCK, key, cell + 1, tol, g_min, g_max, inv_span,
                 max_pulses, table, poly_scale, poly_offset, coeffs, pulse_table,
             )  # fmt: skip
             n_cells += 2
             if set_pos:
                 n_set += p_pos
-                s_set += a_spulse
+                max_set = max(max_set, p_pos)
+                e_set += hm_pos
             else:
                 n_reset += p_pos
-                s_reset += a_spulse
+                max_reset = max(max_reset, p_pos)
+                e_reset += hm_pos
             if set_neg:
                 n_set += p_neg
-                s_set += b_spulse
+                max_set = max(max_set, p_neg)
+                e_set += hm_neg
             else:
                 n_reset += p_neg
-                s_reset += b_spulse
-            s_read += gp0 + gn0 + a_sread + b_sread
+                max_reset = max(max_reset, p_neg)
+                e_reset += hm_neg
+            s_read += g0[0] + g0[1] + rd_pos + rd_neg
             if record_pulses:
                 pulses_pos[r, c] = p_pos
                 pulses_neg[r, c] = p_neg
-            writes_pos[r, c] = _wear(wp, p_pos, ppc, endurance, key, cell)
-            writes_neg[r, c] = _wear(wn, p_neg, ppc, endurance, key, cell + 1)
-            if gp != gp0 or gn != gn0:
+            writes_pos[r, c] = _wear(w0[0], p_pos, ppc, endurance, key, cell)
+            writes_neg[r, c] = _wear(w0[1], p_neg, ppc, endurance, key, cell + 1)
+            if gp != g0[0] or gn != g0[1]:
                 gn_new = np.float32(gn)
                 g_neg[r, c] = gn_new
                 g_diff[r, c] = np.float32(gp) - gn_new
         counts[r, 0] = n_cells
         counts[r, 1] = n_set
         counts[r, 2] = n_reset
-        energies[r, 0] = write_coef_pj_per_us * s_set
-        energies[r, 1] = write_coef_pj_per_us * s_reset
+        counts[r, 3] = max_set
+        counts[r, 4] = max_reset
+        energies[r, 0] = write_coef_pj_per_us * e_set
+        energies[r, 1] = write_coef_pj_per_us * e_reset
         energies[r, 2] = read_coef_pj_per_us * s_read
+
+
+@numba.njit(cache=True, inline="always")
+def _poly_row(coeffs: np.ndarray, row: int, x: float) -> float:
+    """max(sum_k coeffs[row, k] x^k, 0) (Horner)."""
+    n = coeffs.shape[1]
+    acc = coeffs[row, n - 1]
+    for k in range(n - 2, -1, -1):
+        acc = acc * x + coeffs[row, k]
+    return acc if acc > 0.0 else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _drift_sigma(
+    g: float, model: int, params: np.ndarray, wan: np.ndarray, k_read: float, g_min: float, g_range: float
+) -> float:
+    """sqrt(max(V(t_to, g) - V(t_from, g), 0)) for one cell at conductance g (see crossbar.noise.drift_moments)."""
+    if model == 1:
+        x = (g - g_min) / g_range
+        i0 = int(params[2])
+        i1 = int(params[5])
+        s_from = params[0] * _poly_row(wan, i0, x) + params[1] * _poly_row(wan, i0 + 1, x)
+        s_to = params[3] * _poly_row(wan, i1, x) + params[4] * _poly_row(wan, i1 + 1, x)
+        var = s_to * s_to - s_from * s_from
+    else:
+        lg = np.log10(g if g > 1e-6 else 1e-6)
+        r_from = k_read * lg * params[2]
+        r_to = k_read * lg * params[3]
+        var = params[1] * params[1] + r_to * r_to - params[4] * (params[0] * params[0] + r_from * r_from)
+    return np.sqrt(var) if var > 0.0 else 0.0
 
 
 @numba.njit(cache=True, parallel=True)
@@ -550,15 +679,19 @@ def drift_kernel(
     writes_neg: np.ndarray,
     d_in: int,
     g_min: float,
-    g_max: float,
+    g_range: float,
     mean_us: float,
-    sigma_us: float,
+    model: int,
+    params: np.ndarray,
+    wan: np.ndarray,
+    k_read: float,
     key: np.uint64,
     table: np.ndarray,
 ) -> None:
-    """Add an independent N(mean_us, sigma_us^2) increment to every working real cell, clipped to the range.
+    """Move every working real cell from its own state G by mean_us + sigma(G) z, clamped at 0 uS.
 
-    Weight w = r * d_out + c draws hash(key ^ w): lane 0 for G+, lane 1 for G-. Stuck cells do not move.
+    sigma(G) is the model's variance increment at the cell's conductance (`_drift_sigma`). Weight
+    w = r * d_out + c draws hash(key ^ w): lane 0 for G+, lane 1 for G-. Stuck cells do not move.
     """
     d_out = g_diff.shape[1]
     for r in numba.prange(d_in):
@@ -570,10 +703,12 @@ def drift_kernel(
             gp = gp0
             gn = gn0
             if writes_pos[r, c] != _STUCK:
-                gp = _clip(gp0 + mean_us + sigma_us * table[np.int64(h & np.uint64(0xFFFF))], g_min, g_max)
+                sigma = _drift_sigma(gp0, model, params, wan, k_read, g_min, g_range)
+                gp = max(gp0 + mean_us + sigma * table[np.int64(h & np.uint64(0xFFFF))], 0.0)
             if writes_neg[r, c] != _STUCK:
+                sigma = _drift_sigma(gn0, model, params, wan, k_read, g_min, g_range)
                 z = table[np.int64((h >> np.uint64(16)) & np.uint64(0xFFFF))]
-                gn = _clip(gn0 + mean_us + sigma_us * z, g_min, g_max)
+                gn = max(gn0 + mean_us + sigma * z, 0.0)
             if gp != gp0 or gn != gn0:
                 gn_new = np.float32(gn)
                 g_neg[r, c] = gn_new

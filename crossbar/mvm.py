@@ -10,9 +10,16 @@ codes, multiplies by the vector's input scale and the output's `out_scale` (weig
 Fast path: one numba pass writes the DAC output in tile layout (`dac_tiles_kernel`), one `torch.mm` per tile against
 a zero-copy view of the state's `g_diff_us` computes the partial sums, and one fused numba pass adds read noise,
 converts, sums tiles and scales (`adc_accumulate_kernel`). Read noise is output-referred and exact for independent
-Gaussian cell noise: per (tile, vector, output) N(0, sigma_cell^2 * sum_i x_i^2) with sigma_cell =
-read_noise_frac * g_max (the read noise of a weight's conductance difference, aihwkit's `w_noise` convention), drawn
-from the counter-based hash of `crossbar.rng` under a key the caller draws per call.
+Gaussian cell noise: per (tile, vector, output) N(0, sigma_pair^2 * sum_i x_i^2 + sigma_out^2), drawn from the
+counter-based hash of `crossbar.rng` under a key the caller draws per call. Convention: `read_noise_frac` is the
+sigma of ONE cell relative to (g_max - g_min), independent per cell, so a weight's pair G+ - G- reads with
+sigma_pair = sqrt(2) * read_noise_frac * (g_max - g_min); aihwkit's `w_noise` (the weight's noise relative to the
+range) is sqrt(2) * read_noise_frac. sigma_out = out_noise_frac * (g_max - g_min) is aihwkit's `out_noise` (one
+draw per tile column and vector, in the ADC's normalised units), off unless a preset cites it.
+
+IR drop (forward only, `wire_resistance_ohm` > 0): the operand is the first-order effective conductance of
+`crossbar.ir_drop` instead of G+ - G- (the circuit is linear, so it is a fixed matrix), recomputed per call;
+the transposed MVM ignores wire resistance.
 
 Transposed MVM (d @ W, shape (..., d_out) -> (..., d_in), for backward passes done on the array): the array is
 driven from its columns and read on its rows. Inputs then tile along d_out in `tile_cols` chunks (the physical
@@ -38,6 +45,7 @@ import numpy as np
 import torch
 
 from crossbar.device import DeviceConfig
+from crossbar.ir_drop import ir_drop_conductances
 from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
 from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_ste
 from crossbar.rng import NORMAL_TABLE, splitmix64_np
@@ -67,8 +75,14 @@ class MvmSettings:
     adc_full_scale: float
     """ADC range in normalised units (partial sum / (g_max - g_min), inputs |x| <= 1)."""
     sigma_us: float
-    """Read noise sigma of one weight's conductance difference per read (uS); 0 = off."""
+    """Read noise sigma of one weight's conductance difference (the pair, sqrt(2) x one cell) per read (uS)."""
     g_range_us: float
+    out_noise_us: float = 0.0
+    """Output noise sigma per tile column and vector, as a partial sum (uS); 0 = off."""
+    wire_resistance_ohm: float = 0.0
+    """Wire resistance per cell pitch (Ohm); > 0 applies the first-order IR drop to the forward operand."""
+    tile_cols: int = 256
+    """Weights per physical array along the outputs (row-wire length for the IR drop)."""
     cycles: int = 1
     """Input bit-cycles converted one by one (bit-serial inputs with a conversion per cycle); 1 = one conversion
     per vector."""
@@ -82,8 +96,11 @@ class MvmSettings:
             dac_bits=device.dac_bits,
             adc_bits=device.adc_bits,
             adc_full_scale=full_scale,
-            sigma_us=device.read_noise_frac * device.g_max_us,
+            sigma_us=np.sqrt(2.0) * device.read_noise_frac * device.g_range_us,
             g_range_us=device.g_range_us,
+            out_noise_us=device.out_noise_frac * device.g_range_us,
+            wire_resistance_ohm=device.wire_resistance_ohm,
+            tile_cols=device.tile_cols,
             cycles=device.scheme.cycles(device.dac_bits) if device.scheme.per_cycle else 1,
         )
 
@@ -111,9 +128,15 @@ class MvmSettings:
 # --- operands --------------------------------------------------------------------------------------------------
 
 
-def _forward_operands(state: ArrayState) -> list[torch.Tensor]:
-    """Per input tile, the (real rows, d_out) block of G+ - G- as a zero-copy torch view."""
-    g = torch.from_numpy(state.g_diff_us)
+def _forward_operands(state: ArrayState, settings: MvmSettings | None = None) -> list[torch.Tensor]:
+    """Per input tile, the (real rows, d_out) block of G+ - G- as a zero-copy torch view (with IR drop on: of the
+    first-order effective conductance difference, `crossbar.ir_drop`)."""
+    if settings is not None and settings.wire_resistance_ohm > 0:
+        pos, neg = ir_drop_conductances(state.g_pos_us(), state.g_neg_us, settings.wire_resistance_ohm,
+                                        settings.tile_cols)  # fmt: skip
+        g = torch.from_numpy((pos - neg).astype(np.float32))
+    else:
+        g = torch.from_numpy(state.g_diff_us)
     rows = [min(state.tile_rows, state.d_in - t * state.tile_rows) for t in range(state.n_tiles)]
     return [g[t, :k] for t, k in enumerate(rows)]
 
@@ -170,11 +193,21 @@ def _accumulate(
     key: int,
 ) -> torch.Tensor:
     out = np.empty((partial.shape[1], partial.shape[2]), dtype=np.float32)
+    sum_sq, sigma = _noise_terms(sum_sq, settings)
     adc_accumulate_kernel(
-        partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), float(settings.sigma_us),
-        settings.adc_levels, float(settings.step_us), NORMAL_TABLE, out,
+        partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), sigma, settings.adc_levels,
+        float(settings.step_us), NORMAL_TABLE, out,
     )  # fmt: skip
     return torch.from_numpy(out)
+
+
+def _noise_terms(sum_sq: np.ndarray, settings: MvmSettings) -> tuple[np.ndarray, float]:
+    """(sum_sq', sigma') with sigma' sqrt(sum_sq') = sqrt(sigma_pair^2 sum x^2 + sigma_out^2): output noise folds
+    into the kernel's one draw per (tile, vector, output) without changing it."""
+    if settings.out_noise_us <= 0:
+        return sum_sq, float(settings.sigma_us)
+    var = np.float64(settings.sigma_us) ** 2 * sum_sq.astype(np.float64) + np.float64(settings.out_noise_us) ** 2
+    return var.astype(np.float32), 1.0
 
 
 def _vector(value: torch.Tensor | None, n: int, fill: float, name: str) -> np.ndarray:
@@ -212,7 +245,7 @@ def analog_mvm(
     xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
     col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
     bias_np = _vector(bias, state.d_out, 0.0, "bias")
-    operands = _forward_operands(state)
+    operands = _forward_operands(state, settings)
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
         return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
@@ -268,7 +301,6 @@ def _per_cycle_accumulate(
     n_vec = tiles[0].shape[0]
     n_out = operands[0].shape[1]
     z = torch.from_numpy(read_noise_normals(key, len(operands) * n_cycles, n_vec, n_out))
-    sigma = torch.tensor(settings.sigma_us, dtype=torch.float32)
     levels = settings.adc_levels
     step = torch.tensor(settings.step_us, dtype=torch.float32)
     inv_step = torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)
@@ -279,7 +311,10 @@ def _per_cycle_accumulate(
         k = operand.shape[0]
         partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
         driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
-        noise = (sigma * torch.sqrt(driven) * inv_step)[..., None] * z[t * n_cycles : (t + 1) * n_cycles]
+        sum_sq, sigma_t = _noise_terms(driven.numpy(), settings)  # read noise, plus output noise per conversion
+        noise = (torch.tensor(sigma_t, dtype=torch.float32) * torch.sqrt(torch.from_numpy(sum_sq)) * inv_step)[
+            ..., None
+        ] * z[t * n_cycles : (t + 1) * n_cycles]
         if levels > 0:
             codes = torch.clamp(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
             acc = acc + (weights[:, None, None] * codes).sum(dim=0) * step
@@ -313,7 +348,7 @@ def partial_sum_abs_max(
         operands = _transposed_operands(state, tile_cols)
     else:
         xq, _, _ = _dac_tiles(_as_matrix(x, state.d_in, "x"), settings.dac_levels, state.tile_rows, "x")
-        operands = _forward_operands(state)
+        operands = _forward_operands(state, settings)
     if settings.per_cycle:  # the ADC sees each bit-cycle's partial sum
         peak = 0.0
         for t, operand in enumerate(operands):
@@ -362,7 +397,7 @@ def analog_mvm_reference(
     else:
         if x.dim() != 2 or x.shape[1] != state.d_in:
             raise ValueError(f"x must have shape (batch, {state.d_in}), got {tuple(x.shape)}")
-        operands, tile, n_out = _forward_operands(state), state.tile_rows, state.d_out
+        operands, tile, n_out = _forward_operands(state, settings), state.tile_rows, state.d_out
         col_scale = torch.as_tensor(out_scale, dtype=torch.float32)
     applied, scale = dac_quantize(x, settings.dac_bits)
     n_vec = x.shape[0]
@@ -374,7 +409,6 @@ def analog_mvm_reference(
             tiles.append(xt[:, : operand.shape[0]])
         return _per_cycle_accumulate(tiles, operands, settings, key, scale.reshape(-1), col_scale, bias)
     z = torch.from_numpy(read_noise_normals(key, len(operands), n_vec, n_out))
-    sigma = torch.tensor(settings.sigma_us, dtype=torch.float32)
     levels = settings.adc_levels
     step = torch.tensor(settings.step_us)
     inv_step = torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)
@@ -385,8 +419,10 @@ def analog_mvm_reference(
         xt = torch.zeros((n_vec, tile), dtype=torch.float32)
         xt[:, :k] = applied[:, t * tile : t * tile + k]
         partial = xt[:, :k] @ operand
-        sum_sq = _sum_sq(applied[:, t * tile : t * tile + k].detach(), settings.dac_levels)
-        noise = (sigma * torch.sqrt(sum_sq) * inv_step)[:, None] * z[t]
+        tile_sum_sq = _sum_sq(applied[:, t * tile : t * tile + k].detach(), settings.dac_levels).numpy()
+        sum_sq, sigma_t = _noise_terms(tile_sum_sq, settings)
+        sigma = torch.tensor(sigma_t, dtype=torch.float32)
+        noise = (sigma * torch.sqrt(torch.from_numpy(sum_sq)) * inv_step)[:, None] * z[t]
         if levels > 0:
             acc = acc + clamp_ste(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
         else:

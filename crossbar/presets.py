@@ -7,10 +7,9 @@ Sources (details in ../shared/references/device_energy.md):
 - Milo et al., IRPS 2021, as modelled in CrossSim `simulator/devices/custom/RRAM_Milo.py` (50-225 uS).
 - NeuroSim: DNN_NeuroSim V1.4/V2.1 `NeuroSIM/Param.cpp` (Ron/Roff, voltages, pulse widths, cellBit, 128x128
   sub-arrays) and MLP_NeuroSim V3.0 `Cell.cpp` (cycle-to-cycle sigma 3.5 % of the range per pulse).
-- aihwkit `ReRamCMONoiseModel` (CMO/HfOx): relaxation mean -0.089 ln t uS, sigma 0.042 ln t + 0.412 uS. We take
-  the time-dependent part only (drift starts at t = 1 s after programming); the 0.412 uS spread at t = 1 s is the
-  state programming leaves, which write-verify (its tolerance) or the statistical mode (the fitted sigma(G) at
-  t = 1 s) already produce, so it is not added a second time.
+- aihwkit `ReRamCMONoiseModel` (CMO/HfOx): programming sigma, relaxation mean -0.089 ln t uS, total sigma
+  0.042 ln t + 0.412 uS and a 1/f term, used as fitted (total sigma added to the programmed state, as aihwkit
+  does) on the `reram_cmo_hfox` preset only, with that device's 9-88.19 uS window.
 - Endurance 1e6 cycles for multi-level HfOx (Huang et al., HfOx MLC endurance model); 1e12 best case (Yang,
   Strukov & Stewart, Nat. Nanotech. 2013).
 """
@@ -23,6 +22,10 @@ from crossbar.device import DeviceConfig
 
 __all__ = ["DEFAULT_DEVICE_PRESET", "DEVICE_PRESETS", "device_preset", "device_preset_rows"]
 
+_W_NOISE_PER_CELL = 0.01 / math.sqrt(2.0)
+"""aihwkit's ReRAM models recommend forward.w_noise ~ 0.01 for short-term read noise (inference/noise/reram.py
+lines 40-42, 190-192): sigma of the weight (the pair) relative to the range; per cell that is 0.01 / sqrt(2)."""
+
 DEVICE_PRESETS: dict[str, DeviceConfig] = {
     # Exactness reference: continuous levels, no noise, no drift, no faults, ideal DAC/ADC.
     "ideal": DeviceConfig(
@@ -30,6 +33,8 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         levels=None,
         programming_mode="statistical",
         programming_noise="none",
+        pulse_scheme="ideal_jump",  # one exact pulse per written cell
+        max_step_frac=1.0,
         c2c_sigma_frac=0.0,
         verify_tolerance_frac=1e-6,  # verify-first skips cells within tolerance: near-exact targets for exactness tests
         read_noise_frac=0.0,
@@ -49,15 +54,15 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp writePulseWidth (src)
         read_voltage_v=0.5,  # V, NeuroSim V2.1 Param.cpp (src)
         read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp readPulseWidth (src)
-        max_step_frac=0.25,  # assumption: a coarse pulse moves at most 1/4 of the range
-        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp sigmaCtoC (src)
-        verify_tolerance_frac=0.025,  # assumption: 1 uS on 40 uS, below the Wan sigma(G) of 0.35-2 uS
-        max_pulses=20,  # assumption: 5-20 in practice (device_energy.md)
+        pulse_scheme="incremental",
+        pulse_levels=32,  # unit step ~ range / levels as NeuroSim counts pulses (assumption: no pulse data in Wan)
+        d2d_step_sigma_frac=0.3,  # aihwkit presets/devices.py ReRamSBPresetDevice dw_min_dtod (src)
+        c2c_sigma_frac=0.035,  # per unit pulse, MLP NeuroSim V3.0 Cell.cpp line 318 sigmaCtoC (src)
+        verify_tolerance_frac=0.025,  # assumption: 1 uS on 40 uS (the final error is the fit, applied after)
+        max_pulses=255,  # assumption: the counter's limit, ~8x a full swing, then the controller gives up
         programming_noise="wan2022",  # aihwkit ReRamWan2022NoiseModel t = 1 s polynomial (src)
-        read_noise_frac=0.01,  # ~1 % of Gmax per read, aihwkit (src)
-        drift_model="log_relaxation",
-        drift_mean_us_per_ln_s=-0.089,  # uS per ln(t/1 s), aihwkit ReRamCMONoiseModel (src)
-        drift_sigma_us_per_ln_s=0.042,  # uS per ln(t/1 s), aihwkit ReRamCMONoiseModel (src)
+        read_noise_frac=_W_NOISE_PER_CELL,  # aihwkit reram.py w_noise ~0.01 per weight (src)
+        drift_model="wan2022",  # aihwkit reram.py 1 s / 1 day / 2 day fits (src)
         endurance_pulses=1e6,  # cycles, 4-level HfOx (Huang et al.) (lit.)
         dac_bits=8,
         adc_bits=8,  # 8-bit SAR, ISAAC (src hwcomponents-library isaac.py)
@@ -76,13 +81,14 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp (src)
         read_voltage_v=0.1,  # V, CrossSim xbar_parameters.py Vread (src)
         read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp (src)
+        pulse_levels=16,  # assumption: one unit pulse per level (no pulse data in CrossSim/Milo)
+        d2d_step_sigma_frac=0.3,  # aihwkit ReRamSBPresetDevice dw_min_dtod (src)
         c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp (src)
         verify_tolerance_frac=0.025,  # assumption, as reram_wan2022
+        max_pulses=255,  # assumption, as reram_wan2022
         programming_noise="milo2021",  # CrossSim RRAM_Milo.py (src)
-        read_noise_frac=0.01,  # aihwkit ~1 % of Gmax (src)
-        drift_model="log_relaxation",
-        drift_mean_us_per_ln_s=-0.089,  # aihwkit ReRamCMONoiseModel (src); no Milo drift fit published in CrossSim
-        drift_sigma_us_per_ln_s=0.042,  # aihwkit ReRamCMONoiseModel (src)
+        read_noise_frac=_W_NOISE_PER_CELL,  # aihwkit w_noise ~0.01 per weight (src)
+        drift_model="none",  # CrossSim RRAM_Milo.py defines no drift_error (no fit for this device)
         endurance_pulses=1e6,  # cycles (lit. Huang et al.)
         dac_bits=8,
         adc_bits=8,
@@ -90,23 +96,49 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         tile_rows=256,
         tile_cols=256,
     ),
-    # A NeuroSim-like RRAM: DNN_NeuroSim V2.1 Ron 240 kOhm / Roff 24 MOhm, 4 V / 50 ns writes, 5-bit cells,
-    # 128x128 sub-arrays, 5-bit ADC (DNN NeuroSim --ADCprecision default 5).
+    # CMO/HfOx ReRAM (IBM Zurich, Falcone et al. in review) as aihwkit ReRamCMONoiseModel: 9-88.19 uS window,
+    # programming sigma 0.0112 + 0.0113 G (2 % acceptance), relaxation -0.089 ln t mean, 0.042 ln t + 0.412 sigma,
+    # 1/f read term.
+    "reram_cmo_hfox": DeviceConfig(
+        name="reram_cmo_hfox",
+        g_min_us=9.0,  # uS, aihwkit examples/34_ReRAM_inference.py line 91 (src)
+        g_max_us=88.19,  # uS, aihwkit examples/34_ReRAM_inference.py line 91 (src)
+        levels=32,  # assumption (analog targets in the source)
+        pulse_levels=32,  # assumption, as reram_wan2022
+        d2d_step_sigma_frac=0.3,  # aihwkit ReRamSBPresetDevice dw_min_dtod (src)
+        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp (src)
+        verify_tolerance_frac=0.02,  # the model's 2 % acceptance range (aihwkit reram.py line 236, src)
+        max_pulses=255,
+        programming_noise="cmo_hfox",  # aihwkit reram.py coeff_dict[2] (src)
+        read_noise_frac=_W_NOISE_PER_CELL,  # aihwkit reram.py lines 190-192 (src)
+        drift_model="cmo_hfox",  # aihwkit reram.py lines 239-241, 306-315 (src)
+        endurance_pulses=1e6,
+        dac_bits=8,
+        adc_bits=8,
+        tile_rows=256,
+        tile_cols=256,
+    ),
+    # A NeuroSim-like RRAM: DNN_NeuroSim V2.1 Ron 240 kOhm / Roff 24 MOhm, 4 V / 50 ns writes, 5-bit cells, 60
+    # identical pulses per swing, 128x128 sub-arrays, 5-bit ADC (DNN NeuroSim --ADCprecision default 5).
     "neurosim_rram": DeviceConfig(
         name="neurosim_rram",
-        g_min_us=1e6 / 24e6,  # 1 / Roff = 1/24 MOhm, NeuroSim V2.1 Param.cpp (src)
-        g_max_us=1e6 / 240e3,  # 1 / Ron = 1/240 kOhm, NeuroSim V2.1 Param.cpp (src)
-        levels=32,  # cellBit 5, NeuroSim V2.1 (src)
-        write_voltage_v=4.0,  # V, NeuroSim V2.1 Param.cpp (src)
-        write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp (src)
+        g_min_us=1e6 / 24e6,  # 1 / Roff = 1/24 MOhm, NeuroSim V2.1 Param.cpp line 160 (src)
+        g_max_us=1e6 / 240e3,  # 1 / Ron = 1/240 kOhm, NeuroSim V2.1 Param.cpp line 159 (src)
+        levels=32,  # cellBit 5, NeuroSim V2.1 train.py line 55 (src)
+        write_voltage_v=4.0,  # V, NeuroSim V2.1 Param.cpp line 167 (src)
+        write_pulse_ns=50.0,  # ns, NeuroSim V2.1 Param.cpp line 168 (src)
         read_voltage_v=0.5,  # V, NeuroSim V2.1 Param.cpp (src)
         read_pulse_ns=10.0,  # ns, NeuroSim DNN Param.cpp (src)
-        c2c_sigma_frac=0.035,  # MLP NeuroSim V3.0 Cell.cpp sigmaCtoC (src)
-        verify_tolerance_frac=0.025,  # assumption
-        programming_noise="cmo_hfox",  # aihwkit ReRamCMONoiseModel 2 % acceptance range (src)
+        pulse_levels=60,  # maxNumLevelLTP/LTD, NeuroSim V2.1 Param.cpp lines 165-166 (src)
+        d2d_step_sigma_frac=0.0,  # d2dVari 0, NeuroSim V2.1 train.py line 58 (src)
+        c2c_sigma_frac=0.003,  # c2cVari, NeuroSim V2.1 train.py line 57 (src)
+        verify_tolerance_frac=0.5 / 60,  # half a unit step: the verify stops at the nearest step (assumption)
+        max_pulses=255,
+        programming_noise="none",  # --vari 0, NeuroSim V2.1 inference.py line 55 (src): no fitted error
         read_noise_frac=0.0,  # NeuroSim models no read noise (simulators.md feature table)
         drift_model="none",  # NeuroSim's drift lives in its wrapper (--t, --v); off here
         endurance_pulses=1e6,  # cycles (lit. Huang et al.)
+        wire_resistance_ohm=2.1,  # Ohm per 1T1R pitch, NeuroSim V2.1 Param.cpp lines 268-274 (device_energy.md)
         dac_bits=8,
         adc_bits=5,  # DNN NeuroSim inference.py --ADCprecision default 5 (src)
         adc_full_scale=12.0,
@@ -168,9 +200,10 @@ def device_preset_rows() -> list[str]:
 
 _SOURCES = {
     "ideal": "exactness reference (no source needed: every non-ideality off)",
-    "reram_wan2022": "Wan et al. Nature 2022 via aihwkit ReRamWan2022NoiseModel; NeuroSim V1.4/V2.1 Param.cpp; "
-    "MLP NeuroSim V3.0 Cell.cpp; aihwkit ReRamCMONoiseModel drift; Huang et al. endurance",
+    "reram_wan2022": "Wan et al. Nature 2022 via aihwkit ReRamWan2022NoiseModel (programming, drift fits); NeuroSim "
+    "V1.4/V2.1 Param.cpp; MLP NeuroSim V3.0 Cell.cpp; aihwkit ReRamSB d2d; Huang et al. endurance",
     "reram_milo2021": "Milo et al. IRPS 2021 via CrossSim RRAM_Milo.py; CrossSim PRIME.json; NeuroSim Param.cpp",
-    "neurosim_rram": "DNN_NeuroSim V2.1 Param.cpp; MLP NeuroSim V3.0 Cell.cpp; aihwkit ReRamCMONoiseModel",
+    "reram_cmo_hfox": "CMO/HfOx ReRAM via aihwkit ReRamCMONoiseModel and examples/34_ReRAM_inference.py",
+    "neurosim_rram": "DNN_NeuroSim V2.1 Param.cpp, ProcessingUnit.cpp, train.py; MLP NeuroSim V3.0 Cell.cpp",
     "isaac": "Shafiee et al. ISCA 2016 (ISAAC) via CrossSim configs/ISAAC.json and hwcomponents-library isaac.py",
 }

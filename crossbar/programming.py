@@ -1,23 +1,41 @@
-"""Programming conductance targets into an array: write-verify pulse model or statistical residual, with wear.
+"""Programming conductance targets into an array: write-verify pulse model or statistical mode, with wear.
 
 `program_state` writes `Targets` into an `ArrayState` in place and returns a `ProgramReport`; with a ledger it
-records set_pulse / reset_pulse / verify_read rows whose energies come from the physics (V^2 * G * t of every
-pulse and read, `energy.pulse_energy_pj`) and whose latency assumes `write_parallel_cells` cells are written at
-once: (pulses * (t_write + t_read) + first verify reads * t_read) / write_parallel_cells.
+records set_pulse / reset_pulse / verify_read rows.
 
 Two modes (`device.programming_mode`), both with the same verify-first rule (a cell already within
 `verify_tolerance_frac * (g_max - g_min)` of its target costs one verify read and no pulse):
 
-- `write_verify`: every pulse of every cell is simulated (`crossbar.kernels.write_verify_kernel`): a pulse moves G
-  by the nominal step clip(G_target - G, +-max_step_frac * range) plus cycle-to-cycle noise
-  N(0, c2c_sigma_frac * range) (MLP NeuroSim V3.0 Cell.cpp sigmaCtoC, src), clipped to [g_min, g_max]; SET when
-  the cell is below its target, RESET when above; a verify read follows every pulse; the loop stops within
-  tolerance or after `max_pulses`. Stuck cells take all `max_pulses` and never move (unless their first verify
-  read is already within tolerance: the controller cannot tell a stuck cell from a working one).
-- `statistical`: G = clip(G_target + sigma(G_target) z) with sigma the fitted `programming_noise` model
-  (`crossbar.noise`), and the pulse count drawn as the write-verify model's expected pulses for that
-  (G_start, G_target) (see `expected_pulse_table`), stochastically rounded to an integer; SET if the target is
-  above the start, RESET if below. Energy prices those pulses at the write-verify model's mean G per pulse/read.
+- `write_verify`: every pulse of every cell is simulated (`crossbar.kernels.write_verify_kernel`). With
+  `pulse_scheme="incremental"` (default) a pulse is an identical unit pulse of (g_max - g_min) / pulse_levels
+  (NeuroSim V2.1 counts pulses this way, ProcessingUnit.cpp 865 / 892), optionally nonlinear in G (MLP NeuroSim
+  Cell.cpp 382-387, `pulse_nl_a`), scaled per cell by a fixed device-to-device factor 1 + d2d_step_sigma_frac * z
+  (z hashed from the layer seed and the cell index: nothing stored), plus cycle-to-cycle noise
+  N(0, c2c_sigma_frac * range) per unit pulse (MLP NeuroSim V3.0 Cell.cpp 318 / 394); a verify read follows every
+  pulse; the loop stops within tolerance or after `max_pulses`. `pulse_scheme="ideal_jump"` keeps the former
+  controller (a pulse aims straight at the target, at most `max_step_frac` of the range).
+- `statistical`: no pulse is simulated; the pulse count is the write-verify model's expectation for that
+  (G_start, G_target) (see `expected_pulse_table`), stochastically rounded.
+
+Programming error (both modes): every programmed, working cell -- also one already within tolerance at its first
+verify read -- ends at max(G_target + sigma(G_target) z, 0) with the preset's fitted sigma(G)
+(`programming_noise`, `crossbar.noise`). Why after the verify loop and not from tuning the loop's tolerance and
+noise: the cited fits are measured 1 s after the chip's own write-verify (Wan et al. 2022 Ext. Data Fig. 3 via
+aihwkit, Milo et al. 2021 Fig. 4 via CrossSim), so they already are the residual of a verify loop plus the
+relaxation right after it, which a verify read cannot see; applying the fit reproduces the source's sigma(G) at
+every level and keeps the pulse loop for what it measures (pulses, energy, time). Like aihwkit
+(inference/noise/reram.py 108-109) and CrossSim (devices/device.py 100-106, clip_conductance off) the result is
+clamped at 0 uS only. A cell that gave up (max_pulses) keeps where its pulses left it; stuck cells never move.
+With `programming_noise="none"` the state the pulses leave is final.
+
+Energy: each SET/RESET pulse costs V_write^2 * t_write / mean(R_old, R_new), NeuroSim V2.1's formula
+(ProcessingUnit.cpp 895) applied per pulse, R_old and R_new the cell's resistance before and after that pulse
+(NeuroSim applies it once per write with the write's end states, which for a multi-pulse swing is dominated by the
+high-resistance end; per pulse it follows the conductance the pulse sees); verify reads V_read^2 * G * t_read at
+the G each read sees. Latency: rows are written one after another, all cells of a row in parallel (NeuroSim
+V2.1 ProcessingUnit.cpp 893 / 940, SubArray.cpp 1406): per row one verify read, then a SET phase and a RESET
+phase, each as long as the row's slowest cell, every pulse followed by a verify read: sum over rows of
+t_read + (max SET + max RESET pulses) * (t_write + t_read).
 
 Counters: pulses are added per cell (`pulses_per_count` pulses per counter step, stochastic unbiased rounding when
 > 1); a cell whose count * pulses_per_count reaches `endurance_pulses` becomes STUCK at the conductance it has at
@@ -27,20 +45,48 @@ the end of that programming call (wear is checked once per call, i.e. at most `m
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from crossbar.device import DeviceConfig
-from crossbar.kernels import pulse_table_kernel, statistical_kernel, write_verify_kernel
+from crossbar.kernels import (
+    PM_C0,
+    PM_C1,
+    PM_D2D,
+    PM_INCREMENTAL,
+    PM_MAX_STEP,
+    PM_SIGMA,
+    PM_SIZE,
+    pulse_table_kernel,
+    statistical_kernel,
+    write_verify_kernel,
+)
 from crossbar.mapping import Targets
-from crossbar.noise import DOMAIN_PROGRAM, DOMAIN_TABLE, _check_int, domain_key, sigma_polynomial, state_views
+from crossbar.noise import (
+    DOMAIN_D2D,
+    DOMAIN_PROGRAM,
+    DOMAIN_TABLE,
+    _check_int,
+    domain_key,
+    sigma_polynomial,
+    state_views,
+)
 from crossbar.rng import NORMAL_TABLE
 from crossbar.state import ArrayState, pulses_per_count
 from energy.costs import pulse_energy_pj
 from energy.ledger import LedgerScope
 
-__all__ = ["PULSE_TABLE_GRID", "PULSE_TABLE_SAMPLES", "ProgramReport", "expected_pulse_table", "program_state"]
+__all__ = [
+    "PULSE_TABLE_GRID",
+    "PULSE_TABLE_SAMPLES",
+    "ProgramReport",
+    "expected_pulse_table",
+    "fitted_error_polynomial",
+    "program_state",
+    "pulse_model_params",
+]
 
 PULSE_TABLE_GRID = 41
 """Grid points per axis of the expected-pulse table over (G_start, G_target): 2.5 % of the range apart."""
@@ -61,9 +107,9 @@ class ProgramReport:
     verify_reads: int = 0
     """One first verify read per targeted cell plus one after every pulse."""
     energy_pj: float = 0.0
-    """Sum of V_write^2 * G_mean * t_write over pulses and V_read^2 * G * t_read over verify reads (pJ)."""
+    """Write pulses (V^2 t / mean(R_old, R_new) each, NeuroSim) plus verify reads (V^2 G t each) (pJ)."""
     latency_ns: float = 0.0
-    """(pulses * (t_write + t_read) + first verify reads * t_read) / write_parallel_cells (ns)."""
+    """Sum over written rows of t_read + (slowest cell's SET + slowest cell's RESET pulses) * (t_write + t_read)."""
 
     @classmethod
     def empty(cls) -> ProgramReport:
@@ -125,7 +171,7 @@ def program_state(
     pulses_shape = g_diff.shape if return_pulses else (1, 1)
     pulses_pos = np.zeros(pulses_shape, dtype=np.uint8)
     pulses_neg = np.zeros(pulses_shape, dtype=np.uint8)
-    counts = np.zeros((state.d_in, 3), dtype=np.int64)
+    counts = np.zeros((state.d_in, 5), dtype=np.int64)
     energies = np.zeros((state.d_in, 3), dtype=np.float64)
 
     span = device.g_range_us
@@ -134,82 +180,113 @@ def program_state(
         float(device.g_min_us), float(device.g_max_us), device.verify_tolerance_frac * span,
     )  # fmt: skip
     wear = (float(device.endurance_pulses), pulses_per_count(device), domain_key(seed, stream, DOMAIN_PROGRAM))
-    # E = V^2 * G * t is linear in G: the kernels sum conductances and multiply by these per-uS energies.
+    # NeuroSim's E = V^2 t / mean(R_old, R_new) is linear in the harmonic-mean conductance: the kernels sum those
+    # and multiply by these per-uS energies (energy.pulse_energy_pj, E = V^2 G t).
     write_coef = pulse_energy_pj(device.write_voltage_v, 1.0, device.write_pulse_ns)
     read_coef = pulse_energy_pj(device.read_voltage_v, 1.0, device.read_pulse_ns)
     outputs = (write_coef, read_coef, pulses_pos, pulses_neg, return_pulses, counts, energies)
+    poly_scale, poly_offset, coeffs = fitted_error_polynomial(device)
     if device.programming_mode == "write_verify":
         write_verify_kernel(
-            *common, device.max_step_frac * span, device.c2c_sigma_frac * span, device.max_pulses, *wear,
-            NORMAL_TABLE, *outputs,
+            *common, pulse_model_params(device), domain_key(seed, 0, DOMAIN_D2D), device.max_pulses, *wear,
+            NORMAL_TABLE, poly_scale, poly_offset, coeffs, *outputs,
         )  # fmt: skip
     else:
-        poly_scale, poly_offset, coeffs = sigma_polynomial(device)
         statistical_kernel(
             *common, device.max_pulses, *wear, NORMAL_TABLE, poly_scale, poly_offset, coeffs,
             expected_pulse_table(device), *outputs,
         )  # fmt: skip
 
-    cells, set_pulses, reset_pulses = (int(v) for v in counts.sum(axis=0))
+    cells, set_pulses, reset_pulses = (int(v) for v in counts[:, :3].sum(axis=0))
+    rows_written = int((counts[:, 0] > 0).sum())
+    row_set, row_reset = (int(v) for v in counts[:, 3:].sum(axis=0))
     e_set, e_reset, e_read = (float(v) for v in energies.sum(axis=0))
     pulses = set_pulses + reset_pulses
     verify_reads = cells + pulses
-    per_row = device.write_parallel_cells
+    t_w, t_r = device.write_pulse_ns, device.read_pulse_ns
+    # Row-parallel writes (NeuroSim V2.1 ProcessingUnit.cpp 893, 940 and SubArray.cpp 1406): every cell of a row
+    # is pulsed at once, SET phase then RESET phase, each as long as the row's slowest cell; a verify read (all
+    # cells of the row in parallel) precedes the pulses and follows each one. Rows are written one after another.
+    lat_set = row_set * t_w
+    lat_reset = row_reset * t_w
+    lat_read = (rows_written + row_set + row_reset) * t_r
     report = ProgramReport(
         cells_targeted=cells,
         set_pulses=set_pulses,
         reset_pulses=reset_pulses,
         verify_reads=verify_reads,
         energy_pj=e_set + e_reset + e_read,
-        latency_ns=(pulses * (device.write_pulse_ns + device.read_pulse_ns) + cells * device.read_pulse_ns) / per_row,
+        latency_ns=lat_set + lat_reset + lat_read,
     )
     if ledger is not None:
-        ledger.record(
-            "set_pulse", set_pulses, layer=layer, energy_pj=e_set,
-            latency_ns=set_pulses * device.write_pulse_ns / per_row,
-        )  # fmt: skip
-        ledger.record(
-            "reset_pulse", reset_pulses, layer=layer, energy_pj=e_reset,
-            latency_ns=reset_pulses * device.write_pulse_ns / per_row,
-        )  # fmt: skip
-        ledger.record(
-            "verify_read", verify_reads, layer=layer, energy_pj=e_read,
-            latency_ns=verify_reads * device.read_pulse_ns / per_row,
-        )  # fmt: skip
+        ledger.record("set_pulse", set_pulses, layer=layer, energy_pj=e_set, latency_ns=lat_set)
+        ledger.record("reset_pulse", reset_pulses, layer=layer, energy_pj=e_reset, latency_ns=lat_reset)
+        ledger.record("verify_read", verify_reads, layer=layer, energy_pj=e_read, latency_ns=lat_read)
     if return_pulses:
         return report, pulses_pos.reshape(shape), pulses_neg.reshape(shape)
     return report
 
 
+def fitted_error_polynomial(device: DeviceConfig) -> tuple[float, float, np.ndarray]:
+    """(scale, offset, coeffs) of the fitted programming error both kernels give every programmed cell; empty
+    coeffs for `programming_noise="none"` (the state the pulses leave is final)."""
+    if device.programming_noise == "none":
+        return 1.0, 0.0, np.zeros(0, dtype=np.float64)
+    return sigma_polynomial(device)
+
+
+def pulse_model_params(device: DeviceConfig) -> np.ndarray:
+    """The pulse model of `device` as the kernels' float64 parameter array (indices `crossbar.kernels.PM_*`).
+
+    incremental: unit step (g_max - g_min) / pulse_levels (NeuroSim V2.1 ProcessingUnit.cpp 865), or with
+    `pulse_nl_a` = A / pulse_levels the MLP NeuroSim nonlinearity G(p) = B (1 - exp(-p / A)) + g_min,
+    B = range / (1 - exp(-pulse_levels / A)) (Cell.cpp 382-387): one pulse from G moves it by
+    (B - (G - g_min)) (1 - exp(-1 / A)), i.e. c0 = B (1 - e^(-1/A)), c1 = 1 - e^(-1/A) (RESET mirrored from g_max).
+    """
+    span = device.g_range_us
+    pm = np.zeros(PM_SIZE, dtype=np.float64)
+    pm[PM_INCREMENTAL] = 1.0 if device.pulse_scheme == "incremental" else 0.0
+    if device.pulse_nl_a is None:
+        pm[PM_C0] = span / device.pulse_levels
+        pm[PM_C1] = 0.0
+    else:
+        a = device.pulse_nl_a * device.pulse_levels
+        decay = -math.expm1(-1.0 / a)
+        b = span / -math.expm1(-device.pulse_levels / a)
+        pm[PM_C0] = b * decay
+        pm[PM_C1] = decay
+    pm[PM_MAX_STEP] = device.max_step_frac * span
+    pm[PM_SIGMA] = device.c2c_sigma_frac * span
+    pm[PM_D2D] = device.d2d_step_sigma_frac
+    pm.setflags(write=False)
+    return pm
+
+
 def expected_pulse_table(device: DeviceConfig) -> np.ndarray:
     """The write-verify model's expectations for a cell that needs writing, on a (G_start, G_target) grid, for
     the statistical mode: float64 (3, PULSE_TABLE_GRID, PULSE_TABLE_GRID) over [g_min, g_max] on both axes, planes
-    (mean pulses, mean G during a pulse, mean G at a verify read after a pulse); see
+    (mean pulses, mean harmonic-mean G of a pulse, mean G at a verify read after a pulse); see
     `crossbar.kernels.pulse_table_kernel`. The statistical kernel interpolates it bilinearly.
 
     Why a Monte Carlo of the write-verify kernel itself: the statistical mode then counts the same pulses, on
     average, as simulating them (tests check this), with no separate model to keep in step. Why two axes and not
-    only the distance |G_target - G_start|: clipping at g_min/g_max makes targets at the range ends converge
-    faster (half the noise of a pulse lands on the bound), and those targets are common (the idle cell of each
-    differential pair sits at g_min). Each entry is the mean over PULSE_TABLE_SAMPLES runs with a fixed seed and
-    the first verify read skipped, so entries are >= 1 and continuous towards the diagonal (within `max_step` of
-    the target the first pulse lands at target + noise whatever the distance). Computed once per pulse-model
-    configuration (functools.lru_cache), about 0.1 s.
+    only the distance |G_target - G_start|: clipping at g_min/g_max and a nonlinear step make the count depend on
+    where the write starts. Each entry is the mean over PULSE_TABLE_SAMPLES runs (cells with their own
+    device-to-device step) with a fixed seed and the first verify read skipped. Computed once per pulse-model
+    configuration (functools.lru_cache).
     """
     return _pulse_table(
-        float(device.g_min_us), float(device.g_max_us), device.verify_tolerance_frac, device.max_step_frac,
-        device.c2c_sigma_frac, device.max_pulses,
+        float(device.g_min_us), float(device.g_max_us), device.verify_tolerance_frac,
+        tuple(float(v) for v in pulse_model_params(device)), device.max_pulses,
     )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=32)
-def _pulse_table(
-    g_min: float, g_max: float, tol_frac: float, step_frac: float, c2c_frac: float, max_pulses: int
-) -> np.ndarray:
+def _pulse_table(g_min: float, g_max: float, tol_frac: float, pm: tuple[float, ...], max_pulses: int) -> np.ndarray:
     span = g_max - g_min
     table = pulse_table_kernel(
-        PULSE_TABLE_GRID, PULSE_TABLE_SAMPLES, g_min, g_max, tol_frac * span, step_frac * span, c2c_frac * span,
-        max_pulses, domain_key(0, 0, DOMAIN_TABLE), NORMAL_TABLE,
+        PULSE_TABLE_GRID, PULSE_TABLE_SAMPLES, g_min, g_max, tol_frac * span, np.array(pm), max_pulses,
+        domain_key(0, 0, DOMAIN_TABLE), NORMAL_TABLE,
     )  # fmt: skip
     table.setflags(write=False)
     return table

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossbar.kernels import DRAW_COUNTER, DRAW_PULSE_SHIFT, DRAW_STATISTICAL
+from crossbar.kernels import (
+    DRAW_COUNTER,
+    DRAW_PULSE_SHIFT,
+    DRAW_STATISTICAL,
+    PM_C0,
+    PM_C1,
+    PM_D2D,
+    PM_INCREMENTAL,
+    PM_MAX_STEP,
+    PM_SIGMA,
+)
 from crossbar.rng import NORMAL_TABLE, normal_from_hash_np, splitmix64_np, uniform_from_hash_np
 
 STUCK = 0xFFFF
@@ -23,12 +33,27 @@ def _hash(key: np.uint64, counters: np.ndarray) -> np.ndarray:
         return splitmix64_np(np.uint64(key) ^ counters.astype(np.uint64))
 
 
-def write_verify_cells_np(g, g_target, stuck, active, cells, *, key, tol, max_step, sigma, g_min, g_max, max_pulses):
+def d2d_factor_np(d2d_key, cells, d2d_sigma):
+    """Twin of `_d2d_factor`: fixed per-cell lognormal step multipliers exp(d2d_sigma z - d2d_sigma^2 / 2)."""
+    if d2d_sigma == 0.0:
+        return np.ones(cells.shape[0])
+    z = normal_from_hash_np(_hash(d2d_key, cells), 0).astype(np.float64)
+    return np.exp(d2d_sigma * z - 0.5 * d2d_sigma * d2d_sigma)
+
+
+def harmonic_np(a, b):
+    s = a + b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s > 0.0, 2.0 * a * b / np.where(s > 0.0, s, 1.0), 0.0)
+
+
+def write_verify_cells_np(g, g_target, stuck, active, cells, d2d, *, key, tol, pm, g_min, g_max, max_pulses):
     """Pulse-and-verify loop for flat float64 cell arrays; `active` = needs writing after the first verify read.
 
-    Returns (final G, SET pulses, RESET pulses, sum of mean G over SET pulses, same for RESET, sum of G at the
-    verify reads after pulses).
+    Returns (state after the pulses, SET pulses, RESET pulses, sum of harmonic-mean G over SET pulses, same for
+    RESET, sum of G at the verify reads after pulses).
     """
+    incremental = pm[PM_INCREMENTAL] > 0.5
     g = np.array(g, dtype=np.float64)
     n = g.shape[0]
     n_set = np.zeros(n, dtype=np.int64)
@@ -48,19 +73,45 @@ def write_verify_cells_np(g, g_target, stuck, active, cells, *, key, tol, max_st
         z = normal_from_hash_np(hashes[idx], p % 4).astype(np.float64)
         g_old = g[idx]
         target = g_target[idx]
-        step = np.minimum(np.maximum(target - g_old, -max_step), max_step)
-        g_new = np.minimum(np.maximum(g_old + step + sigma * z, g_min), g_max)
-        g_new = np.where(stuck[idx], g_old, g_new)
-        g_mean = 0.5 * (g_old + g_new)
         up = target > g_old
+        if incremental:
+            dist = np.where(up, g_old - g_min, g_max - g_old)
+            size = np.maximum(d2d[idx] * (pm[PM_C0] - pm[PM_C1] * dist), 0.0)
+            step = np.where(up, size, -size)
+        else:
+            step = np.minimum(np.maximum(target - g_old, -pm[PM_MAX_STEP]), pm[PM_MAX_STEP])
+        g_new = np.minimum(np.maximum(g_old + step + pm[PM_SIGMA] * z, g_min), g_max)
+        g_new = np.where(stuck[idx], g_old, g_new)
+        g_pulse = harmonic_np(g_old, g_new)
         n_set[idx] += up
         n_reset[idx] += ~up
-        s_set[idx] += np.where(up, g_mean, 0.0)
-        s_reset[idx] += np.where(up, 0.0, g_mean)
+        s_set[idx] += np.where(up, g_pulse, 0.0)
+        s_reset[idx] += np.where(up, 0.0, g_pulse)
         s_read[idx] += g_new
         g[idx] = g_new
         idx = idx[np.abs(g_new - target) > tol]
     return g, n_set, n_reset, s_set, s_reset, s_read
+
+
+def programmed_np(g_end, target, cells, *, key, poly_scale, poly_offset, coeffs):
+    """Twin of `_programmed`: max(target + sigma(target) z, 0), or g_end without a fitted error."""
+    if coeffs.shape[0] == 0:
+        return g_end
+    h = _hash(key, (cells.astype(np.uint64) << _SHIFT) | np.uint64(DRAW_STATISTICAL))
+    z = NORMAL_TABLE[(h & np.uint64(0xFFFF)).astype(np.int64)].astype(np.float64)
+    return np.maximum(target + sigma_poly_np(target, poly_scale, poly_offset, coeffs) * z, 0.0)
+
+
+def _row_latency_counts(cells, n_set, n_reset, d_in):
+    """Per row: (max SET pulses of a cell, max RESET pulses of a cell, 1 if any cell visited)."""
+    rows = np.concatenate([cells["rows"], cells["rows"]])
+    max_set = np.zeros(d_in, dtype=np.int64)
+    max_reset = np.zeros(d_in, dtype=np.int64)
+    np.maximum.at(max_set, rows, n_set)
+    np.maximum.at(max_reset, rows, n_reset)
+    visited = np.zeros(d_in, dtype=np.int64)
+    visited[rows] = 1
+    return int(max_set.sum()), int(max_reset.sum()), int(visited.sum())
 
 
 def wear_np(count, pulses, *, ppc, endurance, key, cells):
@@ -115,25 +166,34 @@ def _scatter(cells, g_final, pulses, count_new, g_diff, g_neg, writes_pos, write
 
 
 def write_verify_np(
-    g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in, *, g_min, g_max, tol, max_step,
-    sigma, max_pulses, endurance, ppc, key, write_coef, read_coef, record=True,
+    g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in, *, g_min, g_max, tol, pm,
+    d2d_key, max_pulses, endurance, ppc, key, poly_scale, poly_offset, coeffs, write_coef, read_coef, record=True,
 ):  # fmt: skip
     """Twin of `write_verify_kernel`. Returns (totals dict, pulses_pos, pulses_neg)."""
     cells = _gather(g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed, d_in)
     g0, target = cells["g0"], cells["target"]
     stuck = cells["count"] == STUCK
     active = np.abs(g0 - target) > tol  # first verify read
+    d2d = d2d_factor_np(d2d_key, cells["cells"], pm[PM_D2D])
     g, n_set, n_reset, s_set, s_reset, s_read = write_verify_cells_np(
-        g0, target, stuck, active, cells["cells"], key=key, tol=tol, max_step=max_step, sigma=sigma, g_min=g_min,
-        g_max=g_max, max_pulses=max_pulses,
+        g0, target, stuck, active, cells["cells"], d2d, key=key, tol=tol, pm=pm, g_min=g_min, g_max=g_max,
+        max_pulses=max_pulses,
     )  # fmt: skip
+    done = ~stuck & (np.abs(g - target) <= tol)
+    final = programmed_np(g, target, cells["cells"], key=key, poly_scale=poly_scale, poly_offset=poly_offset,
+                          coeffs=coeffs)  # fmt: skip
+    g = np.where(done, final, g)
     pulses = n_set + n_reset
     count_new = wear_np(cells["count"], pulses, ppc=ppc, endurance=endurance, key=key, cells=cells["cells"])
     pp, pn = _scatter(cells, g, pulses, count_new, g_diff, g_neg, writes_pos, writes_neg, g_diff.shape, record)
+    row_set, row_reset, rows = _row_latency_counts(cells, n_set, n_reset, d_in)
     totals = {
         "cells": int(g0.shape[0]),
         "set": int(n_set.sum()),
         "reset": int(n_reset.sum()),
+        "row_set": row_set,
+        "row_reset": row_reset,
+        "rows": rows,
         "e_set": write_coef * float(s_set.sum()),
         "e_reset": write_coef * float(s_reset.sum()),
         "e_read": read_coef * float(g0.sum() + s_read.sum()),
@@ -141,7 +201,7 @@ def write_verify_np(
     return totals, pp, pn
 
 
-def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, max_step, sigma, max_pulses, key):
+def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, pm, max_pulses, key):
     """Twin of `pulse_table_kernel` (first verify skipped: every cell starts active)."""
     span = g_max - g_min
     grid_i, grid_j = np.divmod(np.arange(n_grid * n_grid), n_grid)
@@ -150,9 +210,11 @@ def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, max_step, sigma, max
     g_target = g_min + span * np.repeat(grid_j, n_samples) / (n_grid - 1)
     cells = point * n_samples + np.tile(np.arange(n_samples), n_grid * n_grid)
     n = cells.shape[0]
+    d2d_key = splitmix64_np(np.uint64(key) ^ np.uint64(0x44324444))
+    d2d = d2d_factor_np(d2d_key, cells, pm[PM_D2D])
     _, n_set, n_reset, s_set, s_reset, s_read = write_verify_cells_np(
-        g_start, g_target, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), cells, key=key, tol=tol,
-        max_step=max_step, sigma=sigma, g_min=g_min, g_max=g_max, max_pulses=max_pulses,
+        g_start, g_target, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), cells, d2d, key=key, tol=tol, pm=pm,
+        g_min=g_min, g_max=g_max, max_pulses=max_pulses,
     )  # fmt: skip
     total = (n_set + n_reset).reshape(n_grid * n_grid, n_samples).sum(axis=1)
     g_pulse = (s_set + s_reset).reshape(n_grid * n_grid, n_samples).sum(axis=1)
@@ -162,6 +224,8 @@ def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, max_step, sigma, max
 
 
 def sigma_poly_np(g, scale, offset, coeffs):
+    if coeffs.shape[0] == 0:
+        return np.zeros(np.shape(g))
     x = g * scale + offset
     acc = np.full(g.shape, coeffs[-1], dtype=np.float64)
     for k in range(coeffs.shape[0] - 2, -1, -1):
@@ -198,9 +262,8 @@ def statistical_np(
     write = np.abs(g0 - target) > tol
     is_set = target > g0
     h = _hash(key, (cells["cells"].astype(np.uint64) << _SHIFT) | np.uint64(DRAW_STATISTICAL))
-    z = NORMAL_TABLE[(h & np.uint64(0xFFFF)).astype(np.int64)].astype(np.float64)
-    sigma = sigma_poly_np(target, poly_scale, poly_offset, coeffs)
-    g_end = np.minimum(np.maximum(target + sigma * z, g_min), g_max)
+    g_end = programmed_np(target, target, cells["cells"], key=key, poly_scale=poly_scale, poly_offset=poly_offset,
+                          coeffs=coeffs)  # fmt: skip
     inv_span = 1.0 / (g_max - g_min)
     expected, g_per_pulse, g_per_read = bilinear_np(pulse_table, (g0 - g_min) * inv_span, (target - g_min) * inv_span)
     n = expected.astype(np.int64)
@@ -215,13 +278,18 @@ def statistical_np(
     n = np.where(write, n, 0)
     sum_pulse = np.where(write, sum_pulse, 0.0)
     sum_read = np.where(write, sum_read, 0.0)
-    g_final = np.where(write, g_end, g0)
+    within = ~write & ~stuck & (coeffs.shape[0] > 0)
+    g_final = np.where(write | within, g_end, g0)
     count_new = wear_np(cells["count"], n, ppc=ppc, endurance=endurance, key=key, cells=cells["cells"])
     pp, pn = _scatter(cells, g_final, n, count_new, g_diff, g_neg, writes_pos, writes_neg, g_diff.shape, record)
+    row_set, row_reset, rows = _row_latency_counts(cells, np.where(is_set, n, 0), np.where(is_set, 0, n), d_in)
     totals = {
         "cells": int(g0.shape[0]),
         "set": int(n[is_set].sum()),
         "reset": int(n[~is_set].sum()),
+        "row_set": row_set,
+        "row_reset": row_reset,
+        "rows": rows,
         "e_set": write_coef * float(sum_pulse[is_set].sum()),
         "e_reset": write_coef * float(sum_pulse[~is_set].sum()),
         "e_read": read_coef * float(g0.sum() + sum_read.sum()),
@@ -235,15 +303,39 @@ def _real_weights(g_diff, d_in):
     return rows, cols, np.arange(d_in * d_out, dtype=np.int64)
 
 
-def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_max, mean_us, sigma_us, key):
+def drift_sigma_np(g, *, model, params, wan, k_read, g_min, g_range):
+    """Twin of `_drift_sigma`."""
+    if model == 1:
+        x = (g - g_min) / g_range
+        i0, i1 = int(params[2]), int(params[5])
+
+        def poly(row):
+            return sigma_poly_np(x, 1.0, 0.0, wan[row])
+
+        s_from = params[0] * poly(i0) + params[1] * poly(i0 + 1)
+        s_to = params[3] * poly(i1) + params[4] * poly(i1 + 1)
+        var = s_to * s_to - s_from * s_from
+    else:
+        lg = np.log10(np.where(g > 1e-6, g, 1e-6))
+        r_from = k_read * lg * params[2]
+        r_to = k_read * lg * params[3]
+        var = params[1] * params[1] + r_to * r_to - params[4] * (params[0] * params[0] + r_from * r_from)
+    return np.sqrt(np.where(var > 0.0, var, 0.0))
+
+
+def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_range, mean_us, model, params, wan, k_read,
+             key):  # fmt: skip
     """Twin of `drift_kernel`."""
     rows, cols, weights = _real_weights(g_diff, d_in)
     h = _hash(key, weights)
     gn32 = g_neg[rows, cols]
     gp0 = (g_diff[rows, cols] + gn32).astype(np.float64)
     gn0 = gn32.astype(np.float64)
-    gp = np.minimum(np.maximum(gp0 + mean_us + sigma_us * normal_from_hash_np(h, 0).astype(np.float64), g_min), g_max)
-    gn = np.minimum(np.maximum(gn0 + mean_us + sigma_us * normal_from_hash_np(h, 1).astype(np.float64), g_min), g_max)
+    kw = {"model": model, "params": params, "wan": wan, "k_read": k_read, "g_min": g_min, "g_range": g_range}
+    sp = drift_sigma_np(gp0, **kw)
+    sn = drift_sigma_np(gn0, **kw)
+    gp = np.maximum(gp0 + mean_us + sp * normal_from_hash_np(h, 0).astype(np.float64), 0.0)
+    gn = np.maximum(gn0 + mean_us + sn * normal_from_hash_np(h, 1).astype(np.float64), 0.0)
     gp = np.where(writes_pos[rows, cols] == STUCK, gp0, gp)
     gn = np.where(writes_neg[rows, cols] == STUCK, gn0, gn)
     moved = (gp != gp0) | (gn != gn0)

@@ -3,6 +3,8 @@ ADC clipping, the transposed MVM and ledger accounting."""
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -180,7 +182,7 @@ def test_read_noise_statistics():
     noisy = analog_mvm(x, state, out_scale, MvmSettings.from_device(device), key=11).double()
     clean = analog_mvm(x[:1], state, out_scale, MvmSettings.from_device(device.replace(read_noise_frac=0.0)), key=0)
     diff = noisy - clean.double()
-    sigma_cell = 0.02 * device.g_max_us
+    sigma_cell = math.sqrt(2.0) * 0.02 * device.g_range_us  # per cell x sqrt(2) for the pair, relative to the range
     m = float(x_one.abs().max())
     expected_sd = sigma_cell * float(torch.sqrt(((x_one.double() / m) ** 2).sum())) * m * out_scale.double()
     sd = diff.std(dim=0)

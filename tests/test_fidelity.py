@@ -1,0 +1,134 @@
+"""benchmarks/fidelity.py's rows at small sizes: every model agrees with the source it cites (seeded; sigma within
+10 %, pulse counts within 20 %, drift sigma within 10 %), and the IR-drop model against an exact nodal solve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fidelity  # noqa: E402
+from naive_ir_drop import nodal_weight_outputs  # noqa: E402
+
+from crossbar.ir_drop import ir_drop_conductances  # noqa: E402
+from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference  # noqa: E402
+from crossbar.presets import device_preset  # noqa: E402
+from crossbar.state import ArrayState  # noqa: E402
+
+
+def _assert_rows(rows) -> None:
+    checked = [r for r in rows if r.tolerance is not None]
+    assert checked
+    bad = [(r.group, r.item, r.ours, r.source) for r in checked if not r.ok]
+    assert not bad, bad
+
+
+def test_programming_sigma_at_levels_matches_fits() -> None:
+    # 64 x 64 = 4096 cells per level: the sample sigma's relative error is ~1/sqrt(2 * 4096) = 1.1 % (<< 10 %)
+    _assert_rows(fidelity.sigma_rows(64, 64, seed=1))
+
+
+def test_weight_error_of_a_random_matrix_matches_fits() -> None:
+    _assert_rows(fidelity.weight_error_rows(32, 128, seed=2))
+
+
+def test_pulse_counts_match_neurosim_formula() -> None:
+    rows = fidelity.pulse_rows(32, 64, seed=3)
+    _assert_rows(rows)
+    lora = [r for r in rows if r.group == "write energy neurosim_rram" and "LoRA" in r.item][0]
+    assert lora.ours == pytest.approx(lora.source, rel=0.1)  # per pulse ~ per write for small, mid-range writes
+
+
+def test_drift_matches_fits() -> None:
+    _assert_rows(fidelity.drift_rows(64, 64, seed=4))
+    wan_means = [r for r in fidelity.drift_rows(64, 64, seed=5) if r.group == "drift mean reram_wan2022"]
+    assert all(abs(r.ours) < 0.05 for r in wan_means)  # no mean shift: no shrinking weights
+
+
+def test_read_noise_matches_w_noise_convention() -> None:
+    _assert_rows(fidelity.read_noise_rows(2000, seed=6))
+
+
+def test_source_formulas_by_hand() -> None:
+    assert fidelity.aihwkit_wan_sigma(np.array(40.0)) == pytest.approx(1.103)
+    assert fidelity.crosssim_milo_sigma(np.array(600.0)) == 0.0
+    neurosim = device_preset("neurosim_rram")
+    pulses, _ = fidelity.neurosim_write(np.array([1.0, 2.0]), np.array([3.0, 2.01]), neurosim)
+    delta = neurosim.g_range_us / 60
+    assert pulses[0] == np.ceil(2.0 / delta) and pulses[1] == 0.0
+    # clamped rms of a normal at 0 with its mean at the clamp: sqrt(1/2) sigma
+    assert fidelity.clamped_rms(np.array(0.0), np.array(2.0)) == pytest.approx(2.0 * np.sqrt(0.5))
+
+
+# --- IR drop ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "m", "r_ohm"), [(4, 3, 1.0), (16, 8, 2.1), (24, 24, 0.5)])
+def test_first_order_ir_drop_against_nodal_solve(n, m, r_ohm) -> None:
+    """Small r G n^2: the first-order model's error is second order (<< the IR drop itself)."""
+    rng = np.random.default_rng(n)
+    gp, gn = rng.uniform(0, 40, (n, m)), rng.uniform(0, 40, (n, m))
+    x = rng.uniform(-1, 1, (5, n))
+    exact = nodal_weight_outputs(gp, gn, x, r_ohm)
+    ep, en = ir_drop_conductances(gp[None], gn[None], r_ohm, m)
+    first = x @ (ep[0] - en[0])
+    ideal = x @ (gp - gn)
+    drop = np.abs(ideal - exact).max()
+    assert drop > 0
+    assert np.abs(first - exact).max() < 0.1 * drop
+
+
+def test_ir_drop_tiles_and_nodal_limit() -> None:
+    """Column tiles are separate arrays (the row wire restarts); r -> 0 gives the ideal conductances."""
+    rng = np.random.default_rng(0)
+    gp, gn = rng.uniform(0, 40, (1, 8, 6)), rng.uniform(0, 40, (1, 8, 6))
+    ep, en = ir_drop_conductances(gp, gn, 1.0, 3)
+    ep_a, en_a = ir_drop_conductances(gp[:, :, :3], gn[:, :, :3], 1.0, 3)
+    np.testing.assert_allclose(ep[:, :, :3], ep_a)
+    np.testing.assert_allclose(en[:, :, :3], en_a)
+    zp, _ = ir_drop_conductances(gp, gn, 0.0, 3)
+    np.testing.assert_allclose(zp, gp)
+    x = rng.uniform(-1, 1, (2, 8))
+    tiny = nodal_weight_outputs(gp[0], gn[0], x, 1e-6)
+    np.testing.assert_allclose(tiny, x @ (gp[0] - gn[0]), rtol=1e-4, atol=1e-6)
+
+
+def test_mvm_applies_ir_drop_only_when_wired() -> None:
+    device = device_preset("reram_wan2022", dac_bits=None, adc_bits=None, read_noise_frac=0.0, tile_rows=16,
+                           tile_cols=8)  # fmt: skip
+    rng = np.random.default_rng(1)
+    state = ArrayState.fresh(16, 8, device)
+    state.g_neg_us[...] = rng.uniform(0, 20, state.g_neg_us.shape).astype(np.float32)
+    state.g_diff_us[...] = rng.uniform(-20, 20, state.g_diff_us.shape).astype(np.float32)
+    x = torch.from_numpy(rng.uniform(-1, 1, (4, 16)).astype(np.float32))
+    x[:, 0] = 1.0  # max |x| = 1: the DAC's normalisation leaves x unchanged
+    ones = torch.ones(8)
+    plain = analog_mvm(x, state, ones, MvmSettings.from_device(device), key=0)
+    wired = device.replace(wire_resistance_ohm=2.0)
+    settings = MvmSettings.from_device(wired)
+    y = analog_mvm(x, state, ones, settings, key=0)
+    ref = analog_mvm_reference(x, state, ones, settings, key=0)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4)
+    exact = nodal_weight_outputs(state.g_pos_us()[0].astype(np.float64), state.g_neg_us[0].astype(np.float64),
+                                 x.double().numpy(), 2.0)  # fmt: skip
+    assert np.abs(y.numpy() - exact).max() < 0.2 * np.abs(plain.numpy() - exact).max()
+    assert device_preset("reram_wan2022").wire_resistance_ohm == 0.0  # off without wire data
+
+
+def test_output_noise_adds_in_quadrature() -> None:
+    """out_noise_frac: one Gaussian draw per tile column and vector, sigma out_noise * range, on top of read
+    noise (aihwkit IOParameters.out_noise)."""
+    device = device_preset("reram_wan2022", dac_bits=None, adc_bits=None, tile_rows=32, read_noise_frac=0.01,
+                           out_noise_frac=0.05)  # fmt: skip
+    state = ArrayState.fresh(32, 4, device)
+    x_one = np.zeros(32, dtype=np.float32)
+    x_one[:4] = 1.0
+    x = torch.from_numpy(np.tile(x_one, (20000, 1)))
+    y = analog_mvm(x, state, torch.ones(4), MvmSettings.from_device(device), key=3).double()
+    expected = np.sqrt((np.sqrt(2) * 0.01 * 40.0) ** 2 * 4 + (0.05 * 40.0) ** 2)
+    assert y.std(dim=0).numpy() == pytest.approx(np.full(4, expected), rel=0.03)
+    ref = analog_mvm_reference(x[:8], state, torch.ones(4), MvmSettings.from_device(device), key=3)
+    torch.testing.assert_close(analog_mvm(x[:8], state, torch.ones(4), MvmSettings.from_device(device), key=3), ref,
+                               rtol=1e-5, atol=1e-4)  # fmt: skip
