@@ -204,7 +204,7 @@ def test_bank_programming_and_calibration_are_recorded_in_their_phases() -> None
     from crossbar.scheme import input_activity
 
     d, width = 16, 6
-    device = programmed.layers["blocks.0.q"].a.device
+    device = programmed.layers["blocks.0.q"].a.array_config
     cycles = device.scheme.cycles(device.dac_bits)
     a = programmed.layers["blocks.0.q"].a.programmed_weight()
 
