@@ -46,8 +46,8 @@ def main() -> None:
             start = time.perf_counter()
             result = subprocess.run(command, capture_output=True, text=True, env=env)
             walls[n] = time.perf_counter() - start
-            if result.returncode != 0:
-                sys.exit(f"study run with {n} worker(s) failed:\n{result.stderr[-3000:]}")
+            if result.returncode != 0 or not (out / "metrics.csv").is_file():
+                sys.exit(f"study run with {n} worker(s) failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
             metrics[n] = (out / "metrics.csv").read_bytes()
             units = len(json.loads((out / "results.json").read_text())["units"])
             print(json.dumps({"scenario": args.scenario, "workers": n, "wall_s": round(walls[n], 1), "units": units,
