@@ -29,7 +29,7 @@ from crossbar.mvm import (
     MvmSettings,
     analog_mvm,
     analog_mvm_transposed,
-    conductance_sum_us,
+    conductance_sums,
     partial_sum_abs_max,
     record_mvm,
 )
@@ -38,6 +38,7 @@ from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
 from crossbar.rng import derive_seed, mix_seed
+from crossbar.scheme import ConductanceSums
 from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
 
@@ -137,7 +138,7 @@ class AnalogLinear(nn.Module):
         self.drift_calls = 0
         self.drift_seed = seed
         self._t_s = 0.0
-        self._g_sum_us: float | None = None
+        self._g_sums: ConductanceSums | None = None
         self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
 
     # --- module state -------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class AnalogLinear(nn.Module):
         where = self._where()
         for buffer in _STATE_BUFFERS:
             setattr(self, buffer, torch.from_numpy(getattr(state, buffer)).to(where))
-        self._g_sum_us = None
+        self._g_sums = None
 
     def _where(self) -> torch.device:
         """The torch device of the layer's tensors (CPU until moved)."""
@@ -175,7 +176,7 @@ class AnalogLinear(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
         # remember where an empty layer was moved, so that the arrays it programs later land there too
         self._device_hint = fn(torch.empty(0)).device
-        self._g_sum_us = None
+        self._g_sums = None
         return super()._apply(fn, recurse)
 
     @contextlib.contextmanager
@@ -185,7 +186,7 @@ class AnalogLinear(nn.Module):
         yield state
         if self.g_diff_us.device.type != "cpu":
             self._set_state(state)
-        self._g_sum_us = None
+        self._g_sums = None
 
     def _require_state_any(self) -> ArrayState:
         """The arrays as an ArrayState on the CPU (views there, copies from another device)."""
@@ -217,7 +218,7 @@ class AnalogLinear(nn.Module):
         for key in ("adc_full_scale", "adc_full_scale_transposed"):
             value = state[key]
             setattr(self, key, None if value is None else float(value))  # type: ignore[arg-type]
-        self._g_sum_us = None
+        self._g_sums = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # noqa: ANN001 - nn.Module's hook signature  # fmt: skip
@@ -246,7 +247,7 @@ class AnalogLinear(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        self._g_sum_us = None
+        self._g_sums = None
         self._settings_cache = None
 
     # --- construction --------------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class AnalogLinear(nn.Module):
 
     def _after_write(self) -> None:
         self._t_s = 0.0
-        self._g_sum_us = None
+        self._g_sums = None
 
     def programmed_weight(self) -> torch.Tensor:
         """(out, in) float32: what the cells hold, as weights ((G+ - G-) * out_scale), noise-free; on the layer's
@@ -382,7 +383,7 @@ class AnalogLinear(nn.Module):
                 stream=self.drift_calls - 1,
             )  # fmt: skip
         self._t_s = float(t_s)
-        self._g_sum_us = None
+        self._g_sums = None
 
     @property
     def time_s(self) -> float:
@@ -426,8 +427,9 @@ class AnalogLinear(nn.Module):
             y = self._forward_analog(x2.detach(), state, bias)
         if self.ledger is not None:
             record_mvm(
-                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-                n_vectors=x2.shape[0], g_sum_us=self._conductance_sum(state), bias=bias is not None,
+                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features,
+                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(state),
+                inputs=x2.detach().cpu(), bias=bias is not None,
             )  # fmt: skip
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
@@ -446,7 +448,7 @@ class AnalogLinear(nn.Module):
             d2, state, self.out_scale.cpu(), settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
         )
         if record:
-            self._record_transposed(d2.shape[0], state)
+            self._record_transposed(d2, state)
         return y
 
     def _transposed_exact(self, d2: torch.Tensor, state: ArrayState) -> torch.Tensor:
@@ -454,20 +456,25 @@ class AnalogLinear(nn.Module):
         g = self.g_diff_us.reshape(-1, self.out_features)[: self.in_features]
         scaled = d2.to(device=g.device, dtype=torch.float32) * self.out_scale.to(torch.float32)[None, :]
         y = (scaled @ g.T).cpu()
-        self._record_transposed(d2.shape[0], state)
+        self._record_transposed(d2, state)
         return y
 
-    def _record_transposed(self, n_vectors: int, state: ArrayState) -> None:
+    def _record_transposed(self, d2: torch.Tensor, state: ArrayState) -> None:
         if self.ledger is not None:
-            self.record_reads(n_vectors, self.ledger, transposed=True)
+            scaled = d2.detach().cpu().to(torch.float32) * self.out_scale.cpu().to(torch.float32)[None, :]  # DAC input
+            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)
 
-    def record_reads(self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False) -> None:
+    def record_reads(
+        self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False, inputs: torch.Tensor | None = None
+    ) -> None:
         """Record what `n_vectors` MVMs (or transposed MVMs) on this array cost, without running them: for
         read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
-        random streams or its ADC calibration."""
+        random streams or its ADC calibration. `inputs` as the DAC sees them prices the cells actually conducting;
+        without them every line counts as driven at full scale (`crossbar.mvm.record_mvm`)."""
         record_mvm(
             ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-            n_vectors=n_vectors, g_sum_us=self._conductance_sum(self._require_state()), transposed=transposed,
+            n_vectors=n_vectors, conductance=self._conductance_sums(self._require_state()), inputs=inputs,
+            transposed=transposed,
         )  # fmt: skip
 
     def _settings(self, full_scale: float) -> MvmSettings:
@@ -496,10 +503,10 @@ class AnalogLinear(nn.Module):
         self.noise_calls += 1
         return int(mix_seed(self.noise_seed, self.noise_calls - 1))
 
-    def _conductance_sum(self, state: ArrayState) -> float:
-        if self._g_sum_us is None:
-            self._g_sum_us = conductance_sum_us(state)
-        return self._g_sum_us
+    def _conductance_sums(self, state: ArrayState) -> ConductanceSums:
+        if self._g_sums is None:
+            self._g_sums = conductance_sums(state)
+        return self._g_sums
 
     def _require_state(self) -> ArrayState:
         """The arrays for the MVM: raise unless programmed; NumPy views on the CPU, CPU copies from another device
