@@ -46,7 +46,7 @@ import torch
 from crossbar import analog_layers, device_preset
 from crossbar.hf import HFLogits, convert_and_program, random_hf_model
 from energy import Ledger
-from fusion import AdaptSettings, LoRABank, attach_fusion, program_bank, t5_attention_shapes
+from fusion import FusionConfig, LoRABank, attach_fusion, program_bank, t5_attention_shapes
 from fusion.loop import ParamGroup, train_loop
 from fusion.params import count_trainable
 
@@ -183,7 +183,7 @@ def run(
     )
     result.bytes_held["calibration"] = sum(4 * arrays.calibration.sram_words for arrays in programmed.layers.values())
 
-    settings = AdaptSettings()
+    settings = FusionConfig()
     adapt_scope = ledger.scope(phase="adapt", task="scale", method="fusion")
     start = time.perf_counter()
     fused = attach_fusion(
@@ -192,8 +192,8 @@ def run(
     phase_done("attach_fusion", start)
     groups = [
         ParamGroup(
-            "coefficients", list(fused.coefficients.values()), lr=settings.coef_lr,
-            weight_decay=settings.coef_weight_decay, l1=settings.coef_l1, keep_best=True,
+            "coefficients", list(fused.coefficients.values()), lr=settings.coefficient_lr,
+            weight_decay=settings.weight_decay, l1=settings.l1, keep_best=True,
         ),
         ParamGroup("magnitude", fused.magnitudes(), lr=settings.magnitude_lr),
     ]  # fmt: skip

@@ -7,38 +7,47 @@ do not install both in one environment.
 """
 
 from crossbar.device import DeviceConfig
-from crossbar.layers import AnalogLinear, analog_layers, convert_to_analog, drift, layer_seed, program, record_to
+from crossbar.layers import AnalogLinear, analog_layers, convert_to_analog, drift, layer_seed, program, record_all_to
 from crossbar.mapping import Targets, map_weights, state_weights
 from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
 from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
 from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
 from crossbar.programming import ProgramReport, program_state
+from crossbar.protocols import AnalogLayer, Recording
+from crossbar.rng import derive_seed
+from crossbar.selection import block_of, literal_pattern, name_matcher
 from crossbar.state import STUCK, ArrayState
 
 __all__ = [
     "DEFAULT_DEVICE_PRESET",
     "DEVICE_PRESETS",
     "STUCK",
+    "AnalogLayer",
     "AnalogLinear",
     "ArrayState",
     "DeviceConfig",
     "MvmSettings",
     "ProgramReport",
+    "Recording",
     "Targets",
     "analog_layers",
     "analog_mvm",
     "analog_mvm_reference",
     "analog_mvm_transposed",
     "apply_drift",
+    "block_of",
     "convert_to_analog",
+    "derive_seed",
     "device_preset",
     "drift",
     "fabricate_faults",
     "layer_seed",
+    "literal_pattern",
     "map_weights",
+    "name_matcher",
     "program",
     "program_state",
     "programming_sigma_us",
-    "record_to",
+    "record_all_to",
     "state_weights",
 ]

@@ -20,7 +20,6 @@ transformers is an optional dependency (`pip install -e ".[hf]"`). Nothing here 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 from crossbar.device import DeviceConfig
 from crossbar.layers import AnalogLinear, BackwardMode, _is_hf_conv1d, convert_to_analog
 from crossbar.programming import ProgramReport
+from crossbar.selection import block_of, literal_pattern, name_matcher
 from energy import LedgerScope
 
 __all__ = [
@@ -138,21 +138,6 @@ def random_hf_model(
     return model.eval()
 
 
-def _literal(name: str) -> str:
-    """An fnmatch pattern matching exactly `name`."""
-    return "".join(f"[{ch}]" if ch in "*?[]" else ch for ch in name)
-
-
-def _block_of(name: str) -> str:
-    """The transformer block a layer belongs to: its name up to the first all-digit component (`encoder.block.3`);
-    a layer outside numbered blocks (`lm_head`) is a group of its own."""
-    parts = name.split(".")
-    for index, part in enumerate(parts):
-        if part.isdigit():
-            return ".".join(parts[: index + 1])
-    return name
-
-
 def convert_and_program(
     model: nn.Module,
     device: DeviceConfig | None = None,
@@ -170,26 +155,20 @@ def convert_and_program(
     identical; only the memory profile differs: a block's float32 originals are released (if nothing else holds
     them) and its programming targets dropped before the next block is converted, so the peak is about the
     programmed state (12 bytes per weight) plus one block, not the state plus a float32 copy of the whole model."""
-    for arg, patterns in (("include", include), ("exclude", exclude)):
-        if patterns is not None and (isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns)):
-            raise ValueError(f"{arg} must be a list of fnmatch patterns (strings), got {patterns!r}")
-
-    def selected(name: str) -> bool:
-        if include is not None and not any(fnmatch.fnmatchcase(name, p) for p in include):
-            return False
-        return not (exclude is not None and any(fnmatch.fnmatchcase(name, p) for p in exclude))
+    selected = name_matcher(include, exclude)
 
     names = [name for name in linear_layer_names(model) if selected(name)]
     if include is not None and not names:
         raise ValueError(f"include patterns {list(include)} matched no nn.Linear (or Conv1D) module")
     groups: dict[str, list[str]] = {}
     for name in names:
-        groups.setdefault(_block_of(name), []).append(name)
+        groups.setdefault(block_of(name), []).append(name)
     total = ProgramReport.empty()
     for group in groups.values():
         convert_to_analog(
-            model, device, include=[_literal(n) for n in group], seed=seed, inplace=True, backward_mode=backward_mode
-        )
+            model, device, include=[literal_pattern(n) for n in group], seed=seed, inplace=True,
+            backward_mode=backward_mode,
+        )  # fmt: skip
         for name in group:
             layer = model.get_submodule(name)
             if not isinstance(layer, AnalogLinear):  # pragma: no cover - convert_to_analog just put it there

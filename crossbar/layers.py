@@ -6,15 +6,16 @@ names. The analog weights never get gradients; the input does, through a straigh
 transposed MVM uses the programmed weights (see `AnalogLinear.backward_mode`).
 
 Model level: `convert_to_analog` swaps `nn.Linear` modules by qualified name (fnmatch patterns), `program` and
-`drift` act on every analog layer, `record_to` points every layer's MVM recording at one ledger scope.
+`drift` act on every analog layer, `record_all_to` points every recording module of a model (analog arrays, and the
+digital modules of `fusion` and `scenarios` that hold a `ledger`) at one ledger scope.
+
+The layer's device config is `array_config`; `device`, as everywhere in torch, is where its tensors live.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import fnmatch
-import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -36,10 +37,21 @@ from crossbar.mvm import (
 from crossbar.noise import apply_drift, fabricate_faults
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
+from crossbar.protocols import Recording
+from crossbar.rng import derive_seed
+from crossbar.selection import name_matcher
 from crossbar.state import ArrayState
 from energy import LedgerScope
 
-__all__ = ["AnalogLinear", "analog_layers", "convert_to_analog", "drift", "layer_seed", "program", "record_to"]
+__all__ = [
+    "AnalogLinear",
+    "analog_layers",
+    "convert_to_analog",
+    "drift",
+    "layer_seed",
+    "program",
+    "record_all_to",
+]
 
 BackwardMode = Literal["exact", "analog"]
 
@@ -66,7 +78,7 @@ class AnalogLinear(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        device: DeviceConfig | None = None,
+        array_config: DeviceConfig | None = None,
         *,
         bias: bool = True,
         seed: int = 0,
@@ -77,9 +89,9 @@ class AnalogLinear(nn.Module):
         for field, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field} must be an int >= 1, got {value!r}")
-        device = device_preset() if device is None else device
-        if not isinstance(device, DeviceConfig):
-            raise ValueError(f"device must be a DeviceConfig, got {type(device).__name__}")
+        array_config = device_preset() if array_config is None else array_config
+        if not isinstance(array_config, DeviceConfig):
+            raise ValueError(f"array_config must be a DeviceConfig, got {type(array_config).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if not isinstance(name, str):
@@ -88,7 +100,8 @@ class AnalogLinear(nn.Module):
             raise ValueError(f"backward_mode must be 'exact' or 'analog', got {backward_mode!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.device = device
+        self.array_config = array_config
+        """The simulated device and peripherals of the arrays (torch's `device` is where tensors live)."""
         self.seed = seed
         self.name = name
         self.backward_mode: BackwardMode = backward_mode
@@ -100,7 +113,7 @@ class AnalogLinear(nn.Module):
         self.register_buffer("out_scale", None)
         self.state: ArrayState | None = None
         self.ledger: LedgerScope | None = None
-        self.adc_full_scale: float | None = device.adc_full_scale if device.adc_range == "fixed" else None
+        self.adc_full_scale: float | None = array_config.adc_full_scale if array_config.adc_range == "fixed" else None
         """Forward ADC range (normalised units); None until calibrated when adc_range is "calibrated"."""
         self.adc_full_scale_transposed: float | None = self.adc_full_scale
         self._target: torch.Tensor | None = None
@@ -118,7 +131,7 @@ class AnalogLinear(nn.Module):
         cls,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
-        device: DeviceConfig | None = None,
+        array_config: DeviceConfig | None = None,
         *,
         seed: int = 0,
         name: str = "",
@@ -127,7 +140,7 @@ class AnalogLinear(nn.Module):
         """An unprogrammed layer holding `weight` (out, in) as its programming target and `bias` (frozen)."""
         weight = _check_weight(weight, None, "weight")
         layer = cls(
-            weight.shape[1], weight.shape[0], device, bias=bias is not None, seed=seed, name=name,
+            weight.shape[1], weight.shape[0], array_config, bias=bias is not None, seed=seed, name=name,
             backward_mode=backward_mode,
         )  # fmt: skip
         layer._target = weight
@@ -142,7 +155,7 @@ class AnalogLinear(nn.Module):
     def from_linear(
         cls,
         linear: nn.Linear,
-        device: DeviceConfig | None = None,
+        array_config: DeviceConfig | None = None,
         *,
         seed: int = 0,
         name: str = "",
@@ -151,7 +164,9 @@ class AnalogLinear(nn.Module):
         """An unprogrammed copy of `linear` (its weight as the target, its bias frozen)."""
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        return cls.from_weight(linear.weight, linear.bias, device, seed=seed, name=name, backward_mode=backward_mode)
+        return cls.from_weight(
+            linear.weight, linear.bias, array_config, seed=seed, name=name, backward_mode=backward_mode
+        )
 
     # --- programming ---------------------------------------------------------------------------------------
     @property
@@ -187,14 +202,14 @@ class AnalogLinear(nn.Module):
             report = self._program_new_array(weight, ledger)
             self._target = None
             return report
-        targets = map_weights(weight.numpy(), self.device, self.state)
+        targets = map_weights(weight.numpy(), self.array_config, self.state)
         changed = None
         if previous_weight is not None:
             previous = _check_weight(previous_weight, (self.out_features, self.in_features), "previous_weight")
-            before = map_weights(previous.numpy(), self.device, self.state)
+            before = map_weights(previous.numpy(), self.array_config, self.state)
             changed = (targets.pos_us != before.pos_us) | (targets.neg_us != before.neg_us)
         report = program_state(
-            self.state, targets, self.device, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
+            self.state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
             layer=self.name, changed=changed,
         )  # fmt: skip
         self.out_scale = torch.from_numpy(targets.out_scale.copy())
@@ -202,11 +217,11 @@ class AnalogLinear(nn.Module):
         return report
 
     def _program_new_array(self, weight: torch.Tensor, ledger: LedgerScope | None) -> ProgramReport:
-        state = ArrayState.fresh(self.in_features, self.out_features, self.device)
-        fabricate_faults(state, self.device, seed=self.seed)
-        targets = map_weights(weight.numpy(), self.device, state)
+        state = ArrayState.fresh(self.in_features, self.out_features, self.array_config)
+        fabricate_faults(state, self.array_config, seed=self.seed)
+        targets = map_weights(weight.numpy(), self.array_config, state)
         report = program_state(
-            state, targets, self.device, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
+            state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
             layer=self.name,
         )  # fmt: skip
         self.state = state
@@ -234,7 +249,7 @@ class AnalogLinear(nn.Module):
             raise ValueError(f"t_s must be a finite number >= the layer's current time {self._t_s} s, got {t_s!r}")
         self._drift_calls += 1
         apply_drift(
-            state, self.device, t_from_s=self._t_s, t_to_s=float(t_s), seed=self._drift_seed,
+            state, self.array_config, t_from_s=self._t_s, t_to_s=float(t_s), seed=self._drift_seed,
             stream=self._drift_calls - 1,
         )  # fmt: skip
         self._t_s = float(t_s)
@@ -265,8 +280,8 @@ class AnalogLinear(nn.Module):
     def calibrate_adc(self, x: torch.Tensor) -> None:
         """Set the forward ADC full scale to the largest |tile partial sum| of batch `x` (normalised units), for
         devices with adc_range="calibrated"."""
-        if self.device.adc_range != "calibrated":
-            raise ValueError(f"calibrate_adc needs device.adc_range='calibrated', got {self.device.adc_range!r}")
+        if self.array_config.adc_range != "calibrated":
+            raise ValueError(f"calibrate_adc needs device.adc_range='calibrated', got {self.array_config.adc_range!r}")
         state = self._require_state()
         self.adc_full_scale = self._calibrated(_flatten(x, self.in_features, "x"), state, transposed=False)
 
@@ -282,7 +297,7 @@ class AnalogLinear(nn.Module):
             y = self._forward_analog(x2.detach(), state, bias)
         if self.ledger is not None:
             record_mvm(
-                self.ledger, layer=self.name, device=self.device, d_in=self.in_features, d_out=self.out_features,
+                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
                 n_vectors=x2.shape[0], g_sum_us=self._conductance_sum(state), bias=bias is not None,
             )  # fmt: skip
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
@@ -298,7 +313,7 @@ class AnalogLinear(nn.Module):
             self.adc_full_scale_transposed = self._calibrated(d2, state, transposed=True)
         settings = self._settings(self.adc_full_scale_transposed)
         y = analog_mvm_transposed(
-            d2, state, self.out_scale, settings, key=self._next_key(), tile_cols=self.device.tile_cols
+            d2, state, self.out_scale, settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
         )
         if record:
             self._record_transposed(d2.shape[0], state)
@@ -321,22 +336,22 @@ class AnalogLinear(nn.Module):
         read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
         random streams or its ADC calibration."""
         record_mvm(
-            ledger, layer=self.name, device=self.device, d_in=self.in_features, d_out=self.out_features,
+            ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
             n_vectors=n_vectors, g_sum_us=self._conductance_sum(self._require_state()), transposed=transposed,
         )  # fmt: skip
 
     def _settings(self, full_scale: float) -> MvmSettings:
-        key = (self.device, full_scale)
+        key = (self.array_config, full_scale)
         if self._settings_cache is None or self._settings_cache[0] != key:
-            self._settings_cache = (key, MvmSettings.from_device(self.device, full_scale))
+            self._settings_cache = (key, MvmSettings.from_device(self.array_config, full_scale))
         return self._settings_cache[1]
 
     def _calibrated(self, x2: torch.Tensor, state: ArrayState, *, transposed: bool) -> float:
-        settings = MvmSettings.from_device(self.device)
+        settings = MvmSettings.from_device(self.array_config)
         peak = partial_sum_abs_max(
-            x2, state, self.out_scale, settings, transposed=transposed, tile_cols=self.device.tile_cols
+            x2, state, self.out_scale, settings, transposed=transposed, tile_cols=self.array_config.tile_cols
         )
-        return peak if peak > 0 else self.device.adc_full_scale
+        return peak if peak > 0 else self.array_config.adc_full_scale
 
     def reseed_noise(self, seed: int) -> None:
         """Restart the read-noise and drift streams from `seed` (e.g. independent draws per evaluation repeat)."""
@@ -366,12 +381,12 @@ class AnalogLinear(nn.Module):
         return self.state
 
     def extra_repr(self) -> str:
-        n_row_tiles = -(-self.in_features // self.device.tile_rows)
-        n_col_tiles = -(-self.out_features // self.device.tile_cols)
+        n_row_tiles = -(-self.in_features // self.array_config.tile_rows)
+        n_col_tiles = -(-self.out_features // self.array_config.tile_cols)
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"device={self.device.name}, tiles={n_row_tiles}x{n_col_tiles} of {self.device.tile_rows}x"
-            f"{self.device.tile_cols}, programmed={self.programmed}"
+            f"device={self.array_config.name}, tiles={n_row_tiles}x{n_col_tiles} of {self.array_config.tile_rows}x"
+            f"{self.array_config.tile_cols}, programmed={self.programmed}"
         )
 
 
@@ -423,14 +438,13 @@ def _check_weight(weight: torch.Tensor, shape: tuple[int, int] | None, name: str
 
 
 def layer_seed(seed: int, name: str) -> int:
-    """Deterministic per-layer seed from a model seed and the layer's qualified name (stable across runs)."""
-    digest = hashlib.blake2b(f"{int(seed)}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+    """Deterministic per-layer seed from a model seed and the layer's qualified name (`derive_seed`)."""
+    return derive_seed(seed, "layer", name)
 
 
 def convert_to_analog(
     model: nn.Module,
-    device: DeviceConfig | None = None,
+    array_config: DeviceConfig | None = None,
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
@@ -444,27 +458,20 @@ def convert_to_analog(
     `nn.MultiheadAttention` are left digital: that module reads their weights directly instead of calling them.
     A model that is itself an `nn.Linear` is converted under the name "". Hugging Face GPT-2-style `Conv1D`
     layers (a linear layer storing its weight as (in, out)) are converted like `nn.Linear`, weight transposed."""
-    for arg, patterns in (("include", include), ("exclude", exclude)):
-        if patterns is not None and (isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns)):
-            raise ValueError(f"{arg} must be a list of fnmatch patterns (strings), got {patterns!r}")
+    selected = name_matcher(include, exclude)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
 
-    def selected(name: str) -> bool:
-        if include is not None and not any(fnmatch.fnmatchcase(name, p) for p in include):
-            return False
-        return not (exclude is not None and any(fnmatch.fnmatchcase(name, p) for p in exclude))
-
     def analog(name: str, linear: nn.Module) -> AnalogLinear:
         if _is_hf_conv1d(linear):  # y = x W + b with W stored (in, out): the array holds W^T like nn.Linear's
             return AnalogLinear.from_weight(
-                linear.weight.detach().T.contiguous(), linear.bias, device, seed=layer_seed(seed, name), name=name,
-                backward_mode=backward_mode,
+                linear.weight.detach().T.contiguous(), linear.bias, array_config, seed=layer_seed(seed, name),
+                name=name, backward_mode=backward_mode,
             )  # fmt: skip
         return AnalogLinear.from_linear(
-            linear, device, seed=layer_seed(seed, name), name=name, backward_mode=backward_mode
+            linear, array_config, seed=layer_seed(seed, name), name=name, backward_mode=backward_mode
         )
 
     if isinstance(model, nn.Linear) or _is_hf_conv1d(model):
@@ -514,16 +521,18 @@ def drift(model: nn.Module, t_s: float) -> None:
 
 
 @contextlib.contextmanager
-def record_to(model: nn.Module, ledger: LedgerScope | None) -> Iterator[nn.Module]:
-    """Within the block, every `AnalogLinear` of `model` records its MVMs into `ledger`; restored afterwards."""
+def record_all_to(model: nn.Module, ledger: LedgerScope | None) -> Iterator[nn.Module]:
+    """Within the block, every module of `model` that records (`crossbar.protocols.Recording`: it has a `ledger`
+    attribute) records into `ledger`: the analog arrays' MVMs, and the digital work of fusion's modules and of
+    model blocks that count their own arithmetic. The previous values are restored afterwards."""
     if ledger is not None and not isinstance(ledger, LedgerScope):
         raise ValueError(f"ledger must be a LedgerScope or None, got {type(ledger).__name__}")
-    layers = [layer for _, layer in analog_layers(model)]
-    previous = [layer.ledger for layer in layers]
-    for layer in layers:
-        layer.ledger = ledger
+    modules = [module for module in model.modules() if isinstance(module, Recording)]
+    previous = [module.ledger for module in modules]
+    for module in modules:
+        module.ledger = ledger
     try:
         yield model
     finally:
-        for layer, before in zip(layers, previous):
-            layer.ledger = before
+        for module, before in zip(modules, previous):
+            module.ledger = before

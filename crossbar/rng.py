@@ -13,12 +13,15 @@ probability of 1e-5 in both tails together). Four normals come from one 64-bit h
 
 from __future__ import annotations
 
+import hashlib
+
 import numba
 import numpy as np
 from scipy.special import ndtri
 
 __all__ = [
     "NORMAL_TABLE",
+    "derive_seed",
     "mix_seed",
     "normal_from_hash_np",
     "splitmix64",
@@ -82,3 +85,16 @@ def normal_from_hash_np(h: np.ndarray, lane: int) -> np.ndarray:
     """NumPy twin of the kernels' normal draw: lane k (0..3) uses bits 16k..16k+15 of the hash."""
     index = (np.asarray(h, dtype=np.uint64) >> np.uint64(16 * lane)) & np.uint64(0xFFFF)
     return NORMAL_TABLE[index.astype(np.int64)]
+
+
+def derive_seed(seed: int, *labels: str) -> int:
+    """The project's one way to derive a seed: a 63-bit integer determined by `seed` and the labels (BLAKE2b of
+    both, stable across runs, platforms and Python versions), so every layer, task, array and phase gets its own
+    reproducible stream. Callers needing fewer bits (e.g. numpy's legacy RandomState: 32) take it modulo 2**32."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"seed labels must be strings, got {labels!r}")
+    text = "\x1f".join((str(int(seed)), *labels))
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)

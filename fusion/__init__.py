@@ -8,21 +8,24 @@ What this package owns (DESIGN section 5):
   calibration read-out) and `attach_fusion`;
 - `fused`: `FusedLinear` (analog base + analog bank + digital coefficients and DoRA magnitude), `reference`: the
   same math on dense matrices;
-- `trainers.adapt` with the registered methods (`fusion`, `lorahub`, `zero_shot`, `lora_program_once`,
-  `lora_in_situ`, `lora_digital`, `full_finetune`), sharing one training loop (`loop`) and recording their
-  `adapt` phase in the ledger (`accounting`);
+- `registry`: methods registered by name with their own config dataclass (`register_method`), peft-style;
+  `methods/`: the built-in ones (`zero_shot`, `fusion`, `lorahub`, `lora_program_once`, `lora_in_situ`,
+  `lora_digital`, `full_finetune`), sharing one training loop (`loop`) and recording their `adapt` phase in the
+  ledger (`accounting`); `trainers.adapt` runs one;
 - `params`: trainable-parameter counts from layer shapes alone.
 
 Imports `energy` and `crossbar` only.
 """
 
-from fusion.accounting import record_to
+
 from fusion.analog_lora import AnalogLoRALinear
 from fusion.bank import BANK_FORMAT_VERSION, LoRABank, build_bank
 from fusion.deploy import BankArrays, FusionLayers, ProgrammedBank, attach_fusion, detach_fusion, program_bank
 from fusion.fused import FusedCalibration, FusedLinear, calibrate
 from fusion.loop import evaluate_loss
 from fusion.lora import LoRALinear, attach_lora, detach_lora, extract_lora, find_linear_layers, lora_layers, train_lora
+from fusion.methods.fused_methods import FusionConfig, LoraHubConfig
+from fusion.methods.lora_methods import FullFinetuneConfig, LoRAConfig, LoRAInSituConfig
 from fusion.params import (
     LayerShape,
     coefficient_groups,
@@ -33,9 +36,19 @@ from fusion.params import (
     t5_attention_shapes,
 )
 from fusion.reference import FUSION_FORMS, fused_delta, fused_row_norm, fused_weight
-from fusion.registry import METHODS, AdaptContext, AdaptResult, register_method
-from fusion.settings import AdaptSettings
-from fusion.trainers import adapt, method_names, split_few_shot
+from fusion.registry import (
+    METHODS,
+    AdaptContext,
+    AdaptResult,
+    Method,
+    MethodConfig,
+    TrainingConfig,
+    get_method,
+    method_names,
+    option,
+    register_method,
+)
+from fusion.trainers import adapt, split_few_shot
 
 __all__ = [
     "BANK_FORMAT_VERSION",
@@ -43,8 +56,15 @@ __all__ = [
     "METHODS",
     "AdaptContext",
     "AdaptResult",
-    "AdaptSettings",
     "AnalogLoRALinear",
+    "FullFinetuneConfig",
+    "FusionConfig",
+    "LoRAConfig",
+    "LoRAInSituConfig",
+    "LoraHubConfig",
+    "Method",
+    "MethodConfig",
+    "TrainingConfig",
     "BankArrays",
     "FusedCalibration",
     "FusedLinear",
@@ -70,11 +90,13 @@ __all__ = [
     "fused_row_norm",
     "fused_weight",
     "fusion_trainable_params",
+    "get_method",
     "lora_layers",
     "lora_trainable_params",
     "method_names",
+    "option",
     "program_bank",
-    "record_to",
+
     "register_method",
     "split_few_shot",
     "t5_attention_shapes",

@@ -1,6 +1,7 @@
 """Digital-logic costs of the fusion package's modules and optimizers, recorded in the energy ledger.
 
-The analog arrays record their own reads and conversions (crossbar's `AnalogLinear.ledger`). What happens next to
+The analog arrays record their own reads and conversions (crossbar's `AnalogLinear.ledger`); `crossbar.record_all_to`
+attaches one ledger scope to every recording module of a model. What happens next to
 them in digital logic is recorded here, as FP32 multiplies/adds and 32-bit SRAM words, priced by the cost table:
 the coefficient combine and output scaling of `FusedLinear`, a digital LoRA's MACs, gradient arithmetic, and the
 optimizer's update of every trainable value. Counting conventions (assumptions, stated once here):
@@ -13,9 +14,6 @@ optimizer's update of every trainable value. Counting conventions (assumptions, 
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -30,7 +28,6 @@ __all__ = [
     "module_ledger",
     "record_digital",
     "record_optimizer_step",
-    "record_to",
 ]
 
 # torch.optim.Adam per value (L2 weight decay form): g += wd*p (1 mult, 1 add); m = b1*m + (1-b1)*g (2, 1);
@@ -86,8 +83,9 @@ def record_optimizer_step(
 
 
 def module_ledger(module: nn.Module) -> LedgerScope | None:
-    """The ledger a fusion module records to: its own `ledger` if set, otherwise its base layer's, so that
-    crossbar's `record_to` (which sets `.ledger` on every analog layer) also switches on the digital records."""
+    """The ledger a fusion module records to: its own `ledger` if set (`crossbar.record_all_to` sets it on every
+    recording module), otherwise its base layer's, so that a scope set on the analog base alone also switches on
+    the digital records."""
     own = module.__dict__.get("ledger")
     if own is not None:
         return own
@@ -98,19 +96,3 @@ def module_ledger(module: nn.Module) -> LedgerScope | None:
 def vectors(x: torch.Tensor, width: int) -> int:
     """Number of input vectors of width `width` in a batch of any leading shape."""
     return x.numel() // width if width else 0
-
-
-@contextmanager
-def record_to(model: nn.Module, ledger: LedgerScope | None) -> Iterator[nn.Module]:
-    """Set `.ledger` on every module of `model` that records (analog layers and fusion modules), restoring the
-    previous values afterwards. Equivalent to crossbar's `record_to` plus the digital modules of this package."""
-    previous: list[tuple[nn.Module, LedgerScope | None]] = []
-    try:
-        for module in model.modules():
-            if "ledger" in module.__dict__ or hasattr(type(module), "ledger"):
-                previous.append((module, module.__dict__.get("ledger", getattr(module, "ledger", None))))
-                module.ledger = ledger
-        yield model
-    finally:
-        for module, value in reversed(previous):
-            module.ledger = value

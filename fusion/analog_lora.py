@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossbar import AnalogLinear, DeviceConfig, derive_seed
 from energy import LedgerScope
 from fusion.accounting import module_ledger, record_digital, vectors
-from fusion.seeding import derive_seed
 
 __all__ = ["AnalogLoRALinear"]
 
@@ -72,7 +72,7 @@ class AnalogLoRALinear(nn.Module):
         base: nn.Module,
         a: torch.Tensor,
         b: torch.Tensor,
-        device: object,
+        array_config: DeviceConfig,
         *,
         scale: float,
         name: str,
@@ -81,13 +81,11 @@ class AnalogLoRALinear(nn.Module):
         trainable: bool,
     ) -> AnalogLoRALinear:
         """Build the two arrays for (A, B), program them once (recorded in `scope`), and wrap them with `base`."""
-        from crossbar import AnalogLinear
-
         array_a = AnalogLinear.from_weight(
-            a.detach(), None, device, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A"
+            a.detach(), None, array_config, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A"
         )
         array_b = AnalogLinear.from_weight(
-            b.detach(), None, device, seed=derive_seed(seed, "lora_B", name), name=f"{name}.lora_B"
+            b.detach(), None, array_config, seed=derive_seed(seed, "lora_B", name), name=f"{name}.lora_B"
         )
         array_a.program(scope)
         array_b.program(scope)

@@ -20,10 +20,10 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
+from crossbar import derive_seed
 from energy import LedgerScope, atomic_write_bytes, atomic_write_text
 from fusion.lora import attach_lora, detach_lora, extract_lora, train_lora
 from fusion.params import LayerShape
-from fusion.seeding import derive_seed
 
 __all__ = ["BANK_FORMAT", "BANK_FORMAT_VERSION", "LoRABank", "build_bank"]
 

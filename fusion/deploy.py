@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from crossbar import AnalogLinear, DeviceConfig, derive_seed
 from energy import LedgerScope
 from fusion.bank import LoRABank
 from fusion.fused import FusedCalibration, FusedLinear, calibrate
 from fusion.lora import is_linear, set_module
 from fusion.params import CoefficientSharing, coefficient_groups
 from fusion.reference import FusionForm, check_form
-from fusion.seeding import derive_seed
 
 __all__ = ["BankArrays", "FusionLayers", "ProgrammedBank", "attach_fusion", "detach_fusion", "program_bank"]
 
@@ -87,7 +87,7 @@ def _digital_array(weight: torch.Tensor, name: str) -> nn.Linear:
 def program_bank(
     model: nn.Module,
     bank: LoRABank,
-    device: object | None,
+    array_config: DeviceConfig | None,
     ledger_scope: LedgerScope | None = None,
     *,
     seed: int = 0,
@@ -96,7 +96,7 @@ def program_bank(
 ) -> ProgrammedBank:
     """Write `bank` into two analog arrays per adapted layer of `model`, once, and read out the norm calibration.
 
-    `device` is a crossbar `DeviceConfig` (None keeps the bank in frozen digital layers: an exact reference with
+    `array_config` is a crossbar `DeviceConfig` (None keeps the bank in frozen digital layers: an exact reference with
     nothing recorded for the arrays). Programming is recorded in `ledger_scope` (normally phase `deploy_bank`), the
     calibration read-out in `calibration_scope`: by default the same ledger, task and method under phase
     `calibration`. Each array gets its own seed derived from `seed` and the layer name. `model` is not modified.
@@ -109,9 +109,6 @@ def program_bank(
             calibration_scope = LedgerScope(
                 ledger_scope.ledger, phase="calibration", task=ledger_scope.task, method=ledger_scope.method
             )
-    if device is not None:
-        from crossbar import AnalogLinear  # fusion sits above crossbar; imported here so digital use needs no arrays
-
     layers: dict[str, BankArrays] = {}
     report = None
     for name in bank.layer_names:
@@ -123,14 +120,14 @@ def program_bank(
                 f"the model's is {base.out_features}x{base.in_features}"
             )
         a_stack, b_stack = bank.stacked(name)
-        if device is None:
+        if array_config is None:
             array_a, array_b = _digital_array(a_stack, f"{name}.bank_A"), _digital_array(b_stack, f"{name}.bank_B")
         else:
             array_a = AnalogLinear.from_weight(
-                a_stack, None, device, seed=derive_seed(seed, "bank_A", name), name=f"{name}.bank_A"
+                a_stack, None, array_config, seed=derive_seed(seed, "bank_A", name), name=f"{name}.bank_A"
             )
             array_b = AnalogLinear.from_weight(
-                b_stack, None, device, seed=derive_seed(seed, "bank_B", name), name=f"{name}.bank_B"
+                b_stack, None, array_config, seed=derive_seed(seed, "bank_B", name), name=f"{name}.bank_B"
             )
             for array in (array_a, array_b):
                 programmed = array.program(ledger_scope)

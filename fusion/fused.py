@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossbar import AnalogLayer
 from energy import LedgerScope
 from fusion.accounting import module_ledger, record_digital, vectors
 from fusion.reference import FusionForm, check_form
@@ -33,20 +34,20 @@ __all__ = ["FusedCalibration", "FusedLinear", "calibrate", "layer_mvm", "read_we
 def read_weight(layer: nn.Module) -> torch.Tensor:
     """What a layer's weights are: the programmed cells (noise-free read-out) of an analog layer, or the weight of
     a digital `nn.Linear`."""
-    if hasattr(layer, "programmed_weight"):
+    if isinstance(layer, AnalogLayer):
         return layer.programmed_weight().detach().to(torch.float32)
     return layer.weight.detach().to(torch.float32)
 
 
 def layer_mvm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """W x without bias: an analog layer's `mvm`, or a digital layer's matmul."""
-    if hasattr(layer, "mvm"):
+    if isinstance(layer, AnalogLayer):
         return layer.mvm(x)
     return F.linear(x, layer.weight)
 
 
 def _is_analog(layer: nn.Module) -> bool:
-    return hasattr(layer, "mvm") and hasattr(layer, "record_reads")
+    return isinstance(layer, AnalogLayer)
 
 
 @dataclass

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from crossbar import record_all_to
 from energy import LedgerScope
-from fusion.accounting import record_digital, record_optimizer_step, record_to
+from fusion.accounting import record_digital, record_optimizer_step
 
 __all__ = ["LoopResult", "ParamGroup", "as_tensors", "classification_loss", "evaluate_loss", "train_loop"]
 
@@ -169,7 +170,7 @@ def train_loop(
     model.train()
     with (
         _only_trainable(model, parameters),
-        record_to(model, scope),
+        record_all_to(model, scope),
         tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False) as bar,
     ):
         for epoch in range(epochs):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossbar import AnalogLayer
 from energy import LedgerScope
 from fusion.accounting import module_ledger, record_digital, vectors
 from fusion.loop import ParamGroup, as_tensors, train_loop
@@ -32,10 +33,8 @@ __all__ = [
 
 
 def is_linear(module: nn.Module) -> bool:
-    """A layer LoRA and fusion can wrap: `nn.Linear` or an analog linear layer (has `mvm` and feature sizes)."""
-    if isinstance(module, nn.Linear):
-        return True
-    return all(hasattr(module, attr) for attr in ("mvm", "in_features", "out_features", "programmed_weight"))
+    """A layer LoRA and fusion can wrap: `nn.Linear` or an analog layer (`crossbar.AnalogLayer`)."""
+    return isinstance(module, (nn.Linear, AnalogLayer))
 
 
 def _is_wrapper(module: nn.Module) -> bool:

@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from crossbar.selection import block_of
+
 __all__ = [
     "CoefficientSharing",
     "LayerShape",
@@ -50,18 +52,8 @@ class LayerShape:
                 raise ValueError(f"LayerShape.{field} must be a positive integer, got {value!r}")
 
 
-def default_block_of(name: str) -> str:
-    """The block a module belongs to: its name up to and including the first all-digit component.
-
-    `encoder.block.3.layer.0.SelfAttention.q` -> `encoder.block.3` (so a T5 decoder block's self- and cross-attention
-    share one group, as in LoRAFusion), `blocks.2.q` -> `blocks.2`. A name without a numeric component is its own
-    block.
-    """
-    parts = name.split(".")
-    for index, part in enumerate(parts):
-        if part.isdigit():
-            return ".".join(parts[: index + 1])
-    return name
+default_block_of = block_of
+"""The block a module belongs to (`crossbar.selection.block_of`): the default grouping of `sharing="block"`."""
 
 
 def coefficient_groups(

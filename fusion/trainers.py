@@ -15,20 +15,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-import fusion.methods  # noqa: F401  (registers the methods)
+import fusion.methods  # noqa: F401  (registers the built-in methods)
+from crossbar import DeviceConfig, derive_seed
 from energy import Ledger
 from fusion.deploy import ProgrammedBank
 from fusion.loop import as_tensors
-from fusion.registry import METHODS, AdaptContext, AdaptResult
-from fusion.seeding import derive_seed
-from fusion.settings import AdaptSettings
+from fusion.registry import AdaptContext, AdaptResult, MethodConfig, get_method
 
-__all__ = ["adapt", "method_names", "split_few_shot"]
-
-
-def method_names() -> list[str]:
-    """Registered method names, for schema validation."""
-    return sorted(METHODS)
+__all__ = ["adapt", "split_few_shot"]
 
 
 def split_few_shot(
@@ -63,21 +57,31 @@ def adapt(
     model: nn.Module,
     bank: ProgrammedBank | None,
     data: Sequence[object],
-    settings: AdaptSettings | None = None,
-    device: object | None = None,
+    config: MethodConfig | None = None,
+    array_config: DeviceConfig | None = None,
     ledger: Ledger | None = None,
     task: str = "",
     seed: int = 0,
+    *,
+    val_fraction: float = 0.05,
+    progress: bool = True,
 ) -> AdaptResult:
-    """Adapt `model` to the task given by `data` = (x, y) with `method` (see `method_names()`).
+    """Adapt `model` to the task given by `data` = (x, y) with `method` (see `fusion.method_names()`).
 
-    `bank` is the programmed bank (`program_bank`), required by `fusion` and `lorahub`; the LoRA baselines take
-    their default rank, alpha and target layers from it. `device` is the DeviceConfig for arrays a method writes
-    (default: the model's). Everything the method does is recorded in `ledger` under phase `adapt`, `task` and
-    `method`. Deterministic given `seed`.
+    `config` is the method's own config (`METHODS[method].config`, e.g. `FusionConfig(epochs=5)`); None = its
+    defaults. `bank` is the programmed bank (`program_bank`), required by `fusion` and `lorahub`; the LoRA
+    baselines take their default rank, alpha and target layers from it. `array_config` is the DeviceConfig for
+    arrays a method writes (default: that of the model's analog layers). A shuffled `val_fraction` of the examples
+    is held out for validation (LoRAFusion: 5 of 100; 0 trains on all). Everything the method does is recorded in
+    `ledger` under phase `adapt`, `task` and `method`. Deterministic given `seed`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown adaptation method {method!r}; known: {method_names()}")
+    registered = get_method(method)
+    config = registered.config() if config is None else config
+    if type(config) is not registered.config:
+        raise ValueError(f"method {method!r} takes a {registered.config.__name__}, got {type(config).__name__}")
+    ok = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 <= val_fraction < 1
+    if not ok:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if bank is not None and not isinstance(bank, ProgrammedBank):
@@ -86,11 +90,10 @@ def adapt(
         raise ValueError("data must be an (inputs, labels) pair")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    settings = settings or AdaptSettings()
     x, y = as_tensors(*data)
     if len(x) < 1:
         raise ValueError("data holds no examples")
-    x_train, y_train, x_val, y_val = split_few_shot(x, y, settings.val_fraction, derive_seed(seed, "split"))
+    x_train, y_train, x_val, y_val = split_few_shot(x, y, val_fraction, derive_seed(seed, "split"))
     work_model, work_bank = _copy(model, bank)
     scope = ledger.scope(phase="adapt", task=task, method=method) if ledger is not None else None
     labels = {"phase": "adapt", "task": task, "method": method}
@@ -109,12 +112,13 @@ def adapt(
         y_train=y_train,
         x_val=x_val,
         y_val=y_val,
-        settings=settings,
-        device=device,
+        config=config,
+        array_config=array_config,
         scope=scope,
+        progress=progress,
     )
     start = time.perf_counter()
-    result = METHODS[method](ctx)
+    result = registered.train(ctx)
     result.wall_s = time.perf_counter() - start
     result.model.eval()
     if ledger is not None and before is not None:

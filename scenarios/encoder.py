@@ -31,7 +31,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,8 +45,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from fusion import LoRABank
-    from scenarios.schema import Scenario
-    from scenarios.tasks import TaskData
+    from scenarios.families import TaskData
 
 __all__ = [
     "DEFAULT_ENCODER_PACKAGE",
@@ -188,7 +187,7 @@ class EncoderBlock(nn.Module):
         self.fc2 = nn.Linear(d_ff, d_model)
         self.norm2 = nn.LayerNorm(d_model, eps=eps)
         self.ledger = None
-        """When set (by `fusion.record_to`), the block records its digital work as `TransformerBlock` does."""
+        """When set (by `crossbar.record_all_to`), the block records its digital work as `TransformerBlock` does."""
         self.name = ""
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -373,7 +372,7 @@ class EncoderWorkload:
     class embeddings (computed once, digitally, from the task's class descriptions: the zero-shot head), and a bank
     built with each source task's own classes."""
 
-    def __init__(self, scenario: Scenario, tasks: Iterable[TaskData]) -> None:
+    def __init__(self, scenario: Any, tasks: Iterable[TaskData]) -> None:
         spec = scenario.model
         base = scenario.source_path.parent if scenario.source_path is not None else None
         self.model, tokenizer = load_encoder(spec.path, spec.package, max_length=spec.max_length, base=base)

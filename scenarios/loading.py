@@ -21,7 +21,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
-from scenarios.schema import METHOD_NAMES, KeyedError, Scenario
+from scenarios.families import get_task_family
+from scenarios.plugins import is_plugin_path
+from scenarios.schema import KeyedError, MethodEntryError, MethodSpec, Scenario, method_spec
 
 __all__ = ["ScenarioError", "bundled_scenarios", "load_scenario"]
 
@@ -59,16 +61,8 @@ def _unwrap(annotation: Any) -> Any:
         return annotation
 
 
-def _strip_annotated(annotation: Any) -> Any:
-    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
-
-
 def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _all_models(members: Sequence[Any]) -> bool:
-    return all(_is_model(_strip_annotated(m)) for m in members)
 
 
 def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str | None]:
@@ -79,8 +73,8 @@ def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str |
     """
     annotation = _unwrap(annotation)
     origin = typing.get_origin(annotation)
-    if _is_model_union(annotation):  # a method entry: the model its name selects
-        model = _member_for(annotation, raw)
+    if annotation is MethodSpec:  # a method entry: the model its registered method's config derives
+        model = method_spec(raw.get("name")) if isinstance(raw, dict) else None
         return _child(model, segment, raw) if model is not None else (Any, None)
     if _is_model(annotation):
         fields = annotation.model_fields
@@ -106,23 +100,9 @@ def _annotation_at(loc: Sequence[str | int], raw: object) -> Any:
             return None
         raw = raw.get(segment) if isinstance(raw, dict) else (raw[segment] if isinstance(raw, list) else None)  # type: ignore[index]
     annotation = _unwrap(annotation)
-    if _is_model_union(annotation):
-        return _member_for(annotation, raw)
+    if annotation is MethodSpec:
+        return method_spec(raw.get("name")) if isinstance(raw, dict) else None
     return annotation
-
-
-def _is_model_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (Union, types.UnionType) and _all_models(typing.get_args(annotation))
-
-
-def _member_for(union: Any, raw: object) -> type[BaseModel] | None:
-    """The member of a union of method models that a raw entry's `name` selects (None if it selects none)."""
-    tag = raw.get("name") if isinstance(raw, dict) else None
-    for member in typing.get_args(union):
-        model = _strip_annotated(member)
-        if tag in typing.get_args(model.model_fields["name"].annotation):
-            return model
-    return None
 
 
 def _path(loc: Sequence[str | int]) -> str:
@@ -133,11 +113,9 @@ def _path(loc: Sequence[str | int]) -> str:
 
 
 def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
-    """Drop the union tag pydantic inserts after `methods[i]` and the `[key]` marker of mapping keys."""
+    """Drop the `[key]` marker pydantic inserts for mapping keys."""
     cleaned: list[str | int] = []
     for part in loc:
-        if len(cleaned) >= 2 and cleaned[-2] == "methods" and isinstance(cleaned[-1], int) and part in METHOD_NAMES:
-            continue
         if part == "[key]":
             continue
         cleaned.append(part)
@@ -152,6 +130,9 @@ def _describe_error(error: Mapping[str, Any], raw: object) -> str:
     cause = ctx.get("error")
     if isinstance(cause, KeyedError):
         return f"{_path(loc + cause.loc)}: {cause.problem}"
+    if isinstance(cause, MethodEntryError):  # a method entry's own model rejected it: word its first error
+        first = cause.errors[0]
+        return _describe_error({**first, "loc": (*loc, "methods", cause.index, *first["loc"])}, raw)
     path = _path(loc)
     if kind == "extra_forbidden":
         parent = _annotation_at(loc[:-1], raw)
@@ -164,11 +145,6 @@ def _describe_error(error: Mapping[str, Any], raw: object) -> str:
         field = parent.model_fields.get(loc[-1]) if _is_model(parent) else None
         meaning = f" ({field.description})" if field is not None and field.description else ""
         return f"{path}: required key is missing{meaning}"
-    if kind == "union_tag_invalid":
-        tag = value.get("name") if isinstance(value, dict) else ctx.get("tag")
-        return f"{path}.name: got {describe_value(tag)}, expected one of: {', '.join(METHOD_NAMES)}"
-    if kind == "union_tag_not_found":
-        return f"{path}: no `name` key, expected a method entry with name one of: {', '.join(METHOD_NAMES)}"
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
@@ -334,6 +310,15 @@ def _list_index(items: list[Any], segment: str) -> int | None:
     return chosen[0] if len(chosen) == 1 else None
 
 
+def _resolve_plugin_paths(raw: dict[str, Any], folder: Path) -> None:
+    """Make relative plugin file paths relative to the scenario file's folder (module names stay as they are)."""
+    plugins = raw.get("plugins")
+    if isinstance(plugins, list):
+        for index, entry in enumerate(plugins):
+            if isinstance(entry, str) and is_plugin_path(entry) and not Path(entry).expanduser().is_absolute():
+                plugins[index] = str((folder / entry).resolve())
+
+
 def _resolve_npz_paths(raw: dict[str, Any], folder: Path) -> None:
     """Make relative npz paths relative to the scenario file's folder (not to the working directory)."""
     tasks = raw.get("tasks")
@@ -380,14 +365,15 @@ def load_scenario(
     except ScenarioError as error:
         raise ScenarioError(f"{label}: {error}") from None
     _resolve_npz_paths(raw, path.resolve().parent)
+    _resolve_plugin_paths(raw, path.resolve().parent)
     _resolve_model_path(raw, path.resolve().parent)
     try:
         scenario = Scenario.model_validate(raw, context=dict(context or {}))
     except ValidationError as error:
         raise ScenarioError(f"{label}: {_format_validation_error(error, raw)}") from None
     scenario._source = path.resolve()
-    if scenario.tasks.family in ("npz", "wordnet", "bbc"):  # files, packages and pool sizes checked up front
-        from scenarios.tasks import build_tasks
+    if get_task_family(scenario.tasks.family).check_on_load:  # files, packages and pool sizes checked up front
+        from scenarios.workloads import build_tasks
 
         try:
             build_tasks(scenario)

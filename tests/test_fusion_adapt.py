@@ -13,8 +13,10 @@ from test_fusion_support import ToyNet, random_bank, toy_task
 from crossbar import analog_layers, convert_to_analog, device_preset, program
 from energy import Ledger
 from fusion import (
-    AdaptSettings,
+    METHODS,
     FusedLinear,
+    FusionConfig,
+    LoraHubConfig,
     adapt,
     evaluate_loss,
     fusion_trainable_params,
@@ -23,7 +25,14 @@ from fusion import (
 )
 
 C_TRUE = torch.tensor([1.0, 1.0, 0.0, 0.0])  # the target task is W0 + s (B1 + B2)(A1 + A2) on every q and v
-FAST = AdaptSettings(epochs=3, batch_size=10, progress=False, lorahub_budget=6)
+FAST_SETTINGS = {"epochs": 3, "batch_size": 10, "budget": 6}
+
+
+def fast(method: str, **overrides: object):
+    """The method's config with the quick settings it has, plus `overrides`."""
+    config = METHODS[method].config
+    known = {f for f in config.__dataclass_fields__}
+    return config(**{k: v for k, v in {**FAST_SETTINGS, **overrides}.items() if k in known})
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +65,8 @@ def test_fusion_training_finds_the_known_combination(toy, backend: str) -> None:
         base = convert_to_analog(model, device, seed=0)
         program(base)
         programmed = program_bank(base, bank, device, seed=0)
-    settings = AdaptSettings(epochs=12, batch_size=10, progress=False, val_fraction=0.0)
-    result = adapt("fusion", base, programmed, (x, y), settings, seed=0)
+    settings = FusionConfig(epochs=12, batch_size=10)
+    result = adapt("fusion", base, programmed, (x, y), settings, seed=0, val_fraction=0.0, progress=False)
     before = evaluate_loss(base, x, y)
     after = evaluate_loss(result.model, x, y)
     assert after < 0.6 * before, (before, after)
@@ -75,7 +84,10 @@ def test_fusion_training_finds_the_known_combination(toy, backend: str) -> None:
 def test_fusion_and_lorahub_write_no_cell_the_lora_baselines_do(deployed) -> None:
     analog, programmed, x, y, ledger = deployed
     before = {name: layer.state.writes_pos.copy() for name, layer in analog_layers(analog)}
-    results = {m: adapt(m, analog, programmed, (x, y), FAST, ledger=ledger, task="toy", seed=1) for m in method_names()}
+    results = {
+        m: adapt(m, analog, programmed, (x, y), fast(m), ledger=ledger, task="toy", seed=1, progress=False)
+        for m in method_names()
+    }
     for method in ("zero_shot", "fusion", "lorahub", "lora_digital"):
         assert ledger.cell_write_pulses(phase="adapt", method=method) == 0, method
         assert results[method].cell_write_pulses == 0
@@ -103,12 +115,12 @@ def test_fusion_and_lorahub_write_no_cell_the_lora_baselines_do(deployed) -> Non
 
 def test_digital_lora_inference_costs_digital_work_and_no_writes(deployed) -> None:
     analog, programmed, x, y, _ = deployed
-    result = adapt("lora_digital", analog, programmed, (x, y), FAST, seed=2)
+    result = adapt("lora_digital", analog, programmed, (x, y), fast("lora_digital"), seed=2, progress=False)
     ledger = Ledger()
     with torch.no_grad():
-        from fusion import record_to
+        from crossbar import record_all_to
 
-        with record_to(result.model, ledger.scope(phase="inference", method="lora_digital")):
+        with record_all_to(result.model, ledger.scope(phase="inference", method="lora_digital")):
             result.model(x[:3])
     (row,) = [r for r in ledger.rows(event="digital_mult") if r.layer == "blocks.0.q"]
     lora = 2 * (16 + 16) + 16  # A x and B u (rank 2, 16 x 16) and the scale s, per vector
@@ -122,20 +134,20 @@ def test_adapt_is_reproducible(deployed) -> None:
     runs = []
     for _ in range(2):
         ledger = Ledger()
-        result = adapt("fusion", analog, programmed, (x, y), FAST, ledger=ledger, task="t", seed=3)
+        result = adapt("fusion", analog, programmed, (x, y), fast("fusion"), ledger=ledger, task="t", seed=3)
         runs.append((result, ledger.total()))
     (first, energy_1), (second, energy_2) = runs
     assert first.train_losses == second.train_losses
     assert energy_1 == energy_2
     for group, value in first.coefficients.items():
         assert torch.equal(value, second.coefficients[group])
-    other = adapt("fusion", analog, programmed, (x, y), FAST, seed=4)
+    other = adapt("fusion", analog, programmed, (x, y), fast("fusion"), seed=4)
     assert other.train_losses != first.train_losses
 
 
 def test_block_sharing_hands_one_parameter_to_a_block(deployed) -> None:
     analog, programmed, x, y, _ = deployed
-    result = adapt("fusion", analog, programmed, (x, y), FAST.replace(sharing="block"), seed=0)
+    result = adapt("fusion", analog, programmed, (x, y), fast("fusion", share="block"), seed=0)
     q, v = result.model.blocks[0].q, result.model.blocks[0].v
     assert q.coefficients is v.coefficients
     assert q.coefficients is not result.model.blocks[1].q.coefficients
@@ -146,8 +158,8 @@ def test_block_sharing_hands_one_parameter_to_a_block(deployed) -> None:
 def test_early_stopping_keeps_the_best_epoch(toy) -> None:
     model, bank, x, y = toy
     programmed = program_bank(model, bank, None)
-    settings = AdaptSettings(epochs=6, batch_size=10, progress=False, early_stopping=True, val_fraction=0.2)
-    result = adapt("fusion", model, programmed, (x, y), settings, seed=0)
+    settings = FusionConfig(epochs=6, batch_size=10, early_stopping=True)
+    result = adapt("fusion", model, programmed, (x, y), settings, seed=0, val_fraction=0.2, progress=False)
     assert len(result.val_losses) == result.epochs_run <= 6
     assert result.best_epoch == min(range(len(result.val_losses)), key=result.val_losses.__getitem__)
     assert len(result.train_losses) == result.epochs_run * 8  # 80 training examples, batch 10
@@ -156,7 +168,7 @@ def test_early_stopping_keeps_the_best_epoch(toy) -> None:
 def test_lorahub_searches_one_global_coefficient_vector(toy) -> None:
     model, bank, x, y = toy
     programmed = program_bank(model, bank, None, calibrate_norms=False)
-    result = adapt("lorahub", model, programmed, (x, y), AdaptSettings(progress=False, lorahub_budget=12), seed=0)
+    result = adapt("lorahub", model, programmed, (x, y), LoraHubConfig(budget=12), seed=0, progress=False)
     assert len(result.train_losses) == 12
     (coefficients,) = result.coefficients.values()
     assert coefficients.shape == (4,) and coefficients.abs().max() <= 1.5
@@ -168,14 +180,14 @@ def test_lorahub_searches_one_global_coefficient_vector(toy) -> None:
 def test_options_frozen_magnitude_linear_form_and_frozen_lorahub_magnitude(toy) -> None:
     model, bank, x, y = toy
     programmed = program_bank(model, bank, None)
-    settings = AdaptSettings(epochs=2, batch_size=10, progress=False, train_magnitude=False, form="linear")
-    result = adapt("fusion", model, programmed, (x, y), settings, seed=0)
+    settings = FusionConfig(epochs=2, batch_size=10, magnitude=False, form="linear")
+    result = adapt("fusion", model, programmed, (x, y), settings, seed=0, progress=False)
     assert result.trainable_params == 4 * 4  # coefficients only
     for layer in (m for m in result.model.modules() if isinstance(m, FusedLinear)):
         assert layer.form == "linear" and not layer.magnitude.requires_grad and layer.magnitude.grad is None
         assert layer.coefficients.grad is not None
-    frozen = AdaptSettings(progress=False, lorahub_budget=3, lorahub_magnitude="frozen")
-    hub = adapt("lorahub", model, programmed, (x, y), frozen)
+    frozen = LoraHubConfig(budget=3, magnitude="frozen")
+    hub = adapt("lorahub", model, programmed, (x, y), frozen, progress=False)
     for layer in (m for m in hub.model.modules() if isinstance(m, FusedLinear)):
         # m stays at its init n(c = 0) = ||W0||_row
         torch.testing.assert_close(
@@ -192,14 +204,17 @@ def test_options_frozen_magnitude_linear_form_and_frozen_lorahub_magnitude(toy) 
         (lambda m, b, d: adapt("fusion", m, b, d[0]), r"data must be an \(inputs, labels\) pair"),
         (lambda m, b, d: adapt("fusion", m, b, (d[0], d[1][:5])), "100 inputs but 5 labels"),
         (lambda m, b, d: adapt("fusion", m, b, d, seed=-1), "seed must be"),
-        (lambda m, b, d: adapt("lora_in_situ", m, b, d), "needs a device"),
-        (lambda m, b, d: AdaptSettings(epochs=0), "epochs must be an integer >= 1"),
-        (lambda m, b, d: AdaptSettings(coef_lr=-1.0), "coef_lr must be a finite number > 0"),
-        (lambda m, b, d: AdaptSettings(form="sum"), "form must be one of"),
-        (lambda m, b, d: AdaptSettings(val_fraction=1.0), r"val_fraction must be in \[0, 1\)"),
+        (lambda m, b, d: adapt("lora_in_situ", m, b, d), "needs a device config"),
+        (lambda m, b, d: adapt("fusion", m, b, d, LoraHubConfig()), "takes a FusionConfig, got LoraHubConfig"),
+        (lambda m, b, d: adapt("fusion", m, b, d, val_fraction=1.0), r"val_fraction must be in \[0, 1\)"),
+        (lambda m, b, d: FusionConfig(epochs=0), r"FusionConfig.epochs must be >= 1"),
+        (lambda m, b, d: FusionConfig(epochs=2.0), r"FusionConfig.epochs must be an integer"),
+        (lambda m, b, d: FusionConfig(coefficient_lr=-1.0), r"coefficient_lr must be > 0"),
+        (lambda m, b, d: FusionConfig(form="sum"), "form must be one of"),
+        (lambda m, b, d: LoraHubConfig(examples=None).replace(examples=0), "examples must be >= 1"),
         (
-            lambda m, b, d: AdaptSettings().replace(learning_rate=1.0),
-            r"unknown AdaptSettings field\(s\) \['learning_rate'\]",
+            lambda m, b, d: FusionConfig().replace(learning_rate=1.0),
+            r"unknown FusionConfig field\(s\) \['learning_rate'\]",
         ),
     ],
 )
@@ -230,8 +245,8 @@ def test_property_fusion_methods_never_write(n_entries, rank, form, sharing, met
     counters = [a.state.writes_pos.copy() for arrays in programmed.layers.values() for a in (arrays.a, arrays.b)]
     x, y = toy_task(model, bank, torch.ones(n_entries), 12, seed=seed)
     ledger = Ledger()
-    settings = AdaptSettings(epochs=1, batch_size=4, progress=False, form=form, sharing=sharing, lorahub_budget=3)
-    result = adapt(method, analog, programmed, (x, y), settings, ledger=ledger, task="p", seed=seed)
+    settings = fast(method, epochs=1, batch_size=4, form=form, share=sharing, budget=3)
+    result = adapt(method, analog, programmed, (x, y), settings, ledger=ledger, task="p", seed=seed, progress=False)
     assert ledger.cell_write_pulses(phase="adapt") == 0 == result.cell_write_pulses
     assert ledger.total("count", phase="adapt", event="cell_read") > 0
     fused = [m for m in result.model.modules() if isinstance(m, FusedLinear)]

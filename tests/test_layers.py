@@ -19,7 +19,7 @@ from crossbar import (
     drift,
     layer_seed,
     program,
-    record_to,
+    record_all_to,
 )
 from energy import Ledger
 
@@ -234,7 +234,7 @@ def test_record_to_ledger_counts_forward_and_backward():
     program(analog, ledger.scope(phase="deploy_base"))
     assert ledger.total("count", event="set_pulse", phase="deploy_base") > 0
     x = torch.randn(2, 3, d_in, requires_grad=True)
-    with record_to(analog, ledger.scope(phase="inference")):
+    with record_all_to(analog, ledger.scope(phase="inference")):
         analog(x).sum().backward()
     assert analog[0].ledger is None  # restored
     inference = {"phase": "inference", "layer": "0"}

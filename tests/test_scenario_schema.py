@@ -243,7 +243,9 @@ def test_resolved_dict_round_trips() -> None:
 
 def test_preset_registries_come_from_the_validation_context(tmp_path: Path) -> None:
     path = _materialise(tmp_path, _tiny_with(device={"preset": "lab_chip"}))
-    context = {"device_presets": {"lab_chip": None}}
+    from crossbar import device_preset
+
+    context = {"device_presets": {"lab_chip": device_preset("ideal")}}
     assert load_scenario(str(path), context=context).device.preset == "lab_chip"
     with pytest.raises(ScenarioError, match="device.preset: got 'reram_wan2022', expected one of the device presets"):
         load_scenario("tiny", context=context)

@@ -13,43 +13,79 @@ fine-tuning (`full_finetune`). All train with the analog base in the loop (its f
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from crossbar import AnalogLayer, DeviceConfig, derive_seed
 from fusion.analog_lora import AnalogLoRALinear
 from fusion.fused import read_weight
 from fusion.loop import LoopResult, ParamGroup, train_loop
 from fusion.lora import LoRALinear, attach_lora, find_linear_layers, set_module
 from fusion.params import count_trainable
-from fusion.registry import AdaptContext, AdaptResult, register_method
-from fusion.seeding import derive_seed
+from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
-__all__ = ["adapt_full_finetune", "adapt_lora_digital", "adapt_lora_in_situ", "adapt_lora_program_once"]
+__all__ = [
+    "FullFinetuneConfig",
+    "LoRAConfig",
+    "LoRAInSituConfig",
+    "adapt_full_finetune",
+    "adapt_lora_digital",
+    "adapt_lora_in_situ",
+    "adapt_lora_program_once",
+]
+
+
+@dataclass(frozen=True)
+class LoRAConfig(TrainingConfig):
+    """A fresh LoRA for the task (peft's init), trained with Adam."""
+
+    lr: float = option(5e-3, "Adam learning rate of the task's LoRA matrices.", gt=0)
+    weight_decay: float = option(0.0, "Adam weight decay of the LoRA matrices.", ge=0)
+    rank: int | None = option(None, "Rank of the task's LoRA; null = the bank's rank (8 without a bank).", ge=1)
+    alpha: float | None = option(None, "LoRA scale numerator; null = the bank's alpha (2 x rank without one).", gt=0)
+    target_modules: tuple[str, ...] | None = option(
+        None, "Layers the LoRA adapts (last name components, or [all]); null = the bank's (q, v without a bank)."
+    )
+
+
+@dataclass(frozen=True)
+class LoRAInSituConfig(LoRAConfig):
+    write_every_steps: int = option(1, "Optimizer steps between rewrites of the LoRA's changed cells.", ge=1)
+
+
+@dataclass(frozen=True)
+class FullFinetuneConfig(TrainingConfig):
+    lr: float = option(1e-3, "Adam learning rate of the digital copy of the base weights.", gt=0)
 
 
 def _lora_config(ctx: AdaptContext) -> tuple[list[str], int, float]:
-    s = ctx.settings
-    bank = ctx.bank.bank if ctx.bank is not None and hasattr(ctx.bank, "bank") else ctx.bank
-    targets = list(s.lora_target_modules or (bank.target_modules if bank is not None else ("q", "v")))
-    rank = s.lora_rank or (bank.rank if bank is not None else 8)
-    alpha = s.lora_alpha or (bank.alpha if bank is not None else 2.0 * rank)
+    s = ctx.config
+    assert isinstance(s, LoRAConfig)
+    bank = ctx.bank.bank if ctx.bank is not None else None
+    targets = list(s.target_modules or (bank.target_modules if bank is not None else ("q", "v")))
+    rank = s.rank or (bank.rank if bank is not None else 8)
+    alpha = s.alpha or (bank.alpha if bank is not None else 2.0 * rank)
     return targets, rank, alpha
 
 
-def _device(ctx: AdaptContext) -> object:
-    if ctx.device is not None:
-        return ctx.device
+def _array_config(ctx: AdaptContext) -> DeviceConfig:
+    if ctx.array_config is not None:
+        return ctx.array_config
     for module in ctx.model.modules():
-        if hasattr(module, "mvm") and hasattr(module, "device"):
-            return module.device
-    raise ValueError(f"method {ctx.method!r} writes new arrays and needs a device: pass device=DeviceConfig(...)")
+        if isinstance(module, AnalogLayer):
+            return module.array_config
+    raise ValueError(
+        f"method {ctx.method!r} writes new arrays and needs a device config: pass array_config=DeviceConfig(...)"
+    )
 
 
 def _train(
     ctx: AdaptContext, params: list[nn.Parameter], lr: float, weight_decay: float, after_step=None
 ) -> LoopResult:
-    s = ctx.settings
+    s = ctx.config
+    assert isinstance(s, TrainingConfig)
     return train_loop(
         ctx.model,
         ctx.x_train,
@@ -64,7 +100,7 @@ def _train(
         patience=s.patience,
         scope=ctx.scope,
         after_step=after_step,
-        progress=s.progress,
+        progress=ctx.progress,
         desc=f"{ctx.method} {ctx.task}".strip(),
     )
 
@@ -87,26 +123,28 @@ def _train_digital_lora(ctx: AdaptContext) -> tuple[dict[str, LoRALinear], list[
     targets, rank, alpha = _lora_config(ctx)
     layers = attach_lora(ctx.model, targets, rank, alpha, seed=derive_seed(ctx.seed, "lora_init"))
     params = [p for layer in layers.values() for p in (layer.lora_A, layer.lora_B)]
-    loop = _train(ctx, params, ctx.settings.lora_lr, ctx.settings.lora_weight_decay)
+    loop = _train(ctx, params, ctx.config.lr, ctx.config.weight_decay)
     return layers, params, loop
 
 
-@register_method("lora_digital")
+@register_method("lora_digital", LoRAConfig)
 def adapt_lora_digital(ctx: AdaptContext) -> AdaptResult:
+    """A LoRA kept in digital logic beside the analog base (AHWA-LoRA): no writes, digital work per inference."""
     layers, params, loop = _train_digital_lora(ctx)
     return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
 
 
-@register_method("lora_program_once")
+@register_method("lora_program_once", LoRAConfig)
 def adapt_lora_program_once(ctx: AdaptContext) -> AdaptResult:
+    """A fresh LoRA trained digitally for the task, then written into crossbar cells once."""
     layers, params, loop = _train_digital_lora(ctx)
-    device = _device(ctx)
+    array_config = _array_config(ctx)
     for name, lora in layers.items():
         analog = AnalogLoRALinear.program_from(
             lora.base,
             lora.lora_A.detach(),
             lora.lora_B.detach(),
-            device,
+            array_config,
             scale=lora.scale,
             name=name,
             seed=ctx.seed,
@@ -117,10 +155,11 @@ def adapt_lora_program_once(ctx: AdaptContext) -> AdaptResult:
     return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
 
 
-@register_method("lora_in_situ")
+@register_method("lora_in_situ", LoRAInSituConfig)
 def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
+    """A LoRA trained on the device: its changed cells are rewritten (write-verify) during training."""
     targets, rank, alpha = _lora_config(ctx)
-    device = _device(ctx)
+    array_config = _array_config(ctx)
     generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "lora_init"))
     layers: dict[str, AnalogLoRALinear] = {}
     for name in find_linear_layers(ctx.model, targets):
@@ -132,7 +171,7 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
             base,
             a,
             torch.zeros(d_out, rank),
-            device,
+            array_config,
             scale=alpha / rank,
             name=name,
             seed=ctx.seed,
@@ -143,7 +182,7 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
         layers[name] = layer
     params = [p for layer in layers.values() for p in (layer.shadow_A, layer.shadow_B)]
 
-    every = ctx.settings.insitu_write_every_steps
+    every = ctx.config.write_every_steps
 
     def write(steps_done: int) -> None:
         if steps_done % every:
@@ -151,7 +190,7 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
         for layer in layers.values():
             layer.write_shadow(ctx.scope)
 
-    loop = _train(ctx, params, ctx.settings.lora_lr, ctx.settings.lora_weight_decay, after_step=write)
+    loop = _train(ctx, params, ctx.config.lr, ctx.config.weight_decay, after_step=write)
     write(0)  # the last steps' updates, if training ended between two rewrites (changed cells only)
     return _result(ctx, params, loop, rank=rank)
 
@@ -198,13 +237,13 @@ def _target_weight(analog: nn.Module) -> torch.Tensor:
     return read_weight(analog).clone()
 
 
-@register_method("full_finetune")
+@register_method("full_finetune", FullFinetuneConfig)
 def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
-    """Train a digital copy of every analog layer's weights (analog forward in the loop), then reprogram the changed
-    base cells once: the upper bound on writes."""
-    names = [
-        name for name, module in ctx.model.named_modules() if hasattr(module, "mvm") and hasattr(module, "reprogram")
-    ]
+    """Fine-tune every base weight digitally and rewrite the base arrays: the upper bound on writes.
+
+    A digital copy of every analog layer's weights is trained (analog forward in the loop), then the changed base
+    cells are reprogrammed once."""
+    names = [name for name, module in ctx.model.named_modules() if isinstance(module, AnalogLayer)]
     if not names:
         raise ValueError("full_finetune needs a model with analog layers (crossbar.convert_to_analog)")
     wrappers = {}
@@ -213,7 +252,7 @@ def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
         set_module(ctx.model, name, wrapper)
         wrappers[name] = wrapper
     params = [w.shadow for w in wrappers.values()]
-    loop = _train(ctx, params, ctx.settings.finetune_lr, 0.0)
+    loop = _train(ctx, params, ctx.config.lr, 0.0)
     for name, wrapper in wrappers.items():
         with torch.no_grad():
             wrapper.analog.reprogram(wrapper.shadow.detach().clone(), ctx.scope, previous_weight=wrapper.previous)

@@ -1,0 +1,62 @@
+"""What the packages above `crossbar` may rely on of an analog layer, as `typing.Protocol`s.
+
+`fusion` wraps analog layers (fused layers, LoRA next to an analog base, in-situ rewrites, full fine-tuning); it
+uses only what `AnalogLayer` lists, checked with `isinstance(module, AnalogLayer)` instead of probing attributes
+one by one. `AnalogLinear` implements it; a new analog layer kind that implements it works with fusion unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from crossbar.device import DeviceConfig
+    from crossbar.programming import ProgramReport
+    from energy import LedgerScope
+
+__all__ = ["AnalogLayer", "Recording"]
+
+
+@runtime_checkable
+class Recording(Protocol):
+    """A module that records its work into the ledger scope held in its `ledger` attribute (None: records
+    nothing). `crossbar.record_all_to` sets it on every such module of a model."""
+
+    ledger: LedgerScope | None
+
+
+@runtime_checkable
+class AnalogLayer(Protocol):
+    """A programmed weight matrix (out_features x in_features) on crossbar arrays, used like a linear layer."""
+
+    in_features: int
+    out_features: int
+    name: str
+    """Qualified name; the ledger's `layer` key."""
+    array_config: DeviceConfig
+    """The simulated device and peripherals of its arrays."""
+    ledger: LedgerScope | None
+
+    def mvm(self, x: torch.Tensor) -> torch.Tensor:
+        """W x on the arrays, without bias, over any leading batch dims."""
+        ...
+
+    def mvm_transposed(self, d: torch.Tensor) -> torch.Tensor:
+        """d W on the arrays, (..., out) -> (..., in)."""
+        ...
+
+    def programmed_weight(self) -> torch.Tensor:
+        """(out, in) float32: what the cells hold, as weights, noise-free."""
+        ...
+
+    def record_reads(self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False) -> None:
+        """Record the cost of `n_vectors` MVMs on the arrays without running them."""
+        ...
+
+    def reprogram(
+        self, weight: torch.Tensor, ledger: LedgerScope | None = None, *, previous_weight: torch.Tensor | None = None
+    ) -> ProgramReport:
+        """Write a new target weight (only the changed cells when `previous_weight` is given)."""
+        ...
