@@ -151,8 +151,10 @@ def load_checkpoint(folder: Path) -> EncoderCheckpoint:
 def load_tokenizer(folder: Path, max_length: int) -> Tokenizer:
     """The checkpoint's own tokenizer (`tokenizer.json`), truncating to `max_length` tokens and padding every text
     to exactly `max_length` (its file pads to 128; the padding is dropped again inside the model)."""
-    from tokenizers import Tokenizer
-
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ScenarioError('model: the tokenizer needs the tokenizers package (pip install -e ".[real]")') from None
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=max_length)
     padding = tokenizer.padding or {}
