@@ -101,6 +101,10 @@ class DeviceConfig:
     """`fixed`: ADC full scale is `adc_full_scale`; `calibrated`: set per layer from data (`calibrate_adc`)."""
     adc_full_scale: float = 12.0
     """ADC full scale in normalised units (inputs scaled to |x| <= 1, weights to |w| <= 1 per output)."""
+    mvm_scheme: str = "multi_bit"
+    """How inputs are applied and partial sums converted, by name from `crossbar.scheme.MVM_SCHEMES` (multi-bit
+    or bit-serial inputs, conversion per vector or per input bit-cycle, ADC sharing); the kernels compute and the
+    ledger prices this scheme."""
     # --- tiling ---
     tile_rows: int = 256
     """Inputs per tile (array rows); partial sums of each tile are converted by its ADC and summed digitally."""
@@ -157,6 +161,11 @@ class DeviceConfig:
         need(self.adc_full_scale > 0, "adc_full_scale", "> 0")
         need(_is_int(self.tile_rows) and self.tile_rows >= 1, "tile_rows", "an int >= 1")
         need(_is_int(self.tile_cols) and self.tile_cols >= 1, "tile_cols", "an int >= 1")
+        from crossbar.scheme import MVM_SCHEMES  # imports nothing of crossbar: no cycle
+
+        need(self.mvm_scheme in MVM_SCHEMES, "mvm_scheme", f"one of {sorted(MVM_SCHEMES)}")
+        per_cycle = MVM_SCHEMES[self.mvm_scheme].per_cycle
+        need(not (per_cycle and self.dac_bits is None), "dac_bits", f"an int for the per-cycle {self.mvm_scheme!r}")
 
     def _check_choices(self) -> None:
         choices = {
@@ -169,6 +178,13 @@ class DeviceConfig:
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"DeviceConfig.{field} must be one of {list(allowed)}, got {getattr(self, field)!r}")
+
+    @property
+    def scheme(self):  # noqa: ANN201 (crossbar.scheme.MvmScheme; imported lazily, see _check_range)
+        """The `MvmScheme` named by `mvm_scheme`."""
+        from crossbar.scheme import mvm_scheme
+
+        return mvm_scheme(self.mvm_scheme)
 
     @property
     def g_range_us(self) -> float:

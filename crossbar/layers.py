@@ -30,7 +30,7 @@ from crossbar.mvm import (
     MvmSettings,
     analog_mvm,
     analog_mvm_transposed,
-    conductance_sum_us,
+    conductance_sums,
     partial_sum_abs_max,
     record_mvm,
 )
@@ -39,6 +39,7 @@ from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
 from crossbar.rng import derive_seed
+from crossbar.scheme import ConductanceSums
 from crossbar.selection import name_matcher
 from crossbar.state import ArrayState
 from energy import LedgerScope
@@ -122,7 +123,7 @@ class AnalogLinear(nn.Module):
         self._drift_calls = 0
         self._drift_seed = seed
         self._t_s = 0.0
-        self._g_sum_us: float | None = None
+        self._g_sums: ConductanceSums | None = None
         self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
 
     # --- construction --------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class AnalogLinear(nn.Module):
 
     def _after_write(self) -> None:
         self._t_s = 0.0
-        self._g_sum_us = None
+        self._g_sums = None
 
     def programmed_weight(self) -> torch.Tensor:
         """(out, in) float32: what the cells hold, as weights ((G+ - G-) * out_scale), noise-free."""
@@ -253,7 +254,7 @@ class AnalogLinear(nn.Module):
             stream=self._drift_calls - 1,
         )  # fmt: skip
         self._t_s = float(t_s)
-        self._g_sum_us = None
+        self._g_sums = None
 
     @property
     def time_s(self) -> float:
@@ -297,8 +298,9 @@ class AnalogLinear(nn.Module):
             y = self._forward_analog(x2.detach(), state, bias)
         if self.ledger is not None:
             record_mvm(
-                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-                n_vectors=x2.shape[0], g_sum_us=self._conductance_sum(state), bias=bias is not None,
+                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features,
+                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(state), inputs=x2,
+                bias=bias is not None,
             )  # fmt: skip
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
@@ -316,7 +318,7 @@ class AnalogLinear(nn.Module):
             d2, state, self.out_scale, settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
         )
         if record:
-            self._record_transposed(d2.shape[0], state)
+            self._record_transposed(d2, state)
         return y
 
     def _transposed_exact(self, d2: torch.Tensor, state: ArrayState) -> torch.Tensor:
@@ -324,20 +326,25 @@ class AnalogLinear(nn.Module):
         g = torch.from_numpy(state.g_diff_us).reshape(state.n_tiles * state.tile_rows, state.d_out)[: state.d_in]
         scaled = d2.to(torch.float32) * self.out_scale.to(torch.float32)[None, :]
         y = scaled @ g.T
-        self._record_transposed(d2.shape[0], state)
+        self._record_transposed(d2, state)
         return y
 
-    def _record_transposed(self, n_vectors: int, state: ArrayState) -> None:
+    def _record_transposed(self, d2: torch.Tensor, state: ArrayState) -> None:
         if self.ledger is not None:
-            self.record_reads(n_vectors, self.ledger, transposed=True)
+            scaled = d2.detach().to(torch.float32) * self.out_scale.to(torch.float32)[None, :]  # what the DAC sees
+            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)
 
-    def record_reads(self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False) -> None:
+    def record_reads(
+        self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False, inputs: torch.Tensor | None = None
+    ) -> None:
         """Record what `n_vectors` MVMs (or transposed MVMs) on this array cost, without running them: for
         read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
-        random streams or its ADC calibration."""
+        random streams or its ADC calibration. `inputs` as the DAC sees them prices the cells actually conducting;
+        without them every line counts as driven at full scale (`crossbar.mvm.record_mvm`)."""
         record_mvm(
             ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-            n_vectors=n_vectors, g_sum_us=self._conductance_sum(self._require_state()), transposed=transposed,
+            n_vectors=n_vectors, conductance=self._conductance_sums(self._require_state()), inputs=inputs,
+            transposed=transposed,
         )  # fmt: skip
 
     def _settings(self, full_scale: float) -> MvmSettings:
@@ -364,10 +371,10 @@ class AnalogLinear(nn.Module):
         """A fresh 64-bit read-noise key: the next raw output of the layer's seeded generator."""
         return int(self._noise_rng.bit_generator.random_raw())
 
-    def _conductance_sum(self, state: ArrayState) -> float:
-        if self._g_sum_us is None:
-            self._g_sum_us = conductance_sum_us(state)
-        return self._g_sum_us
+    def _conductance_sums(self, state: ArrayState) -> ConductanceSums:
+        if self._g_sums is None:
+            self._g_sums = conductance_sums(state)
+        return self._g_sums
 
     def _out_scale_np(self) -> np.ndarray:
         return self.out_scale.detach().to(torch.float32).contiguous().numpy()

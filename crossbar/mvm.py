@@ -29,6 +29,12 @@ and the transposed direction has its own ADC full scale (same default; calibrate
 
 `analog_mvm_reference` is the same computation in plain torch with the straight-through quantisers of
 `crossbar.periphery`, differentiable, for tests and for users who need autograd through the analog MVM.
+
+MVM scheme (`crossbar.scheme`, named by `DeviceConfig.mvm_scheme`). Multi-bit inputs and bit-serial inputs with
+one conversion per vector compute the path above. Bit-serial inputs with a conversion per input bit-cycle (ISAAC)
+split each DAC code into sign-magnitude bit planes, convert every plane's tile partial sums on their own (read
+noise drawn per cycle, clipped and rounded per cycle) and shift-add the codes digitally: one torch implementation
+(`_per_cycle_accumulate`) serves both the fast and the reference path. `record_mvm` prices the same scheme.
 """
 
 from __future__ import annotations
@@ -43,23 +49,21 @@ from crossbar.ir_drop import ir_drop_conductances
 from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
 from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_ste
 from crossbar.rng import NORMAL_TABLE, splitmix64_np
+from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, bit_planes, input_activity
 from crossbar.state import ArrayState
 from energy import LedgerScope, pulse_energy_pj
 
 __all__ = [
+    "PRICED_BITS_IF_IDEAL",
     "MvmSettings",
     "analog_mvm",
     "analog_mvm_reference",
     "analog_mvm_transposed",
-    "conductance_sum_us",
+    "conductance_sums",
     "partial_sum_abs_max",
     "read_noise_normals",
     "record_mvm",
 ]
-
-PRICED_BITS_IF_IDEAL = 8
-"""Resolution an ideal converter (bits None) is priced at in the ledger: the cost table's default 8-bit DAC/ADC
-(energy.ledger EVENTS). The hardware still needs a converter; "ideal" only switches off its quantisation error."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class MvmSettings:
     """Wire resistance per cell pitch (Ohm); > 0 applies the first-order IR drop to the forward operand."""
     tile_cols: int = 256
     """Weights per physical array along the outputs (row-wire length for the IR drop)."""
+    cycles: int = 1
+    """Input bit-cycles converted one by one (bit-serial inputs with a conversion per cycle); 1 = one conversion
+    per vector."""
 
     @classmethod
     def from_device(cls, device: DeviceConfig, adc_full_scale: float | None = None) -> MvmSettings:
@@ -94,6 +101,7 @@ class MvmSettings:
             out_noise_us=device.out_noise_frac * device.g_range_us,
             wire_resistance_ohm=device.wire_resistance_ohm,
             tile_cols=device.tile_cols,
+            cycles=device.scheme.cycles(device.dac_bits) if device.scheme.per_cycle else 1,
         )
 
     def __post_init__(self) -> None:
@@ -111,6 +119,10 @@ class MvmSettings:
     """ADC steps per sign; 0 = ideal ADC."""
     step_us: np.float32 = field(init=False, repr=False)
     """ADC step as a partial sum in uS (float32, the value both paths use); 1 for an ideal ADC."""
+
+    @property
+    def per_cycle(self) -> bool:
+        return self.cycles > 1
 
 
 # --- operands --------------------------------------------------------------------------------------------------
@@ -231,9 +243,14 @@ def analog_mvm(
     x = _as_matrix(x, state.d_in, "x")
     key = _check_key(key)
     xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
-    partial = _partial_sums(xq, _forward_operands(state, settings))
     col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
-    return _accumulate(partial, sum_sq, scale, col_scale, _vector(bias, state.d_out, 0.0, "bias"), settings, key)
+    bias_np = _vector(bias, state.d_out, 0.0, "bias")
+    operands = _forward_operands(state, settings)
+    if settings.per_cycle:
+        tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
+        return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
+    partial = _partial_sums(xq, operands)
+    return _accumulate(partial, sum_sq, scale, col_scale, bias_np, settings, key)
 
 
 def analog_mvm_transposed(
@@ -250,9 +267,67 @@ def analog_mvm_transposed(
     key = _check_key(key)
     scaled = (d * torch.from_numpy(_vector(out_scale, state.d_out, 1.0, "out_scale"))[None, :]).contiguous()
     dq, sum_sq, scale = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
-    partial = _partial_sums(dq, _transposed_operands(state, tile_cols))
+    operands = _transposed_operands(state, tile_cols)
     ones = np.ones(state.d_in, dtype=np.float32)
-    return _accumulate(partial, sum_sq, scale, ones, np.zeros(state.d_in, dtype=np.float32), settings, key)
+    zeros = np.zeros(state.d_in, dtype=np.float32)
+    if settings.per_cycle:
+        tiles = [dq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
+        return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), ones, zeros)
+    partial = _partial_sums(dq, operands)
+    return _accumulate(partial, sum_sq, scale, ones, zeros, settings, key)
+
+
+def _adc_round(value: torch.Tensor) -> torch.Tensor:
+    """The ADC's rounding in the torch paths: one element = one conversion (tests count conversions here)."""
+    return round_ste(value)
+
+
+def _per_cycle_accumulate(
+    tiles: list[torch.Tensor],
+    operands: list[torch.Tensor],
+    settings: MvmSettings,
+    key: int,
+    scale: torch.Tensor,
+    col_scale: np.ndarray | torch.Tensor,
+    bias: np.ndarray | torch.Tensor | None,
+) -> torch.Tensor:
+    """Bit-serial inputs, one conversion per cycle: per tile t and cycle p, ADC(planes[p] . G_t + noise) in steps,
+    shift-added with weight 2^p / L, summed over tiles, times the vector's input scale and the output scale.
+
+    tiles[t] (B, k_t): the DAC outputs (code / L) of tile t; operands[t] (k_t, N). Read noise of cycle p of tile t
+    is sigma * sqrt(number of driven rows) * z with z = read_noise_normals(key, T * P, B, N)[t * P + p]. Straight-
+    through gradient: the output's gradient with respect to the tiles is that of the ideal product (x . G)."""
+    n_cycles = settings.cycles
+    n_vec = tiles[0].shape[0]
+    n_out = operands[0].shape[1]
+    z = torch.from_numpy(read_noise_normals(key, len(operands) * n_cycles, n_vec, n_out))
+    levels = settings.adc_levels
+    step = torch.tensor(settings.step_us, dtype=torch.float32)
+    inv_step = torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)
+    acc = torch.zeros((n_vec, n_out), dtype=torch.float32)
+    ideal = torch.zeros((n_vec, n_out), dtype=torch.float32)
+    for t, (applied, operand) in enumerate(zip(tiles, operands)):
+        planes, weights = bit_planes(applied, settings.dac_levels, n_cycles)
+        k = operand.shape[0]
+        partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
+        driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
+        sum_sq, sigma_t = _noise_terms(driven.numpy(), settings)  # read noise, plus output noise per conversion
+        noise = (torch.tensor(sigma_t, dtype=torch.float32) * torch.sqrt(torch.from_numpy(sum_sq)) * inv_step)[
+            ..., None
+        ] * z[t * n_cycles : (t + 1) * n_cycles]
+        if levels > 0:
+            codes = torch.clamp(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
+            acc = acc + (weights[:, None, None] * codes).sum(dim=0) * step
+        else:
+            acc = acc + (weights[:, None, None] * (partial + noise)).sum(dim=0)
+        if applied.requires_grad:
+            ideal = ideal + applied @ operand.detach()
+    if any(a.requires_grad for a in tiles):
+        acc = ideal + (acc - ideal).detach()
+    y = acc * scale.reshape(n_vec, 1) * torch.as_tensor(col_scale, dtype=torch.float32)[None, :]
+    if bias is not None:
+        y = y + torch.as_tensor(bias, dtype=torch.float32)[None, :]
+    return y
 
 
 def partial_sum_abs_max(
@@ -270,10 +345,18 @@ def partial_sum_abs_max(
         d = _as_matrix(x, state.d_out, "d")
         scaled = (d * torch.as_tensor(out_scale, dtype=torch.float32)[None, :]).contiguous()
         xq, _, _ = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
-        partial = _partial_sums(xq, _transposed_operands(state, tile_cols))
+        operands = _transposed_operands(state, tile_cols)
     else:
         xq, _, _ = _dac_tiles(_as_matrix(x, state.d_in, "x"), settings.dac_levels, state.tile_rows, "x")
-        partial = _partial_sums(xq, _forward_operands(state, settings))
+        operands = _forward_operands(state, settings)
+    if settings.per_cycle:  # the ADC sees each bit-cycle's partial sum
+        peak = 0.0
+        for t, operand in enumerate(operands):
+            planes, _ = bit_planes(xq[t, :, : operand.shape[0]], settings.dac_levels, settings.cycles)
+            if planes.numel():
+                peak = max(peak, float((planes @ operand).abs().max()))
+        return peak / settings.g_range_us
+    partial = _partial_sums(xq, operands)
     if partial.numel() == 0:
         return 0.0
     return float(partial.abs().max()) / settings.g_range_us
@@ -318,6 +401,13 @@ def analog_mvm_reference(
         col_scale = torch.as_tensor(out_scale, dtype=torch.float32)
     applied, scale = dac_quantize(x, settings.dac_bits)
     n_vec = x.shape[0]
+    if settings.per_cycle:
+        tiles = []
+        for t, operand in enumerate(operands):
+            xt = torch.zeros((n_vec, tile), dtype=torch.float32)  # the fast path's tile layout
+            xt[:, : operand.shape[0]] = applied[:, t * tile : t * tile + operand.shape[0]]
+            tiles.append(xt[:, : operand.shape[0]])
+        return _per_cycle_accumulate(tiles, operands, settings, key, scale.reshape(-1), col_scale, bias)
     z = torch.from_numpy(read_noise_normals(key, len(operands), n_vec, n_out))
     levels = settings.adc_levels
     step = torch.tensor(settings.step_us)
@@ -334,7 +424,7 @@ def analog_mvm_reference(
         sigma = torch.tensor(sigma_t, dtype=torch.float32)
         noise = (sigma * torch.sqrt(torch.from_numpy(sum_sq)) * inv_step)[:, None] * z[t]
         if levels > 0:
-            acc = acc + clamp_ste(round_ste(partial * inv_step + noise), -float(levels), float(levels))
+            acc = acc + clamp_ste(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
         else:
             acc = acc + (partial + noise)
     coef = (step * scale if levels > 0 else scale).reshape(n_vec, 1)
@@ -355,9 +445,9 @@ def _sum_sq(applied: torch.Tensor, levels: int) -> torch.Tensor:
 # --- ledger ----------------------------------------------------------------------------------------------------
 
 
-def conductance_sum_us(state: ArrayState) -> float:
-    """Sum of G+ + G- over all real cells (uS): what an MVM read with every row driven draws current through."""
-    return float(np.sum(state.g_diff_us, dtype=np.float64) + 2.0 * np.sum(state.g_neg_us, dtype=np.float64))
+def conductance_sums(state: ArrayState) -> ConductanceSums:
+    """Per row and per column, the summed G+ + G- (uS) of an array's real cells (what driven lines conduct)."""
+    return ConductanceSums.of(state.g_diff_us, state.g_neg_us, state.d_in)
 
 
 def record_mvm(
@@ -368,56 +458,77 @@ def record_mvm(
     d_in: int,
     d_out: int,
     n_vectors: int,
-    g_sum_us: float,
+    conductance: ConductanceSums,
+    inputs: torch.Tensor | None = None,
     transposed: bool = False,
     bias: bool = False,
 ) -> None:
-    """Record the hardware events of `n_vectors` MVMs (or transposed MVMs) of a d_out x d_in array.
+    """Record the hardware events of `n_vectors` MVMs (or transposed MVMs) of a d_out x d_in array under the
+    device's MVM scheme (`crossbar.scheme`), the one the kernels compute.
 
-    Model (one multi-bit DAC input per row and one ADC conversion per tile column per vector, as simulated):
-    - cell_read: every real cell (two per weight) per vector. Energy E = V_read^2 * G * t summed over the array
-      (`g_sum_us`) with t = read_pulse_ns * dac_bits: inputs are applied bit-serially and every row is counted as
-      driven in every cycle (an upper bound). Latency: dac_bits cycles of `mvm_cycle_ns` per vector; all tiles are
-      read in parallel.
-    - dac_conversion: every driven row of every physical array (input rows x tiles along the other dimension) per
-      vector, at `dac_conversion_pj(bits)`; its time overlaps the read cycles.
-    - adc_conversion: every column of every input tile per vector at `adc_conversion_pj(bits)`; one ADC per column,
-      so a vector's conversions take one `adc_conversion_ns`.
-    - shift_add: one per ADC output (the digital tile sum), pipelined behind the next read (no latency).
+    `inputs` (n_vectors, d_in), or (n_vectors, d_out) transposed, as the DAC sees them (transposed: d * out_scale):
+    the cell-read energy counts the cells actually conducting. Without them every line is taken as driven at full
+    scale in every cycle (an upper bound, for read-outs whose inputs are not at hand).
+    - cell_read: count = cell-cycles conducting (the cells of every driven line, G+ and G-); energy =
+      V_read^2 * t_read * sum over cycles and driven lines of (V / V_read)^2 * (G+ + G-) of the line's cells.
+      Latency: cycles x `mvm_cycle_ns` per vector (all tiles in parallel).
+    - dac_conversion: bit-serial, every line of every physical array in every cycle at `dac_row_cycle_pj` (the
+      drivers are clocked whatever the bit); multi-bit, every line per vector at `dac_conversion_pj(bits)`. Its
+      time overlaps the read cycles.
+    - adc_conversion: every column of every input tile, per vector (one conversion per vector) or per cycle (ISAAC),
+      at `adc_conversion_pj(bits)`. Latency: conversions per column x columns sharing an ADC x `adc_conversion_ns`
+      per vector, not overlapped with the reads (an upper bound).
+    - shift_add: one per conversion (digital tile sum, and the shift-add of bit-cycles), pipelined (no latency).
     - digital_mult: one per input (abs-max normalisation) and two per output (input and weight scale) per vector;
-      digital_add: the bias, one per output. Priced by the cost table like every digital operation in the ledger
-      (energy and the serial one-lane latency `digital_op_ns`), so digital latency follows one rule everywhere.
-      The abs-max search itself is not counted.
+      digital_add: the bias, one per output. Priced at the cost table's datapath precision.
     Converters with bits None are priced at `PRICED_BITS_IF_IDEAL`.
     """
     if n_vectors == 0:
         return
     costs = ledger.costs
+    scheme = device.scheme
     dac_bits = device.dac_bits or PRICED_BITS_IF_IDEAL
     adc_bits = device.adc_bits or PRICED_BITS_IF_IDEAL
     if transposed:
         n_inputs, n_outputs, in_tile, out_tile = d_out, d_in, device.tile_cols, device.tile_rows
+        line_g_us, cells_per_line = conductance.col_us, 2 * d_in
     else:
         n_inputs, n_outputs, in_tile, out_tile = d_in, d_out, device.tile_rows, device.tile_cols
+        line_g_us, cells_per_line = conductance.row_us, 2 * d_out
     in_tiles = -(-n_inputs // in_tile)
     out_tiles = -(-n_outputs // out_tile)
-    read_ns = device.read_pulse_ns * dac_bits
+    cycles = scheme.cycles(device.dac_bits)
+    if inputs is not None:
+        if inputs.shape != (n_vectors, n_inputs):
+            raise ValueError(f"inputs must have shape ({n_vectors}, {n_inputs}), got {tuple(inputs.shape)}")
+        activity = input_activity(inputs, device.dac_bits, scheme)
+    else:
+        full = np.full(n_inputs, float(n_vectors * cycles))
+        activity = InputActivity(full, full)
     ledger.record(
         "cell_read",
-        2 * d_in * d_out * n_vectors,
+        float(activity.drives.sum()) * cells_per_line,
         layer=layer,
-        energy_pj=n_vectors * pulse_energy_pj(device.read_voltage_v, g_sum_us, read_ns),
-        latency_ns=n_vectors * dac_bits * costs.mvm_cycle_ns,
+        energy_pj=pulse_energy_pj(
+            device.read_voltage_v, float(activity.energy_weight @ line_g_us), device.read_pulse_ns
+        ),
+        latency_ns=n_vectors * cycles * costs.mvm_cycle_ns,
     )
-    dacs = n_inputs * out_tiles * n_vectors
-    ledger.record("dac_conversion", dacs, layer=layer, energy_pj=dacs * costs.dac_conversion_pj(dac_bits), latency_ns=0)
-    adcs = n_outputs * in_tiles * n_vectors
+    if scheme.bit_serial:
+        dacs = n_inputs * out_tiles * cycles * n_vectors
+        dac_pj = dacs * costs.dac_row_cycle_pj
+    else:
+        dacs = n_inputs * out_tiles * n_vectors
+        dac_pj = dacs * costs.dac_conversion_pj(dac_bits)
+    ledger.record("dac_conversion", dacs, layer=layer, energy_pj=dac_pj, latency_ns=0)
+    per_column = scheme.conversions_per_column(device.dac_bits)
+    adcs = n_outputs * in_tiles * per_column * n_vectors
     ledger.record(
         "adc_conversion",
         adcs,
         layer=layer,
         energy_pj=adcs * costs.adc_conversion_pj(adc_bits),
-        latency_ns=n_vectors * costs.adc_conversion_ns,
+        latency_ns=n_vectors * per_column * scheme.shared_columns(min(out_tile, n_outputs)) * costs.adc_conversion_ns,
     )
     ledger.record("shift_add", adcs, layer=layer, latency_ns=0.0)
     ledger.record("digital_mult", (n_inputs + 2 * n_outputs) * n_vectors, layer=layer)

@@ -42,6 +42,7 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         endurance_pulses=math.inf,
         dac_bits=None,
         adc_bits=None,
+        mvm_scheme="multi_bit",
     ),
     # Default: the NeuRRAM RRAM (Wan et al. Nature 2022), 0-40 uS (aihwkit ReRamWan2022NoiseModel, src).
     "reram_wan2022": DeviceConfig(
@@ -66,6 +67,7 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         dac_bits=8,
         adc_bits=8,  # 8-bit SAR, ISAAC (src hwcomponents-library isaac.py)
         adc_full_scale=12.0,  # normalised units, aihwkit IOParameters.out_bound default (src)
+        mvm_scheme="neurram",  # Wan 2022: bit-serial pulses integrated, one conversion (hwcomponents wan.py, src)
         tile_rows=256,
         tile_cols=256,
     ),
@@ -90,6 +92,7 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         endurance_pulses=1e6,  # cycles (lit. Huang et al.)
         dac_bits=8,
         adc_bits=8,
+        mvm_scheme="multi_bit",  # CrossSim's default numerics: multi-level DAC, one conversion (src)
         tile_rows=256,
         tile_cols=256,
     ),
@@ -139,7 +142,31 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         dac_bits=8,
         adc_bits=5,  # DNN NeuroSim inference.py --ADCprecision default 5 (src)
         adc_full_scale=12.0,
+        mvm_scheme="neurosim",  # 1 input bit per cycle, ADC per cycle, 8 columns per ADC (Param.cpp, src)
         tile_rows=128,  # NeuroSim Param.cpp sub-array 128x128 (src)
+        tile_cols=128,
+    ),
+    # ISAAC (Shafiee et al. ISCA 2016) as configured in CrossSim configs/ISAAC.json: 128x128 crossbars, 2 bits per
+    # cell, Rmin 2 kOhm / Rmax 2 MOhm, 16-bit sign-magnitude inputs applied one bit per cycle, an 8-bit 1.2 GS/s
+    # ADC per crossbar converting every cycle. Programming and noise as the default device (ISAAC models none).
+    "isaac": DeviceConfig(
+        name="isaac",
+        g_min_us=1e6 / 2e6,  # 1 / Rmax = 0.5 uS, CrossSim ISAAC.json (src)
+        g_max_us=1e6 / 2e3,  # 1 / Rmin = 500 uS, CrossSim ISAAC.json (src)
+        levels=4,  # cell_bits 2, CrossSim ISAAC.json; ISAAC Table 6 (src)
+        read_voltage_v=0.1,  # V, CrossSim xbar_parameters.py Vread (src)
+        # 5 ns, MLP NeuroSim V3.0 Cell.cpp read pulse (src). Chosen between the two cited widths because it brings
+        # the cell-read power of ReLU inputs on N(0,1) weights to within 25 % of ISAAC's 2.4 mW per IMA (Table 6);
+        # NeuroSim DNN's 10 ns gives 1.7x (tests/test_scheme.py). ISAAC does not state V_read or t_read.
+        read_pulse_ns=5.0,
+        programming_noise="none",  # ISAAC and CrossSim ISAAC.json model no programming error (src)
+        read_noise_frac=0.0,  # CrossSim ISAAC.json read_noise disabled (src)
+        drift_model="none",  # CrossSim ISAAC.json drift disabled (src)
+        endurance_pulses=1e6,  # cycles (lit. Huang et al.)
+        dac_bits=16,  # 16-bit sign-magnitude inputs, 1-bit slices: 15 cycles (CrossSim ISAAC.json, src)
+        adc_bits=8,  # 8-bit SAR at 1.2 GS/s, ISAAC Table 6 (lit.; hwcomponents isaac.py, src)
+        mvm_scheme="isaac",
+        tile_rows=128,  # ISAAC / CrossSim rows_max, cols_max 128 (src)
         tile_cols=128,
     ),
 }
@@ -178,4 +205,5 @@ _SOURCES = {
     "reram_milo2021": "Milo et al. IRPS 2021 via CrossSim RRAM_Milo.py; CrossSim PRIME.json; NeuroSim Param.cpp",
     "reram_cmo_hfox": "CMO/HfOx ReRAM via aihwkit ReRamCMONoiseModel and examples/34_ReRAM_inference.py",
     "neurosim_rram": "DNN_NeuroSim V2.1 Param.cpp, ProcessingUnit.cpp, train.py; MLP NeuroSim V3.0 Cell.cpp",
+    "isaac": "Shafiee et al. ISCA 2016 (ISAAC) via CrossSim configs/ISAAC.json and hwcomponents-library isaac.py",
 }

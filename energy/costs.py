@@ -9,8 +9,14 @@ Sources (see ../shared/references/device_energy.md for the full table):
 - NeuroSim DNN V2.1 / V1.4 `NeuroSIM/Param.cpp`: write 2-4 V, 50 ns pulses; read 0.5 V, 10 ns.
 - ISAAC via Accelergy `hwcomponents-library/library/isaac.py`: SAR ADC energy per conversion by resolution,
   1-bit DAC row drive 0.42 pJ, 16-bit shift-and-add 0.021 pJ; ADC 1.2 GS/s.
-- Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm): FP32/INT8 arithmetic and SRAM/DRAM access,
-  as tabulated by Han et al., "Learning both weights and connections", NeurIPS 2015, Table 1.
+- Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm): FP32/FP16/INT32/INT8 arithmetic and SRAM/DRAM
+  access, as tabulated by Han et al., "Learning both weights and connections", NeurIPS 2015, Table 1.
+
+Digital datapath. `datapath` names the precision of the digital logic next to the arrays (tile sums, scales,
+fusion's coefficient arithmetic, LoRA kept digitally): every `digital_mult` / `digital_add` is priced at that
+precision and every SRAM/DRAM word is a word of that width. ISAAC's digital datapath is 16-bit fixed point
+(Shafiee et al. ISCA 2016, section 4), so the ISAAC preset defaults to `int16`. The simulator's numerics stay float32
+whatever the datapath: the choice prices the logic, it does not model fixed-point rounding.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from energy.configs import replace_fields
 
 __all__ = [
     "COST_PRESETS",
+    "DATAPATHS",
     "CostTable",
+    "Datapath",
     "cost_preset",
     "pulse_energy_pj",
 ]
@@ -36,6 +45,22 @@ def pulse_energy_pj(voltage_v: float, conductance_us: float, width_ns: float) ->
     Example: 2 V across 10 uS for 50 ns gives 2.0 pJ (NeuroSim V1.4 write voltage and V2.1 pulse width).
     """
     return voltage_v * voltage_v * conductance_us * width_ns * 1e-3
+
+
+Datapath = Literal["fp32", "fp16", "bf16", "int16", "int8"]
+
+# Digital arithmetic at 45 nm by datapath: (multiply pJ, add pJ, word bits). Horowitz ISSCC 2014 gives FP32
+# 3.7 / 0.9, FP16 1.1 / 0.4, INT32 3.1 / 0.1 and INT8 0.2 / 0.03 pJ. INT16 is derived from his INT8 and INT32
+# figures: an array multiplier's energy grows with bits^2 (0.2 x 4 = 0.8, 3.1 / 4 = 0.78 pJ; we take 0.78), an
+# adder's linearly (0.03 x 2 = 0.06, 0.1 / 2 = 0.05 pJ; we take 0.05). BF16 is priced as FP16 (assumption:
+# Horowitz lists no BF16; its 8-bit mantissa multiplier is smaller than FP16's, so this is an upper bound).
+DATAPATHS: dict[str, tuple[float, float, int]] = {
+    "fp32": (3.7, 0.9, 32),
+    "fp16": (1.1, 0.4, 16),
+    "bf16": (1.1, 0.4, 16),
+    "int16": (0.78, 0.05, 16),
+    "int8": (0.2, 0.03, 8),
+}
 
 
 # ISAAC SAR ADC energy per conversion (pJ) by resolution (bits), 1.2 GS/s, 32 nm.
@@ -65,22 +90,30 @@ class CostTable:
     10 ns; 20 uS = mid-range of the 0-40 uS Wan 2022 device)."""
     # --- analog MVM ---
     cell_read_pj: float = 0.05
-    """One cell's contribution to an analog MVM read. Derived as verify_read_pj (same V, G, t)."""
+    """One cell's contribution to an analog MVM read when a recorder supplies no physics. The crossbar model
+    never uses it: it prices MVM reads as V_read^2 * G * t of the cells actually conducting (`crossbar.scheme`)."""
     adc_pj_by_bits: tuple[tuple[int, float], ...] = ISAAC_ADC_PJ_BY_BITS
-    """SAR ADC energy per conversion by resolution (ISAAC via hwcomponents-library isaac.py)."""
+    """SAR ADC energy per conversion by resolution (ISAAC's 8-bit 1.67 pJ, scaled to 4-10 bits after Saberi et al.
+    2011, as tabulated in hwcomponents-library isaac.py). Outside the table the same scaling is extended
+    geometrically with the table's own end ratios (see `adc_conversion_pj`)."""
     dac_row_cycle_pj: float = 0.42
     """Driving one row for one 1-bit input cycle (ISAAC via hwcomponents-library isaac.py). A b-bit input
     applied bit-serially costs b cycles."""
     shift_add_pj: float = 0.021
     """16-bit shift-and-add of one partial sum (ISAAC via hwcomponents-library isaac.py)."""
     # --- digital logic and memory (Horowitz ISSCC 2014, 45 nm; Han et al. 2015 Table 1) ---
+    datapath: Datapath = "int16"
+    """Precision of the digital datapath: fp32, fp16, bf16, int16 or int8 (module docstring). Default: ISAAC's
+    16-bit fixed point. `digital_mult`/`digital_add` are priced from DATAPATHS (Horowitz 2014) and SRAM/DRAM words
+    are `word_bits` wide, priced pro rata of the 32-bit access figures."""
     fp32_mult_pj: float = 3.7
     fp32_add_pj: float = 0.9
     int8_mult_pj: float = 0.2
     int8_add_pj: float = 0.03
     sram_access_32b_pj: float = 5.0
     """32-bit access to an 8 KB SRAM: half of Horowitz's 10 pJ per 64-bit access. Writes are assumed to cost the
-    same as reads (assumption: Horowitz gives one figure)."""
+    same as reads (assumption: Horowitz gives one figure). A narrower datapath word costs pro rata of its bits
+    (assumption: energy per bit accessed is constant)."""
     dram_access_32b_pj: float = 640.0
     """32-bit DRAM access (Han et al. 2015 Table 1, from Horowitz 2014)."""
     # --- latencies (ns) ---
@@ -110,6 +143,10 @@ class CostTable:
                 if not isinstance(value, str) or (f.name == "name" and not value):
                     raise ValueError(f"CostTable.{f.name} must be a non-empty string, got {value!r}")
                 continue
+            if f.name == "datapath":
+                if value not in DATAPATHS:
+                    raise ValueError(f"CostTable.datapath must be one of {list(DATAPATHS)}, got {value!r}")
+                continue
             if f.name == "adc_pj_by_bits":
                 _validate_adc_table(value)
                 continue
@@ -119,18 +156,49 @@ class CostTable:
                 raise ValueError(f"CostTable.{f.name} must be finite and >= 0, got {value!r}")
 
     def adc_conversion_pj(self, bits: int) -> float:
-        """Energy of one ADC conversion at `bits` resolution, linearly interpolated in the table (clamped at its
-        ends; outside the tabulated range the nearest entry's energy is scaled by 2^(bits difference) / 2^(0),
-        i.e. doubled per extra bit above the table and kept flat below it)."""
+        """Energy of one ADC conversion at `bits` resolution: one scaling, the table's. Inside the table, geometric
+        interpolation between neighbours (the Saberi scaling is close to geometric: x1.2-1.25 per bit); outside it,
+        the table's own ratio per bit at that end, extended geometrically (a one-entry table is flat)."""
         table = self.adc_pj_by_bits
-        if bits <= table[0][0]:
+        if len(table) == 1:
             return table[0][1]
+        if bits <= table[0][0]:
+            (b0, e0), (b1, e1) = table[0], table[1]
+            return e0 * _ratio(e0, e1) ** ((bits - b0) / (b1 - b0))
         if bits >= table[-1][0]:
-            return table[-1][1] * 2.0 ** (bits - table[-1][0])
+            (b0, e0), (b1, e1) = table[-2], table[-1]
+            return e1 * _ratio(e0, e1) ** ((bits - b1) / (b1 - b0))
         for (b0, e0), (b1, e1) in zip(table, table[1:]):
             if b0 <= bits <= b1:
-                return e0 + (e1 - e0) * (bits - b0) / (b1 - b0)
+                return e0 * _ratio(e0, e1) ** ((bits - b0) / (b1 - b0))
         raise AssertionError("unreachable: table is sorted and covers bits")
+
+    @property
+    def mult_pj(self) -> float:
+        """One multiply at the datapath's precision (FP32 uses the `fp32_mult_pj` field, INT8 `int8_mult_pj`)."""
+        return self.fp32_mult_pj if self.datapath == "fp32" else self.int8_mult_pj if self.datapath == "int8" else (
+            DATAPATHS[self.datapath][0]
+        )
+
+    @property
+    def add_pj(self) -> float:
+        """One add at the datapath's precision."""
+        return self.fp32_add_pj if self.datapath == "fp32" else self.int8_add_pj if self.datapath == "int8" else (
+            DATAPATHS[self.datapath][1]
+        )
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of one datapath word (the unit of `sram_*` and `dram_access` events)."""
+        return DATAPATHS[self.datapath][2]
+
+    @property
+    def sram_word_pj(self) -> float:
+        return self.sram_access_32b_pj * self.word_bits / 32.0
+
+    @property
+    def dram_word_pj(self) -> float:
+        return self.dram_access_32b_pj * self.word_bits / 32.0
 
     def dac_conversion_pj(self, bits: int) -> float:
         """Energy to apply one `bits`-bit input to one row, bit-serially (bits x 1-bit row cycles)."""
@@ -148,12 +216,20 @@ class CostTable:
                 continue
             value = getattr(self, f.name)
             unit = "pJ" if f.name.endswith("_pj") else "ns" if f.name.endswith("_ns") else "pJ by bits"
+            if f.name == "datapath":
+                unit = "-"
             if f.name == "adc_pj_by_bits":
                 shown = ", ".join(f"{b}b {e:g}" for b, e in value)
+            elif isinstance(value, str):
+                shown = value
             else:
                 shown = f"{value:g}"
             rows.append((f.name, shown, unit, _FIELD_SOURCES.get(self.name, {}).get(f.name, _DEFAULT_SOURCES[f.name])))
         return rows
+
+
+def _ratio(e0: float, e1: float) -> float:
+    return e1 / e0 if e0 > 0 else 1.0
 
 
 def _validate_adc_table(table: object) -> None:
@@ -178,6 +254,7 @@ _DEFAULT_SOURCES: dict[str, str] = {
     "adc_pj_by_bits": "ISAAC SAR ADC via hwcomponents-library isaac.py",
     "dac_row_cycle_pj": "ISAAC via hwcomponents-library isaac.py",
     "shift_add_pj": "ISAAC via hwcomponents-library isaac.py",
+    "datapath": "ISAAC 16-bit fixed point (Shafiee et al. ISCA 2016); priced from Horowitz ISSCC 2014",
     "fp32_mult_pj": "Horowitz ISSCC 2014 (45 nm)",
     "fp32_add_pj": "Horowitz ISSCC 2014 (45 nm)",
     "int8_mult_pj": "Horowitz ISSCC 2014 (45 nm)",
@@ -219,6 +296,7 @@ COST_PRESETS: dict[str, CostTable] = {
         verify_read_pj=pulse_energy_pj(0.5, 1e6 / 240e3, 10.0),
         cell_read_pj=pulse_energy_pj(0.5, 1e6 / 240e3, 10.0),
         adc_pj_by_bits=tuple((b, round(_neurosim_sar_adc_pj(b), 5)) for b in range(4, 11)),
+        datapath="int16",  # assumption: NeuroSim's digital periphery (shift-add, accumulation) is fixed point
         sources="NeuroSim DNN V2.1 Param.cpp (Ron 240 kOhm, 4 V write, 50 ns); NeuroSim V1.4 SarADC.cpp; "
         "ISAAC DAC/shift-add; Horowitz ISSCC 2014",
     ),

@@ -39,15 +39,15 @@ EVENTS: dict[str, tuple[str, str | None]] = {
     "adc_conversion": ("adc8", "adc_conversion_ns"),
     "dac_conversion": ("dac8", None),
     "shift_add": ("shift_add_pj", None),
-    "digital_mult": ("fp32_mult_pj", "digital_op_ns"),
-    "digital_add": ("fp32_add_pj", "digital_op_ns"),
-    "sram_read": ("sram_access_32b_pj", "sram_access_ns"),
-    "sram_write": ("sram_access_32b_pj", "sram_access_ns"),
-    "dram_access": ("dram_access_32b_pj", "dram_access_ns"),
+    "digital_mult": ("mult_pj", "digital_op_ns"),
+    "digital_add": ("add_pj", "digital_op_ns"),
+    "sram_read": ("sram_word_pj", "sram_access_ns"),
+    "sram_write": ("sram_word_pj", "sram_access_ns"),
+    "dram_access": ("dram_word_pj", "dram_access_ns"),
 }
-"""Known event kinds. Pulses and reads are per cell; ADC/DAC per conversion; digital ops per FP32 operation;
-memory traffic per 32-bit word. Default pricing of ADC/DAC assumes 8 bits; recorders pass the energy for other
-resolutions (`CostTable.adc_conversion_pj(bits)`)."""
+"""Known event kinds. Pulses and reads are per cell; ADC/DAC per conversion; digital ops per operation at the cost
+table's `datapath` precision; memory traffic per datapath word (`CostTable.word_bits`). Default pricing of
+ADC/DAC assumes 8 bits; recorders pass the energy for other resolutions (`CostTable.adc_conversion_pj(bits)`)."""
 
 WRITE_EVENTS: frozenset[str] = frozenset({"set_pulse", "reset_pulse"})
 

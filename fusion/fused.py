@@ -94,14 +94,16 @@ def calibrate(
     if scope is not None:
         # The MVMs a device runs for the read-out, recorded by count: running them here would draw read-noise keys
         # and (with a calibrated ADC) set ADC ranges from probe vectors, so recording would change the results.
+        # The probe inputs are known (unit vectors, rows of A), so the cells they make conduct are priced.
+        unit_rows = torch.eye(n_rows)
         if _is_analog(bank_a):
-            bank_a.record_reads(n_rows, scope, transposed=True)
-            bank_a.record_reads(n_rows, scope)
+            bank_a.record_reads(n_rows, scope, transposed=True, inputs=unit_rows)
+            bank_a.record_reads(n_rows, scope, inputs=a)
         if _is_analog(base):
-            base.record_reads(n_rows, scope)
-            base.record_reads(d_in, scope)
+            base.record_reads(n_rows, scope, inputs=a)
+            base.record_reads(d_in, scope, inputs=torch.eye(d_in))
         if _is_analog(bank_b):
-            bank_b.record_reads(n_rows, scope)
+            bank_b.record_reads(n_rows, scope, inputs=unit_rows)
         record_digital(scope, layer, mults=d_out * d_in, adds=d_out * d_in, sram_writes=calibration.sram_words)
     return calibration
 

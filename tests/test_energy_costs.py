@@ -41,9 +41,32 @@ def test_adc_energy_interpolates_and_extrapolates() -> None:
     table = CostTable()
     assert table.adc_conversion_pj(8) == pytest.approx(1.67)
     assert table.adc_conversion_pj(4) == pytest.approx(0.79)
-    assert table.adc_conversion_pj(2) == pytest.approx(0.79)  # flat below the table
-    assert table.adc_conversion_pj(12) == pytest.approx(2.38 * 4)  # doubles per bit above it
+    # One scaling: outside the table, its own end ratios per bit, extended geometrically.
+    assert table.adc_conversion_pj(2) == pytest.approx(0.79 * (0.79 / 0.99) ** 2)
+    assert table.adc_conversion_pj(12) == pytest.approx(2.38 * (2.38 / 1.97) ** 2)
+    energies = [table.adc_conversion_pj(b) for b in range(1, 17)]
+    assert all(a < b for a, b in zip(energies, energies[1:]))  # monotone in bits
     assert table.dac_conversion_pj(8) == pytest.approx(8 * 0.42)
+
+
+def test_datapath_prices_digital_ops_and_words() -> None:
+    from energy import Ledger
+
+    assert CostTable().datapath == "int16"  # ISAAC's 16-bit fixed point
+    for datapath, mult, add, bits in (
+        ("fp32", 3.7, 0.9, 32), ("fp16", 1.1, 0.4, 16), ("bf16", 1.1, 0.4, 16), ("int16", 0.78, 0.05, 16),
+        ("int8", 0.2, 0.03, 8),
+    ):  # fmt: skip
+        table = CostTable(datapath=datapath)
+        ledger = Ledger(table)
+        ledger.record("digital_mult", 10, phase="adapt")
+        ledger.record("digital_add", 10, phase="adapt")
+        ledger.record("sram_read", 4, phase="adapt")
+        assert ledger.total(event="digital_mult") == pytest.approx(10 * mult)
+        assert ledger.total(event="digital_add") == pytest.approx(10 * add)
+        assert ledger.total(event="sram_read") == pytest.approx(4 * 5.0 * bits / 32)
+    with pytest.raises(ValueError, match="datapath"):
+        CostTable(datapath="fp64")  # type: ignore[arg-type]
 
 
 def test_presets_and_overrides() -> None:
@@ -60,4 +83,4 @@ def test_every_row_has_a_source() -> None:
     for table in COST_PRESETS.values():
         for name, _value, unit, source in table.as_rows():
             assert source.strip(), name
-            assert unit in ("pJ", "ns", "pJ by bits")
+            assert unit in ("pJ", "ns", "pJ by bits", "-")

@@ -198,13 +198,23 @@ def test_bank_programming_and_calibration_are_recorded_in_their_phases() -> None
     assert ledger.cell_write_pulses(phase="deploy_bank") > 0
     assert {r.layer for r in ledger.rows(phase="deploy_bank")} >= {"blocks.0.q.bank_A", "blocks.0.q.bank_B"}
     assert ledger.cell_write_pulses(phase="calibration") == 0
-    # Read-out MVMs per layer (d = 16, N r = 6): A's rows by 6 transposed MVMs, A A^T by 6 MVMs on A, W0 A^T by 6
-    # MVMs on W0, W0 by 16 unit-vector MVMs, B by 6 MVMs; each reads all of its array's cells (2 per weight).
+    # Read-out MVMs per layer (d = 16, N r = 6): A's rows by 6 transposed unit-vector MVMs, A A^T by 6 MVMs on A
+    # with A's rows as inputs, W0 A^T by 6 MVMs on W0 with A's rows, W0 by 16 unit-vector MVMs, B by 6 unit-vector
+    # MVMs. Conducting cells: the 2 cells per weight of every row driven in every bit-cycle (crossbar.scheme).
+    from crossbar.scheme import input_activity
+
     d, width = 16, 6
+    device = programmed.layers["blocks.0.q"].a.array_config
+    cycles = device.scheme.cycles(device.dac_bits)
+    a = programmed.layers["blocks.0.q"].a.programmed_weight()
+
+    def drives(x):
+        return input_activity(x, device.dac_bits, device.scheme).drives.sum()
+
     cells = {
-        "blocks.0.q.bank_A": 2 * width * (2 * d * width),
-        "blocks.0.q": (width + d) * (2 * d * d),
-        "blocks.0.q.bank_B": width * (2 * width * d),
+        "blocks.0.q.bank_A": width * cycles * (2 * d) + drives(a) * (2 * width),
+        "blocks.0.q": drives(a) * (2 * d) + d * cycles * (2 * d),
+        "blocks.0.q.bank_B": width * cycles * (2 * d),
     }
     for layer, expected in cells.items():
         assert ledger.total("count", phase="calibration", event="cell_read", layer=layer) == expected, layer

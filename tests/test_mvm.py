@@ -25,6 +25,7 @@ from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
 from crossbar.periphery import adc_quantize, dac_quantize, quantizer_levels
 from crossbar.presets import device_preset
 from crossbar.rng import NORMAL_TABLE
+from crossbar.scheme import ConductanceSums
 from crossbar.state import ArrayState
 from energy import Ledger
 
@@ -292,31 +293,49 @@ def test_reference_path_is_differentiable_with_straight_through_gradient():
 
 
 def test_record_mvm_counts_and_energies():
-    device = device_preset("reram_wan2022", tile_rows=64, tile_cols=32)
+    device = device_preset("reram_wan2022", tile_rows=64, tile_cols=32, mvm_scheme="multi_bit")
     ledger = Ledger()
     scope = ledger.scope(phase="inference")
-    d_in, d_out, batch, g_sum = 100, 40, 6, 1234.0
-    record_mvm(scope, layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch, g_sum_us=g_sum, bias=True)
+    d_in, d_out, batch = 100, 40, 6
+    rng = np.random.default_rng(0)
+    row_us, col_us = rng.uniform(0, 80, d_in), rng.uniform(0, 200, d_out)
+    sums = ConductanceSums(row_us=row_us, col_us=col_us)
+    record_mvm(scope, layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch, conductance=sums, bias=True)
     costs = ledger.costs
 
     def total(event, field="count"):
         return ledger.total(field, event=event)
 
+    # Without inputs: every row driven at full scale (upper bound), one multi-bit cycle.
     assert total("cell_read") == 2 * d_in * d_out * batch
-    assert total("cell_read", "energy_pj") == pytest.approx(batch * 0.5**2 * g_sum * 10.0 * 8 * 1e-3)
-    assert total("cell_read", "latency_ns") == pytest.approx(batch * 8 * costs.mvm_cycle_ns)
+    assert total("cell_read", "energy_pj") == pytest.approx(batch * 0.5**2 * row_us.sum() * 10.0 * 1e-3)
+    assert total("cell_read", "latency_ns") == pytest.approx(batch * costs.mvm_cycle_ns)
     assert total("dac_conversion") == d_in * 2 * batch  # 2 column tiles of 32 for 40 outputs
     assert total("dac_conversion", "energy_pj") == pytest.approx(d_in * 2 * batch * costs.dac_conversion_pj(8))
     assert total("adc_conversion") == d_out * 2 * batch  # 2 row tiles of 64 for 100 inputs
     assert total("adc_conversion", "energy_pj") == pytest.approx(d_out * 2 * batch * costs.adc_conversion_pj(8))
     assert total("shift_add") == d_out * 2 * batch
     assert total("digital_add") == d_out * batch
+    # With inputs, multi-bit: row i conducts at (c_i / L)^2 of V_read^2.
+    x = torch.zeros(batch, d_in)
+    x[:, 3] = 1.0
+    x[:, 7] = -0.5
+    ledger1 = Ledger()
+    record_mvm(
+        ledger1.scope(phase="inference"), layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch,
+        conductance=sums, inputs=x,
+    )  # fmt: skip
+    code7 = np.rint(np.float32(-0.5) * np.float32(127)) / 127
+    expected = batch * 0.25 * 10.0 * 1e-3 * (row_us[3] + code7**2 * row_us[7])
+    assert ledger1.total("energy_pj", event="cell_read") == pytest.approx(expected)
+    assert ledger1.total("count", event="cell_read") == 2 * 2 * d_out * batch
     # Transposed: inputs along d_out in column tiles, conversions on the rows of every column tile.
     ledger2 = Ledger()
     record_mvm(
         ledger2.scope(phase="adapt"), layer="l", device=device, d_in=d_in, d_out=d_out, n_vectors=batch,
-        g_sum_us=g_sum, transposed=True,
+        conductance=sums, transposed=True,
     )  # fmt: skip
     assert ledger2.total("count", event="dac_conversion") == d_out * 2 * batch
     assert ledger2.total("count", event="adc_conversion") == d_in * 2 * batch
     assert ledger2.total("count", event="cell_read") == 2 * d_in * d_out * batch
+    assert ledger2.total("energy_pj", event="cell_read") == pytest.approx(batch * 0.25 * col_us.sum() * 1e-2)
