@@ -23,6 +23,7 @@ __all__ = ["METRICS_COLUMNS", "UnitResult", "metrics_rows", "write_results"]
 METRICS_COLUMNS: tuple[str, ...] = (
     "method",
     "task",
+    "seed",
     "drift_s",
     "accuracy",
     "accuracy_std",
@@ -53,6 +54,8 @@ class UnitResult:
     wall_s: float
     ledger_records: list[dict[str, object]] = field(default_factory=list)
     """The unit's ledger (phases `adapt`, `calibration` if any, and `inference` for its first evaluation)."""
+    seed: int = 0
+    """The scenario seed this unit ran with (a unit is sweep point x seed x task x method)."""
 
     def ledger(self) -> Ledger:
         return Ledger.from_records(self.ledger_records)
@@ -93,6 +96,7 @@ def metrics_rows(units: list[UnitResult]) -> list[dict[str, object]]:
                 {
                     "method": unit.method,
                     "task": unit.task,
+                    "seed": unit.seed,
                     "drift_s": drift_s,
                     "accuracy": mean,
                     "accuracy_std": std,
