@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
 from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
 from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from fusion.accounting import digital_state
 from scenarios.errors import ScenarioError
 from scenarios.results import UnitResult, write_results
 from scenarios.schema import MethodSpec, Scenario
@@ -176,6 +177,7 @@ class _Run:
         # adapt() files its records under the method's registered name; results are filed under the entry's key
         ledger = _relabel_method(ledger, spec.name, spec.key)
         wear = _wear_pulses_per_cell(ledger, result.model)
+        state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
         accuracies = self._evaluate(result.model, task, spec.key, seed, ledger)
         unit = UnitResult(
             task=task.name,
@@ -187,6 +189,7 @@ class _Run:
             n_test=len(task.x_test),
             wall_s=result.wall_s,
             ledger_records=ledger.to_records(),
+            digital_state=state.as_dict(),
         )
         atomic_write_text(path, json.dumps(unit.to_json()))
         log.info("%s / %s: accuracy %s, %d trainable", task.name, spec.key, accuracies, result.trainable_params)
