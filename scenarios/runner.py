@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
 from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
 from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
-from fusion.accounting import digital_state
+from fusion.digital_state import digital_state
 from scenarios.errors import ScenarioError
 from scenarios.results import UnitResult, write_results
 from scenarios.schema import MethodSpec, Scenario
