@@ -68,12 +68,17 @@ _SCENARIO_HELP = "Scenario YAML file, or the name of a bundled scenario (multita
 _SET_HELP = "Override a setting before validation, e.g. --set bank.rank=8 (value parsed as YAML); repeatable."
 
 
-def _load(scenario: str, overrides: list[str]):
-    """Load and validate a scenario; any problem in it becomes a one-line UserError."""
-    from scenarios.loading import ScenarioError, load_scenario
+_SWEEP_HELP = (
+    "Sweep a key path over values, e.g. --sweep device.overrides.read_noise_frac=0.005,0.01; repeatable (grid)."
+)
+
+
+def _load_study(scenario: str, overrides: list[str], sweeps: list[str]):
+    """Load, validate and expand a scenario's sweep; any problem in it becomes a one-line UserError."""
+    from scenarios.loading import ScenarioError, load_study
 
     try:
-        return load_scenario(scenario, overrides)
+        return load_study(scenario, overrides, sweeps)
     except ScenarioError as error:
         raise UserError(str(error)) from None
 
@@ -82,14 +87,18 @@ def _load(scenario: str, overrides: list[str]):
 def validate(
     scenario: str = typer.Argument(..., help=_SCENARIO_HELP, show_default=False),
     overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
+    sweeps: list[str] = typer.Option([], "--sweep", help=_SWEEP_HELP, metavar="KEY.PATH=V1,V2"),
 ) -> None:
-    """Check a scenario file (schema, presets, task names, npz files) without running it."""
-    loaded = _load(scenario, overrides)
+    """Check a scenario file (schema, presets, task names, npz files, every sweep point) without running it."""
+    study = _load_study(scenario, overrides, sweeps)
+    loaded = study.scenario
     methods = ", ".join(method.key for method in loaded.methods)
+    seeds = study.points[0].scenario.seed_list
+    points = f"; {len(study.points)} sweep points over {', '.join(study.keys)}" if study.is_sweep else ""
     typer.echo(
         f"OK: scenario {loaded.name!r} ({loaded.source_path}): {len(loaded.tasks.sources)} source tasks, "
         f"{len(loaded.tasks.targets)} target tasks, methods {methods}; device {loaded.device.preset}, "
-        f"costs {loaded.costs.preset}, seed {loaded.seed}"
+        f"costs {loaded.costs.preset}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}{points}"
     )
 
 
@@ -98,18 +107,50 @@ def run(
     scenario: str = typer.Argument(..., help=_SCENARIO_HELP, show_default=False),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<scenario name>)."),
     overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
+    sweeps: list[str] = typer.Option([], "--sweep", help=_SWEEP_HELP, metavar="KEY.PATH=V1,V2"),
     seed: int | None = typer.Option(None, "--seed", help="Seed of every random draw (same as --set seed=N)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints in the run directory and start over."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes of the local Dask cluster (default: one per core)."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", metavar="ADDRESS",
+        help="Run on an existing Dask cluster, e.g. tcp://host:8786 (default: $CROSSBAR_SIM_SCHEDULER, else local).",
+    ),  # fmt: skip
+    serial: bool = typer.Option(False, "--serial", help="Run everything in this process (debugging, profiling)."),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="Folder of shared phases (base model, bank, programmed arrays) reused between runs "
+        "(default: <run>/cache)."
+    ),
+    allow_version_change: bool = typer.Option(
+        False, "--allow-version-change", help="Resume a run started by another crossbar-sim version or git commit."
+    ),
 ) -> None:
     """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
-    loaded = _load(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    study = _load_study(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])], sweeps)
+    if serial and (scheduler or workers):
+        raise UserError("--serial runs in this process: it cannot be combined with --scheduler or --workers")
     from scenarios.errors import ScenarioError
-    from scenarios.runner import run_scenario
+    from scenarios.execution import open_executor
+    from scenarios.runner import run_study
 
+    run_dir = out if out is not None else Path("runs") / study.scenario.name
     try:
-        run_dir = run_scenario(loaded, out if out is not None else Path("runs") / loaded.name, fresh=fresh)
+        executor = open_executor(serial=serial, scheduler=scheduler, workers=workers)
+    except (ConnectionError, OSError, ValueError) as error:
+        raise UserError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+    try:
+        outcome = run_study(study, run_dir, fresh=fresh, executor=executor, cache_dir=cache,
+                            allow_version_change=allow_version_change)  # fmt: skip
     except ScenarioError as error:
         raise UserError(str(error)) from None
+    finally:
+        executor.close()
+    if outcome.failures:
+        for line in outcome.failures:
+            typer.echo(f"crossbar-sim: failed: {line}", err=True)
+        typer.echo(f"partial results in {run_dir} ({len(outcome.finished)} of {len(study.points)} point(s) finished)")
+        raise typer.Exit(1)
     typer.echo(f"results in {run_dir}")
 
 

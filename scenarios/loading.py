@@ -25,7 +25,7 @@ from scenarios.families import get_task_family
 from scenarios.plugins import is_plugin_path
 from scenarios.schema import KeyedError, MethodEntryError, MethodSpec, Scenario, method_spec
 
-__all__ = ["ScenarioError", "bundled_scenarios", "load_scenario"]
+__all__ = ["ScenarioError", "bundled_scenarios", "load_scenario", "load_study", "parse_sweep_option"]
 
 
 # --- error messages --------------------------------------------------------------------------------------------
@@ -250,15 +250,27 @@ def _apply_override(raw: dict[str, Any], text: str) -> None:
     """
     where = f"--set {text!r}"
     key, equals, value_text = text.partition("=")
-    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
-    segments = key.split(".")
-    if not equals or not key or not all(_SEGMENT.fullmatch(s) for s in segments):
+    if not equals:
         raise ScenarioError(f"{where}: bad syntax, expected key.path=value (e.g. --set bank.rank=8)")
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or "cannot be parsed"
         raise ScenarioError(f"{where}: the value is not valid YAML ({problem}), expected a scalar or [list]") from None
+    _apply_value(raw, key, value, where)
+
+
+def _split_key(key: str, where: str) -> list[str]:
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
+    segments = key.split(".")
+    if not key or not all(_SEGMENT.fullmatch(s) for s in segments):
+        raise ScenarioError(f"{where}: bad syntax, expected key.path=value (e.g. --set bank.rank=8)")
+    return segments
+
+
+def _apply_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set the dotted `key` of the raw scenario dict to `value`, checking the path against the schema."""
+    segments = _split_key(key, where)
     node: Any = raw
     annotation: Any = Scenario
     for depth, segment in enumerate(segments):
@@ -379,4 +391,120 @@ def load_scenario(
             build_tasks(scenario)
         except ScenarioError as error:
             raise ScenarioError(f"{label}: {error}") from None
+    return scenario
+
+
+# --- sweeps ----------------------------------------------------------------------------------------------------
+def parse_sweep_option(text: str) -> tuple[str, list[Any]]:
+    """`key.path=v1,v2,...` (each value parsed as YAML) or `key.path=[v1, v2]` -> (key, values)."""
+    where = f"--sweep {text!r}"
+    key, equals, value_text = text.partition("=")
+    if not equals or not key.strip():
+        raise ScenarioError(f"{where}: bad syntax, expected key.path=v1,v2,... (e.g. --sweep bank.rank=2,4)")
+    try:
+        parsed = yaml.safe_load(value_text)
+        values = parsed if isinstance(parsed, list) else [yaml.safe_load(v) for v in value_text.split(",")]
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "cannot be parsed"
+        raise ScenarioError(f"{where}: a value is not valid YAML ({problem})") from None
+    if not values or any(v is None and not value_text.strip() for v in values):
+        raise ScenarioError(f"{where}: no values, expected key.path=v1,v2,...")
+    return ".".join(_split_key(key, where)), values
+
+
+def load_study(
+    path_or_name: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    sweeps: Sequence[str] = (),
+    *,
+    context: Mapping[str, Any] | None = None,
+):
+    """Load a scenario and expand its sweep (`sweep:` section plus `--sweep key=v1,v2` options, which join the
+    grid) into validated points; any problem is a one-line `ScenarioError` naming the point and key."""
+    import copy
+    import itertools
+
+    from scenarios.sweep import Study, SweepPoint
+
+    path = _locate(path_or_name)
+    label = path.name
+    raw = _read_yaml(path, label)
+    section = raw.get("sweep")
+    if sweeps:
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ScenarioError(f"{label}: sweep: got {describe_value(section)}, expected a mapping with grid, zip")
+        grid = section.setdefault("grid", {})
+        if not isinstance(grid, dict):
+            raise ScenarioError(f"{label}: sweep.grid: got {describe_value(grid)}, expected a mapping")
+        try:
+            for text in sweeps:
+                key, values = parse_sweep_option(text)
+                grid[key] = values
+        except ScenarioError as error:
+            raise ScenarioError(f"{label}: {error}") from None
+        raw["sweep"] = section
+    try:
+        for text in overrides:
+            _apply_override(raw, text)
+    except ScenarioError as error:
+        raise ScenarioError(f"{label}: {error}") from None
+    base = _validate(path, raw, context)
+    spec = base.sweep
+    if spec is None or spec.empty:
+        return Study.single(base)
+    grid = dict(spec.grid)
+    seeds = grid.pop("seed", None)
+    keys = [*grid, *spec.zip]
+    combos = list(itertools.product(*grid.values())) if grid else [()]
+    rows = list(zip(*spec.zip.values())) if spec.zip else [()]
+    points = []
+    for combo in combos:
+        for row in rows:
+            values = dict(zip(keys, (*combo, *row)))
+            index = len(points)
+            point_raw = copy.deepcopy(raw)
+            point_raw.pop("sweep", None)
+            if seeds is not None:
+                point_raw["seeds"] = list(seeds)
+            where = f"sweep point p{index:03d} ({', '.join(f'{k}={describe_value(v)}' for k, v in values.items())})"
+            try:
+                for key, value in values.items():
+                    _apply_value(point_raw, key, copy.deepcopy(value), where)
+            except ScenarioError as error:
+                raise ScenarioError(f"{label}: {error}") from None
+            try:
+                scenario = _validate(path, point_raw, context, where=where)
+            except ScenarioError as error:
+                raise ScenarioError(str(error)) from None
+            points.append(SweepPoint(index, f"p{index:03d}", values, scenario))
+    if not keys:  # only seeds were swept: one point with those seeds
+        return Study.single(points[0].scenario)
+    return Study(base, points, keys)
+
+
+def _validate(path: Path, raw: dict[str, Any], context: Mapping[str, Any] | None, where: str = "") -> Scenario:
+    """Relative paths and validation of a raw scenario dict (a copy; `raw` is left as it is), as `load_scenario`."""
+    import copy
+
+    label = path.name
+    raw = copy.deepcopy(raw)
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "scenario")
+    prefix = f"{label}: {where + ': ' if where else ''}"
+    _resolve_npz_paths(raw, path.resolve().parent)
+    _resolve_plugin_paths(raw, path.resolve().parent)
+    _resolve_model_path(raw, path.resolve().parent)
+    try:
+        scenario = Scenario.model_validate(raw, context=dict(context or {}))
+    except ValidationError as error:
+        raise ScenarioError(f"{prefix}{_format_validation_error(error, raw)}") from None
+    scenario._source = path.resolve()
+    if get_task_family(scenario.tasks.family).check_on_load:  # files, packages and pool sizes checked up front
+        from scenarios.workloads import build_tasks
+
+        try:
+            build_tasks(scenario)
+        except ScenarioError as error:
+            raise ScenarioError(f"{prefix}{error}") from None
     return scenario

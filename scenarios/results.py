@@ -23,6 +23,7 @@ __all__ = ["METRICS_COLUMNS", "UnitResult", "metrics_rows", "write_results"]
 METRICS_COLUMNS: tuple[str, ...] = (
     "method",
     "task",
+    "seed",
     "drift_s",
     "accuracy",
     "accuracy_std",
@@ -56,9 +57,11 @@ class UnitResult:
     wall_s: float
     ledger_records: list[dict[str, object]] = field(default_factory=list)
     """The unit's ledger (phases `adapt`, `calibration` if any, and `inference` for its first evaluation)."""
+    seed: int = 0
+    """The scenario seed this unit ran with (a unit is sweep point x seed x task x method)."""
     digital_state: dict[str, int] = field(default_factory=dict)
-    """The method's digital state in datapath words (`fusion.accounting.DigitalState.as_dict`): `words` held for
-    inference (kept values + calibration read-out), `adapt_words` at the peak of adaptation, and their parts."""
+    """The method's digital state in datapath words (`fusion.digital_state.DigitalState.as_dict`): `words` held
+    for inference (kept values + calibration read-out), `adapt_words` at the peak of adaptation, and their parts."""
 
     def ledger(self) -> Ledger:
         return Ledger.from_records(self.ledger_records)
@@ -100,6 +103,7 @@ def metrics_rows(units: list[UnitResult], word_bits: int = 32) -> list[dict[str,
                 {
                     "method": unit.method,
                     "task": unit.task,
+                    "seed": unit.seed,
                     "drift_s": drift_s,
                     "accuracy": mean,
                     "accuracy_std": std,

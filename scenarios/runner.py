@@ -1,252 +1,620 @@
-"""The scenario runner (DESIGN section 6): train base -> program base -> train bank -> program bank -> for each
-target task and method: adapt, evaluate (fresh and after drift) -> write results.
+"""The scenario runner (DESIGN sections 6 and 11): train base -> train bank -> program base and bank -> for each
+unit (sweep point x seed x target task x method): adapt, evaluate (fresh and after drift) -> write results.
 
-Resuming. Every finished phase leaves a checkpoint in `<run>/checkpoints/`, written atomically:
-- `base_model.safetensors` (+ `.json` with its clean accuracy): the trained digital base;
-- `bank/` (`LoRABank.save`: safetensors + manifest): the trained bank;
-- `deploy_ledger.json`: the ledger of programming base and bank;
-- `units/<task>__<method>.json`: one finished (task, method) unit: its metrics rows, wear and ledger rows.
-On restart the training phases and finished units are loaded, not redone. Programming base and bank is replayed
-instead of loaded: it is a pure function of the seed and the trained weights and takes seconds, and the replayed
-ledger must equal the checkpointed one (a check that the replay really is deterministic). A unit's randomness is
-derived from (seed, task, method), never from what ran before it, so a resumed run ends with the same
-`metrics.csv` as an uninterrupted one.
+Execution. The runner plans the work and hands it to an `Executor` (`scenarios.execution`): serial, or Dask
+distributed (a LocalCluster of single-threaded worker processes, or an existing cluster). Each function it
+submits is pure: its result depends only on its arguments, never on what ran before it or where, so
+`metrics.csv` is byte-identical whatever the number of workers and the order in which units finish.
+
+Shared phases. Base model, bank and programmed arrays are content-addressed by the parts of the resolved config
+that determine them (`scenarios.cache`), computed once per key - a read-noise sweep trains one base model and one
+bank per seed and programs them once per device setting - and stored in `<run>/cache/` (or `--cache DIR`). They
+travel to the workers as Dask data (`Blob`s of file bytes), so workers need no shared file system.
+
+Resuming and faults. The driver alone writes the run directory: each finished unit becomes
+`checkpoints/units/seed<S>/<task>__<method>.json`, listed with its SHA-256 in `checkpoints/manifest.json`. On
+restart, listed units that match their checksum are loaded; missing, truncated or altered ones are recomputed, as
+are cache entries that fail their manifest. A unit that raises is reported in one line and the other units go on;
+the point it belongs to gets no results. A run directory is locked (`scenarios.lock`) and stamped with the
+package version and git hash; resuming under another version is refused unless `allow_version_change`.
 """
 
 from __future__ import annotations
 
-import copy
+import io
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterator
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
-from energy import WRITE_EVENTS, Ledger, atomic_write_bytes, atomic_write_text, cost_preset
+from energy import WRITE_EVENTS, Ledger, atomic_write_text, cost_preset
 from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
 from fusion.digital_state import digital_state
+from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
+from scenarios.execution import Executor, Handle, SerialExecutor
+from scenarios.lock import run_lock
 from scenarios.results import UnitResult, write_results
-from scenarios.schema import MethodSpec, Scenario
+from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
+from scenarios.sweep import Study, SweepPoint, write_sweep
+from scenarios.tasks import DIGIT_TASKS, digits_task
 from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
 
-__all__ = ["run_scenario"]
+__all__ = ["FAULT_KILL_ONCE_ENV", "RunOutcome", "run_scenario", "run_study"]
 
 log = logging.getLogger("crossbar_sim.runner")
 
 RUN_THREADS = 1
-"""Torch and numba threads during a run. The default study's matrices are 64-128 wide: a second thread costs more
-in synchronisation than it saves (measured: up to 20x slower training on a busy 2-core machine)."""
+"""Torch and numba threads per process during a run. The default study's matrices are 64-128 wide: a second
+thread costs more in synchronisation than it saves; parallelism comes from worker processes instead."""
+
+FAULT_KILL_ONCE_ENV = "CROSSBAR_SIM_FAULT_KILL_ONCE"
+"""Fault injection for tests: when this environment variable names a file that exists, the first unit to remove it
+writes its pid to `<file>.killed` and kills its own process (SIGKILL), as a crashed worker would."""
 
 
-def run_scenario(scenario: Scenario, out_dir: Path, *, fresh: bool = False, progress: bool = True) -> Path:
-    """Run every phase of `scenario` into `out_dir` (resuming from its checkpoints unless `fresh`) and return the
-    run directory, which then holds the resolved config, results.json, metrics.csv, ledger.csv, figures and
-    report.md."""
+@dataclass
+class RunOutcome:
+    """What a run produced: its directory, the point directories that got results, and one line per failure."""
+
+    run_dir: Path
+    finished: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: Path,
+    *,
+    fresh: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+    cache_dir: Path | None = None,
+    allow_version_change: bool = False,
+) -> Path:
+    """Run one scenario (all its seeds) into `out_dir` and return the run directory; raises RuntimeError naming
+    the failed units if any failed. `executor` defaults to serial execution in this process."""
+    outcome = run_study(
+        Study.single(scenario), out_dir, fresh=fresh, progress=progress, executor=executor, cache_dir=cache_dir,
+        allow_version_change=allow_version_change,
+    )  # fmt: skip
+    if outcome.failures:
+        raise RuntimeError("; ".join(outcome.failures))
+    return outcome.run_dir
+
+
+def run_study(
+    study: Study,
+    out_dir: Path,
+    *,
+    fresh: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+    cache_dir: Path | None = None,
+    allow_version_change: bool = False,
+) -> RunOutcome:
+    """Run every point of `study` (a plain scenario is a study of one point) into `out_dir`."""
     run_dir = Path(out_dir)
-    _prepare_run_dir(run_dir, scenario, fresh)
-    with _threads(RUN_THREADS), _log_to(run_dir / "run.log"):
-        log.info("run %s into %s", scenario.name, run_dir)
-        return _Run(scenario, run_dir, progress).execute()
+    with run_lock(run_dir):
+        _prepare_run_dir(run_dir, study, fresh, allow_version_change, cache_dir)
+        with _threads(RUN_THREADS), _log_to(run_dir / "run.log"):
+            log.info("run %s into %s (%d point(s))", study.scenario.name, run_dir, len(study.points))
+            own = executor is None
+            executor = executor or SerialExecutor()
+            log.info("executing on %s", executor.description)
+            dashboard = getattr(executor, "dashboard", None)
+            if dashboard:
+                log.info("Dask dashboard: %s", dashboard)
+                if progress:
+                    tqdm.write(f"Dask dashboard: {dashboard}", file=sys.stderr)
+            try:
+                return _Run(study, run_dir, executor, Path(cache_dir) if cache_dir else run_dir / "cache",
+                            progress).execute()  # fmt: skip
+            finally:
+                if own:
+                    executor.close()
+
+
+# --- planning and collecting (driver side) -------------------------------------------------------------------
+@dataclass
+class _UnitPlan:
+    point: SweepPoint
+    point_dir: Path
+    seed: int
+    task: str
+    method: str
+    checkpoint: str
+
+    @property
+    def label(self) -> str:
+        where = f"point {self.point.label} " if self.point.values else ""
+        return f"{where}seed {self.seed} {self.task}/{self.method}"
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, run_dir: Path, progress: bool) -> None:
-        self.scenario = scenario
+    def __init__(self, study: Study, run_dir: Path, executor: Executor, cache_dir: Path, progress: bool) -> None:
+        self.study = study
         self.run_dir = run_dir
-        self.ckpt = run_dir / "checkpoints"
+        self.executor = executor
+        self.store = CacheStore(cache_dir)
         self.progress = progress
-        self.device: DeviceConfig = device_preset(scenario.device.preset, **scenario.device.overrides)
-        self.costs = cost_preset(scenario.costs.preset, **scenario.costs.overrides)
+        self.token = uuid.uuid4().hex[:8]  # Dask keys of this run (distinct from other runs on a shared cluster)
+        self.stamp = run_stamp()
+        self.phases: dict[str, Handle] = {}
 
-    def execute(self) -> Path:
-        scenario = self.scenario
+    def point_dir(self, point: SweepPoint) -> Path:
+        return self.run_dir / "points" / point.label if self.study.is_sweep else self.run_dir
+
+    def execute(self) -> RunOutcome:
+        outcome = RunOutcome(self.run_dir)
+        manifests: dict[Path, ChecksumManifest] = {}
+        units: dict[tuple[Path, int, str, str], UnitResult] = {}
+        programmed: dict[tuple[Path, int], Handle] = {}
+        pending: list[tuple[_UnitPlan, Handle]] = []
+        for point in self.study.points:
+            point_dir = self.point_dir(point)
+            if self.study.is_sweep:
+                _write_point_config(point_dir, point.scenario, self.stamp)
+            manifest = manifests.setdefault(point_dir, ChecksumManifest(point_dir / "checkpoints"))
+            for seed in point.scenario.seed_list:
+                scenario = point.scenario.for_seed(seed)
+                for task in scenario.tasks.targets:
+                    for spec in scenario.methods:
+                        checkpoint = f"units/seed{seed}/{task}__{spec.key}.json"
+                        plan = _UnitPlan(point, point_dir, seed, task, spec.key, checkpoint)
+                        done = _load_unit(manifest, plan.checkpoint)
+                        if done is not None:
+                            units[(point_dir, seed, task, spec.key)] = done
+                            continue
+                        if (point_dir, seed) not in programmed:
+                            programmed[(point_dir, seed)] = self._programmed(scenario)
+                        handle = self.executor.submit(
+                            _unit_task, programmed[(point_dir, seed)], _Shipped.of(scenario), task, spec.key,
+                            key=f"unit-{point.label}-s{seed}-{task}-{spec.key}-{self.token}",
+                        )  # fmt: skip
+                        pending.append((plan, handle))
+            # deploy ledgers of points whose units are all checkpointed still come from the (cached) phases
+            for seed in point.scenario.seed_list:
+                if (point_dir, seed) not in programmed:
+                    programmed[(point_dir, seed)] = self._programmed(point.scenario.for_seed(seed))
+        if len(units):
+            log.info("%d unit(s) loaded from checkpoints, %d to run", len(units), len(pending))
+        failed_points: dict[Path, list[str]] = {}
+        by_key = {handle.key: plan for plan, handle in pending}
+        handles = [*self.phases.values(), *(h for _, h in pending)]
+        with tqdm(total=len(pending), desc="units", unit="unit", disable=not self.progress) as bar:
+            for handle in self.executor.as_completed(handles):
+                if "kind" in handle.tags:
+                    self._phase_finished(handle)
+                    continue
+                plan = by_key[handle.key]
+                bar.update(1)
+                if handle.error is not None:
+                    line = f"{plan.label}: {_one_line(handle.error)}"
+                    log.error("unit failed: %s", line)
+                    failed_points.setdefault(plan.point_dir, []).append(line)
+                    continue
+                unit: UnitResult = handle.value
+                manifests[plan.point_dir].write(plan.checkpoint, json.dumps(unit.to_json()).encode())
+                units[(plan.point_dir, plan.seed, plan.task, plan.method)] = unit
+                log.info("%s: accuracy %s, %d trainable, %.1f s", plan.label, unit.accuracies,
+                         unit.trainable_params, unit.wall_s)  # fmt: skip
+        for point in self.study.points:
+            point_dir = self.point_dir(point)
+            if point_dir in failed_points:
+                outcome.failures.extend(failed_points[point_dir])
+                continue
+            deploy = Ledger(cost_preset(point.scenario.costs.preset, **point.scenario.costs.overrides))
+            ordered: list[UnitResult] = []
+            missing = False
+            for seed in point.scenario.seed_list:
+                phase = programmed[(point_dir, seed)]
+                if phase.error is not None:
+                    outcome.failures.append(f"{point.describe()}seed {seed}: {_one_line(phase.error)}")
+                    missing = True
+                    continue
+                deploy = deploy.merge(Ledger.from_records(json.loads(phase.value["deploy_ledger.json"])))
+            if missing:
+                continue
+            for task in point.scenario.tasks.targets:
+                for spec in point.scenario.methods:
+                    for seed in point.scenario.seed_list:
+                        ordered.append(units[(point_dir, seed, task, spec.key)])
+            outputs = point.scenario.outputs
+            write_results(point_dir, point.scenario, ordered, deploy, plots=outputs.plots,
+                          formats=tuple(outputs.formats))  # fmt: skip
+            outcome.finished.append(point_dir)
+        if self.study.is_sweep:
+            write_sweep(self.run_dir, self.study, {p.label: self.point_dir(p) for p in self.study.points
+                                                    if self.point_dir(p) in outcome.finished})  # fmt: skip
+        for line in outcome.failures:
+            log.error("failed: %s", line)
+        return outcome
+
+    # --- shared phases ---------------------------------------------------------------------------------------
+    def _phase(self, kind: str, parts: dict[str, Any], fn: Any, args: Callable[[], tuple[Any, ...]]) -> Handle:
+        """The handle of a shared phase: loaded from the cache, or submitted with the arguments `args()` gives
+        (its own dependencies, planned only when the phase must be computed)."""
+        key = content_key({**parts, **self.stamp})
+        if key in self.phases:
+            return self.phases[key]
+        blob = self.store.get(kind, key)
+        if blob is not None:
+            log.info("%s %s loaded from cache %s", kind, key[:12], self.store.root)
+            handle = self.executor.constant(blob, key=f"{kind}-{key[:12]}-{self.token}")
+            handle.tags.update(kind=kind, cached=True)
+        else:
+            handle = self.executor.submit(fn, *args(), key=f"{kind}-{key[:12]}-{self.token}", kind=kind,
+                                          content_key=key, parts=parts)  # fmt: skip
+        self.phases[key] = handle
+        return handle
+
+    def _phase_finished(self, handle: Handle) -> None:
+        if handle.tags.get("cached"):
+            return
+        kind, key = handle.tags["kind"], handle.tags["content_key"]
+        if handle.error is not None:
+            log.error("%s %s failed: %s", kind, key[:12], _one_line(handle.error))
+            return
+        self.store.put(kind, key, handle.value, {**handle.tags["parts"], **self.stamp})
+        log.info("%s %s computed and cached", kind, key[:12])
+
+    def _programmed(self, scenario: Scenario) -> Handle:
+        parts = _phase_parts(scenario)
+        shipped = _Shipped.of(scenario)
+
+        def base() -> Handle:
+            return self._phase("base_model", parts["base_model"], _base_task, lambda: (shipped,))
+
+        def bank_parts() -> tuple[Any, ...]:  # one task per source LoRA: they train in parallel
+            part = parts["bank"]
+            return (shipped, *(self._phase("bank_part", {**part, "source": name}, _bank_part_task,
+                                           lambda name=name: (base(), shipped, name))
+                               for name in scenario.tasks.sources))  # fmt: skip
+
+        def bank() -> Handle:
+            return self._phase("bank", parts["bank"], _bank_task, bank_parts)
+
+        return self._phase("programmed", parts["programmed"], _programmed_task, lambda: (base(), bank(), shipped))
+
+
+def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """The resolved-config parts each shared phase is a function of (its content key)."""
+    resolved = scenario.resolved_dict()
+    tasks = {k: v for k, v in resolved["tasks"].items() if k not in ("sources", "targets", "few_shot_train")}
+    base = {"seed": resolved["seed"], "model": resolved["model"], "tasks": tasks}
+    bank = {**base, "bank": resolved["bank"], "sources": resolved["tasks"]["sources"]}
+    return {"base_model": base, "bank": bank,
+            "programmed": {**bank, "device": resolved["device"], "costs": resolved["costs"]}}  # fmt: skip
+
+
+def _load_unit(manifest: ChecksumManifest, relative: str) -> UnitResult | None:
+    data = manifest.read(relative)
+    if data is None:
+        return None
+    try:
+        return UnitResult.from_json(json.loads(data))
+    except (ValueError, TypeError, KeyError) as error:
+        log.warning("checkpoint %s is unreadable (%s): recomputing it", relative, error)
+        return None
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A validated scenario as it travels to a worker: its resolved settings as plain JSON types. The worker imports
+    the scenario's plugins first and validates again (milliseconds), so method and task-family types that plugins
+    register never need to be unpickled before their plugin is imported."""
+
+    resolved: dict[str, Any]
+    source: str | None
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _Shipped:
+        source = scenario.source_path
+        return cls(scenario.resolved_dict(), str(source) if source is not None else None)
+
+    def scenario(self) -> Scenario:
+        from scenarios.plugins import load_plugins
+
+        load_plugins(self.resolved.get("plugins") or [])
+        scenario = Scenario.model_validate(self.resolved)
+        scenario._source = Path(self.source) if self.source is not None else None
+        return scenario
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+# --- the pure functions the executor runs (worker side) --------------------------------------------------------
+def _base_task(shipped: _Shipped) -> Blob:
+    """Train the digital base model; its weights (safetensors) and clean accuracy. A pretrained encoder
+    (`model.kind: hf_encoder`) is not trained: its blob holds the model and every task's zero-shot class
+    embeddings (`scenarios.encoder`), pickled."""
+    scenario = shipped.scenario()
+    with _threads(RUN_THREADS):
         suite = build_tasks(scenario)
-        self.encoder = None
-        if scenario.model.kind == "hf_encoder":  # pretrained encoder, zero-shot head per task (scenarios.encoder)
+        spec = scenario.model
+        if spec.kind == "hf_encoder":
             from scenarios.encoder import EncoderWorkload
 
-            self.encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
-        base = self._base_model(suite.base, suite.n_classes, suite.image_shape)
-        deploy_ledger = Ledger(self.costs)
-        analog = convert_to_analog(base, self.device, seed=derive_seed(scenario.seed, "analog"))
-        program(analog, deploy_ledger.scope(phase="deploy_base"))
-        bank = self._bank(base, list(suite.sources.values()))
-        programmed_bank = program_bank(
-            analog, bank, self.device, deploy_ledger.scope(phase="deploy_bank"), seed=derive_seed(scenario.seed, "bank")
-        )
-        self._check_deploy_replay(deploy_ledger)
-        units: list[UnitResult] = []
-        work = [(task, spec) for task in suite.targets.values() for spec in scenario.methods]
-        for task_data, spec in tqdm(work, desc="adapt+evaluate", disable=not self.progress):
-            units.append(self._unit(analog, programmed_bank, task_data, spec))
-        return write_results(self.run_dir, scenario, units, deploy_ledger, plots=scenario.outputs.plots,
-                             formats=tuple(scenario.outputs.formats))  # fmt: skip
+            encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
+            info = {"zero_shot_accuracy": encoder.accuracy(suite.base)}
+            buffer = io.BytesIO()
+            torch.save({"model": encoder.model, "class_embeddings": encoder.class_embeddings}, buffer)
+            return {"base_model.pt": buffer.getvalue(), "base_model.json": json.dumps(info).encode()}
+        model = build_model(spec, suite.n_classes, suite.image_shape, seed=derive_seed(scenario.seed, "base_init"))
+        train_classifier(
+            model, suite.base.x_train, suite.base.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
+            batch_size=spec.batch_size, seed=derive_seed(scenario.seed, "base_train"), desc="base model",
+            progress=False,
+        )  # fmt: skip
+        info = {"clean_accuracy": accuracy(model, suite.base.x_test, suite.base.y_test),
+                "n_classes": suite.n_classes, "image_shape": list(suite.image_shape)}  # fmt: skip
+        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        return {"base_model.safetensors": tensors_to_bytes(tensors), "base_model.json": json.dumps(info).encode()}
 
-    # --- phase: base model -----------------------------------------------------------------------------------
-    def _base_model(self, data: TaskData, n_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-        spec = self.scenario.model
-        if self.encoder is not None:  # pretrained: nothing to train; its zero-shot accuracy on the base task
-            model = self.encoder.model
-            path = self.ckpt / "base_model.json"
-            if not path.exists():
-                atomic_write_text(path, json.dumps({"zero_shot_accuracy": self.encoder.accuracy(data)}))
-            return model
-        model = build_model(spec, n_classes, image_shape, seed=derive_seed(self.scenario.seed, "base_init"))
-        path = self.ckpt / "base_model.safetensors"
-        if path.exists():
-            model.load_state_dict(load_file(path))
-            log.info("base model loaded from %s", path)
-        else:
-            train_classifier(
-                model, data.x_train, data.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
-                batch_size=spec.batch_size, seed=derive_seed(self.scenario.seed, "base_train"), desc="base model",
-                progress=self.progress,
-            )  # fmt: skip
-            base_accuracy = accuracy(model, data.x_test, data.y_test)
-            _save_tensors(path, model.state_dict())
-            atomic_write_text(path.with_suffix(".json"), json.dumps({"clean_accuracy": base_accuracy}))
-            log.info("base model trained: %.4f accuracy on %s", base_accuracy, data.name)
-        model.eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        return model
 
-    # --- phase: bank -----------------------------------------------------------------------------------------
-    def _bank(self, base: nn.Module, sources: list[TaskData]) -> LoRABank:
-        directory = self.ckpt / "bank"
-        if (directory / "manifest.json").exists():
-            log.info("bank loaded from %s", directory)
-            return LoRABank.load(directory)
-        spec = self.scenario.bank
+def _load_base(blob: Blob, scenario: Scenario) -> nn.Module:
+    if "base_model.pt" in blob:  # a pretrained encoder
+        return _load_encoder(blob).model
+    info = json.loads(blob["base_model.json"])
+    model = build_model(scenario.model, info["n_classes"], tuple(info["image_shape"]), seed=0)
+    try:
+        model.load_state_dict(tensors_from_bytes(blob["base_model.safetensors"]))
+    except SafetensorError as error:  # the driver checks checksums; this guards against a bad in-memory copy
+        raise RuntimeError(f"base model weights unreadable ({error})") from None
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _load_encoder(blob: Blob) -> Any:
+    """The `EncoderWorkload` parts a run needs after the base phase: the model and the class embeddings."""
+    from scenarios.encoder import EncoderWorkload
+
+    state = torch.load(io.BytesIO(blob["base_model.pt"]), weights_only=False)
+    encoder = EncoderWorkload.__new__(EncoderWorkload)  # without re-reading the checkpoint and tokenizer
+    encoder.model, encoder.class_embeddings = state["model"], state["class_embeddings"]
+    encoder.model.eval()
+    for parameter in encoder.model.parameters():
+        parameter.requires_grad_(False)
+    return encoder
+
+
+def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
+    """Train the LoRA of one source task on the base model: a one-entry bank's files (`LoRABank.save`). Each LoRA's
+    initialisation and batches come from a seed derived from the task name (`fusion.build_bank`), so training them
+    one at a time, on any workers, gives the bank one call over all tasks would."""
+    scenario = shipped.scenario()
+    with _threads(RUN_THREADS):
+        base = _load_base(base_blob, scenario)
+        task = build_tasks(scenario).sources[source]
+        spec = scenario.bank
         settings = dict(
             target_modules=list(spec.modules),
             rank=spec.rank,
             alpha=spec.alpha,
             epochs=spec.epochs,
-            batch_size=spec.batch_size or self.scenario.model.batch_size,
+            batch_size=spec.batch_size or scenario.model.batch_size,
             lr=spec.lr,
-            seed=derive_seed(self.scenario.seed, "bank_train"),
-            progress=self.progress,
+            seed=derive_seed(scenario.seed, "bank_train"),
+            progress=False,
         )
-        if self.encoder is not None:  # each source task's LoRA trains with that task's zero-shot classes
-            bank = self.encoder.build_bank(sources, **settings)
+        if "base_model.pt" in base_blob:  # the source task's LoRA trains with that task's zero-shot classes
+            bank = _load_encoder(base_blob).build_bank([task], **settings)
         else:
-            bank = build_bank(base, {task.name: (task.x_train, task.y_train) for task in sources}, **settings)
-        staging = self.ckpt / ".bank.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        bank.save(staging)
-        staging.rename(directory)  # a directory appears complete or not at all
-        log.info("bank of %d LoRAs trained", bank.n_entries)
-        return bank
+            bank = build_bank(base, {task.name: (task.x_train, task.y_train)}, **settings)
+        return _bank_blob(bank)
 
-    def _check_deploy_replay(self, ledger: Ledger) -> None:
-        path = self.ckpt / "deploy_ledger.json"
-        records = ledger.to_records()
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved != json.loads(json.dumps(records)):
-                raise RuntimeError(f"replayed programming differs from the checkpoint {path}: non-determinism bug")
+
+def _bank_task(shipped: _Shipped, *parts: Blob) -> Blob:
+    """The bank: the source tasks' one-entry banks joined in the scenario's order of sources."""
+    scenario = shipped.scenario()
+    banks = [_load_bank(part) for part in parts]
+    bank = LoRABank(banks[0].rank, banks[0].alpha, banks[0].target_modules)
+    for name, part in zip(scenario.tasks.sources, banks):
+        bank.add(name, part.entries[name])
+    return _bank_blob(bank)
+
+
+def _bank_blob(bank: LoRABank) -> Blob:
+    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
+        bank.save(folder)
+        return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+def _load_bank(blob: Blob) -> LoRABank:
+    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
+        for name, data in blob.items():
+            (Path(folder) / Path(name).name).write_bytes(data)
+        return LoRABank.load(folder)
+
+
+def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blob:
+    """Program base and bank into crossbars once; the programmed arrays (pickled) and the deployment ledger."""
+    scenario = shipped.scenario()
+    with _threads(RUN_THREADS):
+        base = _load_base(base_blob, scenario)
+        bank = _load_bank(bank_blob)
+        device = _device(scenario)
+        ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
+        analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))
+        program(analog, ledger.scope(phase="deploy_base"))
+        programmed = program_bank(analog, bank, device, ledger.scope(phase="deploy_bank"),
+                                  seed=derive_seed(scenario.seed, "bank"))  # fmt: skip
+        buffer = io.BytesIO()
+        classes = _load_encoder(base_blob).class_embeddings if "base_model.pt" in base_blob else None
+        torch.save({"analog": analog, "bank": programmed, "class_embeddings": classes}, buffer)
+        return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
+
+
+def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_name: str, method_key: str) -> UnitResult:
+    """Adapt and evaluate one (seed, target task, method) unit on the programmed arrays."""
+    scenario = shipped.scenario()
+    trigger = os.environ.get(FAULT_KILL_ONCE_ENV)
+    if trigger and os.path.exists(trigger):
+        try:
+            os.remove(trigger)  # exactly one process wins the removal
+        except FileNotFoundError:
+            pass
         else:
-            atomic_write_text(path, json.dumps(records))
-
-    # --- phase: adapt and evaluate one (task, method) --------------------------------------------------------
-    def _unit(self, analog: nn.Module, bank: ProgrammedBank, task: TaskData, spec: MethodSpec) -> UnitResult:
-        path = self.ckpt / "units" / f"{task.name}__{spec.key}.json"
-        if path.exists():
-            return UnitResult.from_json(json.loads(path.read_text()))
-        seed = derive_seed(self.scenario.seed, "unit", task.name, spec.key)
-        ledger = Ledger(self.costs)
-        x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
-        y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
-        val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
-        if self.encoder is not None:
-            analog = self.encoder.for_task(analog, task.name)
-        result = adapt(
-            spec.name, analog, bank, (x, y), spec.config(), self.device, ledger, task.name, seed,
-            val_fraction=val_fraction, progress=False,
-        )  # fmt: skip
-        # adapt() files its records under the method's registered name; results are filed under the entry's key
-        ledger = _relabel_method(ledger, spec.name, spec.key)
-        wear = _wear_pulses_per_cell(ledger, result.model)
-        state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
-        accuracies = self._evaluate(result.model, task, spec.key, seed, ledger)
-        unit = UnitResult(
-            task=task.name,
-            method=spec.key,
-            accuracies=accuracies,
-            trainable_params=result.trainable_params,
-            wear_pulses_per_cell=wear,
-            endurance_pulses=self.device.endurance_pulses,
-            n_test=len(task.x_test),
-            wall_s=result.wall_s,
-            ledger_records=ledger.to_records(),
-            digital_state=state.as_dict(),
-        )
-        atomic_write_text(path, json.dumps(unit.to_json()))
-        log.info("%s / %s: accuracy %s, %d trainable", task.name, spec.key, accuracies, result.trainable_params)
-        return unit
-
-    def _evaluate(
-        self, model: nn.Module, task: TaskData, method: str, seed: int, ledger: Ledger
-    ) -> dict[float, list[float]]:
-        """Test accuracy per drift time and repeat. Each (drift time, repeat) evaluates its own copy with read
-        noise and drift drawn from (seed, drift time, repeat); the first fresh evaluation also records the
-        inference energy into the ledger (phase `inference`)."""
-        evaluate = self.scenario.evaluate
-        results: dict[float, list[float]] = {}
-        for drift_s in evaluate.drift_times_s:
-            results[float(drift_s)] = []
-            for repeat in range(evaluate.repeats):
-                copy_ = copy.deepcopy(model)
-                _reseed(copy_, derive_seed(seed, "evaluate", repr(float(drift_s)), str(repeat)))
-                if drift_s > 0:
-                    for _, layer in analog_layers(copy_):
-                        layer.drift_to(float(drift_s))
-                    if evaluate.recalibrate_after_drift:
-                        scope = (
-                            ledger.scope(phase="calibration", task=task.name, method=method) if repeat == 0 else None
-                        )
-                        for module in copy_.modules():
-                            if isinstance(module, FusedLinear) and module.use_magnitude:
-                                module.recalibrate(scope)
-                record = drift_s == evaluate.drift_times_s[0] and repeat == 0
-                scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
-                with record_all_to(copy_, scope):
-                    results[float(drift_s)].append(accuracy(copy_, task.x_test, task.y_test))
-        return results
+            Path(f"{trigger}.killed").write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+    with _threads(RUN_THREADS):
+        state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
+        analog = state["analog"]
+        if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
+            analog.set_classes(state["class_embeddings"][task_name])
+        return _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key)
 
 
-# --- helpers ------------------------------------------------------------------------------------------------
-def _prepare_run_dir(run_dir: Path, scenario: Scenario, fresh: bool) -> None:
-    """Create the run directory, or check that an existing one belongs to the same scenario."""
-    config_path = run_dir / "config.json"
-    resolved = scenario.resolved_dict()
-    if fresh and run_dir.exists():
-        for name in ("checkpoints", "figures"):
+def _target_task(scenario: Scenario, name: str) -> TaskData:
+    """One target task's data, as `build_tasks` makes it (digits: generated alone, without the other tasks)."""
+    spec = scenario.tasks
+    if spec.family == "digits" and name in DIGIT_TASKS:
+        return digits_task(name, seed=scenario.seed, n_train=spec.few_shot_train, n_val=spec.few_shot_val,
+                           n_test=spec.test_size)  # fmt: skip
+    return build_tasks(scenario).targets[name]
+
+
+def _device(scenario: Scenario) -> DeviceConfig:
+    return device_preset(scenario.device.preset, **scenario.device.overrides)
+
+
+def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: TaskData, method_key: str) -> UnitResult:
+    spec = next(s for s in scenario.methods if s.key == method_key)
+    device = _device(scenario)
+    seed = derive_seed(scenario.seed, "unit", task.name, spec.key)
+    ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
+    x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
+    y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
+    val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
+    result = adapt(
+        spec.name, analog, bank, (x, y), spec.config(), device, ledger, task.name, seed,
+        val_fraction=val_fraction, progress=False,
+    )  # fmt: skip
+    # adapt() files its records under the method's registered name; results are filed under the entry's key
+    ledger = _relabel_method(ledger, spec.name, spec.key)
+    wear = _wear_pulses_per_cell(ledger, result.model)
+    state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
+    accuracies = _evaluate(result.model, scenario, task, spec.key, seed, ledger)
+    return UnitResult(
+        task=task.name,
+        method=spec.key,
+        accuracies=accuracies,
+        trainable_params=result.trainable_params,
+        wear_pulses_per_cell=wear,
+        endurance_pulses=device.endurance_pulses,
+        n_test=len(task.x_test),
+        wall_s=result.wall_s,
+        ledger_records=ledger.to_records(),
+        seed=scenario.seed,
+        digital_state=state.as_dict(),
+    )
+
+
+def _evaluate(
+    model: nn.Module, scenario: Scenario, task: TaskData, method: str, seed: int, ledger: Ledger
+) -> dict[float, list[float]]:
+    """Test accuracy per drift time and repeat. Each (drift time, repeat) evaluates its own copy with read noise and
+    drift drawn from (seed, drift time, repeat); the first fresh evaluation also records the inference energy into
+    the ledger (phase `inference`)."""
+    import copy
+
+    evaluate = scenario.evaluate
+    results: dict[float, list[float]] = {}
+    for drift_s in evaluate.drift_times_s:
+        results[float(drift_s)] = []
+        for repeat in range(evaluate.repeats):
+            copy_ = copy.deepcopy(model)
+            _reseed(copy_, derive_seed(seed, "evaluate", repr(float(drift_s)), str(repeat)))
+            if drift_s > 0:
+                for _, layer in analog_layers(copy_):
+                    layer.drift_to(float(drift_s))
+                if evaluate.recalibrate_after_drift:
+                    scope = ledger.scope(phase="calibration", task=task.name, method=method) if repeat == 0 else None
+                    for module in copy_.modules():
+                        if isinstance(module, FusedLinear) and module.use_magnitude:
+                            module.recalibrate(scope)
+            record = drift_s == evaluate.drift_times_s[0] and repeat == 0
+            scope = ledger.scope(phase="inference", task=task.name, method=method) if record else None
+            with record_all_to(copy_, scope):
+                results[float(drift_s)].append(accuracy(copy_, task.x_test, task.y_test))
+    return results
+
+
+# --- the run directory -----------------------------------------------------------------------------------------
+_RESULT_FILES = ("config.json", "sweep.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log",
+                 "sweep.csv", "sweep_summary.csv")  # fmt: skip
+
+
+def _prepare_run_dir(
+    run_dir: Path, study: Study, fresh: bool, allow_version_change: bool, cache_dir: Path | None
+) -> None:
+    """Create the run directory, or check that an existing one belongs to the same study and package version."""
+    config_path = run_dir / ("sweep.json" if study.is_sweep else "config.json")
+    resolved = study.resolved_dict()
+    if fresh:
+        for name in ("checkpoints", "figures", "points", *(() if cache_dir else ("cache",))):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log"):
+        for name in _RESULT_FILES:
             (run_dir / name).unlink(missing_ok=True)
+    other = run_dir / ("config.json" if study.is_sweep else "sweep.json")
+    if other.is_file():
+        raise ScenarioError(
+            f"{run_dir}: holds a {'plain run' if study.is_sweep else 'sweep'}, not a "
+            f"{'sweep' if study.is_sweep else 'plain run'}; use --fresh to start over or --out to choose another "
+            "directory"
+        )
+    stamp = run_stamp()
     if config_path.is_file():
-        previous = json.loads(config_path.read_text()).get("scenario")
-        if previous != json.loads(json.dumps(resolved)):
+        try:
+            previous = json.loads(config_path.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("scenario") != json.loads(json.dumps(resolved)):
             raise ScenarioError(
                 f"{run_dir}: holds a run of a different scenario configuration; use --fresh to start over or "
                 "--out to choose another directory"
             )
+        before = {k: previous.get(k) for k in stamp}
+        if before != stamp and not allow_version_change:
+            raise ScenarioError(
+                f"{run_dir}: was started by crossbar-sim {before['crossbar_sim_version']} (git "
+                f"{before['git_hash']}), this is {stamp['crossbar_sim_version']} (git {stamp['git_hash']}); "
+                "use --allow-version-change to resume anyway, or --fresh to start over"
+            )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, json.dumps({"scenario": resolved, **run_stamp()}, indent=1))
+        atomic_write_text(config_path, json.dumps({"scenario": resolved, **stamp}, indent=1))
     except OSError as error:
         raise ScenarioError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+
+
+def _write_point_config(point_dir: Path, scenario: Scenario, stamp: dict[str, str]) -> None:
+    point_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(point_dir / "config.json", json.dumps({"scenario": scenario.resolved_dict(), **stamp}, indent=1))
 
 
 def _relabel_method(ledger: Ledger, old: str, new: str) -> Ledger:
@@ -274,12 +642,6 @@ def _wear_pulses_per_cell(ledger: Ledger, adapted: nn.Module) -> float:
 def _reseed(model: nn.Module, seed: int) -> None:
     for name, layer in analog_layers(model):
         layer.reseed_noise(derive_seed(seed, name))
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save as to_bytes
-
-    atomic_write_bytes(path, to_bytes({k: v.detach().contiguous() for k, v in tensors.items()}))
 
 
 @contextmanager

@@ -59,6 +59,7 @@ __all__ = [
     "OutputsSpec",
     "Scenario",
     "ScenarioError",
+    "SweepSpec",
     "TasksSpec",
     "method_spec",
 ]
@@ -477,6 +478,44 @@ class OutputsSpec(_Section):
         return self
 
 
+class SweepSpec(_Section):
+    """Points of a sweep: every combination of the `grid` values, each combined with every row of the `zip` values.
+
+    Keys are dotted key paths as for `--set` (e.g. `device.overrides.read_noise_frac`, `bank.rank`,
+    `methods.fusion.epochs`); each point is the scenario with those values set, validated like the file itself.
+    `seed` in `grid` sets the seeds of every point (`seeds`) rather than adding points: results then carry a mean
+    and a 95 % confidence interval over seeds."""
+
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Key path -> list of values; points are all combinations of the lists."
+    )
+    zip: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Key path -> list of values, all lists of one length: paired values."
+    )
+
+    @_model_validator(mode="after")
+    def _shape(self) -> SweepSpec:
+        for section in ("grid", "zip"):
+            for key, values in getattr(self, section).items():
+                if not values:
+                    raise KeyedError((section, key), values, "a non-empty list of values")
+                if key in ("name", "sweep", "seeds") or key.startswith(("sweep.", "name.")):
+                    raise KeyedError((section, key), values, "", problem="this key cannot be swept")
+        lengths = {key: len(values) for key, values in self.zip.items()}
+        if len(set(lengths.values())) > 1:
+            raise KeyedError(("zip",), lengths, "lists of one length (zip pairs the i-th values)")
+        both = sorted(set(self.grid) & set(self.zip))
+        if both:
+            raise KeyedError(("zip", both[0]), self.zip[both[0]], "", problem="this key is also in sweep.grid")
+        if "seed" in self.zip:
+            raise KeyedError(("zip", "seed"), self.zip["seed"], "", problem="seeds are swept in sweep.grid only")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return not self.grid and not self.zip
+
+
 class Scenario(_Section):
     """A whole study: hardware, network, tasks, LoRA bank, methods compared, evaluation and outputs."""
 
@@ -492,6 +531,11 @@ class Scenario(_Section):
         "before the rest is validated: they may register methods (fusion.register_method) and task families "
         "(scenarios.families.register_task_family).",
     )
+    seeds: int | list[Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(
+        None,
+        description="Seeds to repeat the whole study with (each redraws data split, base model, bank, programming "
+        "and noise): null = [seed]; a count N = seed, seed+1, ..., seed+N-1; or a list.",
+    )
     device: DeviceSpec = Field(default_factory=DeviceSpec, description="Simulated device and peripherals.")
     costs: CostSpec = Field(default_factory=CostSpec, description="Energy/latency cost table of the ledger.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Base network and its training.")
@@ -502,6 +546,7 @@ class Scenario(_Section):
     )
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation settings.")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec, description="Figures and their formats.")
+    sweep: SweepSpec | None = Field(None, description="Sweep over key paths (grid and zip); null = one point.")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -539,6 +584,12 @@ class Scenario(_Section):
         if self.bank.rank > width:
             raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")
         _check_unique([m.key for m in self.methods], "methods", "a distinct name or label per method entry")
+        if isinstance(self.seeds, int) and not 1 <= self.seeds <= 1000:
+            raise KeyedError(("seeds",), self.seeds, "a count of 1..1000 or a list of seeds")
+        if isinstance(self.seeds, list):
+            if not self.seeds:
+                raise KeyedError(("seeds",), self.seeds, "at least one seed")
+            _check_unique(self.seeds, "seeds")
         for index, method in enumerate(self.methods):
             rank = getattr(method, "rank", None)
             if rank is not None and rank > width:
@@ -553,6 +604,19 @@ class Scenario(_Section):
                     ("methods", index, "examples"), examples, f"<= tasks.few_shot_train={self.tasks.few_shot_train}"
                 )
         return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds this scenario's units run with (see `seeds`)."""
+        if self.seeds is None:
+            return [self.seed]
+        if isinstance(self.seeds, int):
+            return [self.seed + i for i in range(self.seeds)]
+        return list(self.seeds)
+
+    def for_seed(self, seed: int) -> Scenario:
+        """This scenario with one seed and no sweep: what one unit of the run sees."""
+        return self.model_copy(update={"seed": seed, "seeds": None, "sweep": None})
 
     def min_adapted_width(self, modules: Sequence[str]) -> int:
         """Smallest in/out width among the given block layers: the largest rank a LoRA on them can have."""

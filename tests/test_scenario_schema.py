@@ -263,12 +263,13 @@ def test_npz_paths_resolve_relative_to_the_scenario_file(tmp_path: Path, monkeyp
 def test_run_validates_then_calls_the_runner(tmp_path: Path, monkeypatch, capsys) -> None:
     calls = []
 
-    def fake_run(scenario, out_dir, *, fresh=False):
-        calls.append((scenario, out_dir, fresh))
-        return out_dir
+    def fake_run(study, out_dir, *, fresh=False, **options):
+        calls.append((study, out_dir, fresh))
+        return scenarios.runner.RunOutcome(out_dir, [out_dir])
 
-    monkeypatch.setattr(scenarios.runner, "run_scenario", fake_run)
-    main(["run", "tiny", "--out", str(tmp_path / "r"), "--seed", "7", "--set", "bank.rank=3", "--fresh"])
-    (scenario, out_dir, fresh), = calls  # fmt: skip
+    monkeypatch.setattr(scenarios.runner, "run_study", fake_run)
+    main(["run", "tiny", "--out", str(tmp_path / "r"), "--seed", "7", "--set", "bank.rank=3", "--fresh", "--serial"])
+    (study, out_dir, fresh), = calls  # fmt: skip
+    scenario = study.scenario
     assert scenario.seed == 7 and scenario.bank.rank == 3 and fresh is True and out_dir == tmp_path / "r"
     assert str(tmp_path / "r") in capsys.readouterr().out
