@@ -1,7 +1,7 @@
 """LoRAFusion at its own scale: a FLAN-T5-large-shaped model on simulated crossbars, twenty rank-16 LoRAs on q and v
 as the programmed bank, one fusion training step; peak memory, programming time, step time and the ledger.
 
-Workload (issue 7; LoRAFusion's setting, references/lorafusion.md):
+Workload (LoRAFusion's setting: Guo et al., GLSVLSI 2025, FLAN-T5-large, 20 rank-16 LoRAs on q and v):
 - model: `T5ForConditionalGeneration` from FLAN-T5-large's config (d_model 1024, d_kv 64 x 16 heads, d_ff 2816
   gated-GELU, 24 + 24 blocks, vocabulary 32128, untied LM head), random weights from `crossbar.hf.random_hf_model`
   (built without transformers' default init: one seeded pass of draws). Every linear layer is converted to analog,

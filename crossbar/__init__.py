@@ -2,15 +2,19 @@
 
 Device configs and cited presets, weight <-> conductance mapping, write-verify programming, non-idealities (read
 noise, drift, stuck-at faults, endurance), DAC/ADC peripherals, tiling, the analog MVM and the PyTorch layers built
-on it. Not to be confused with the unrelated Crossbar.io router on PyPI, which shares the import name `crossbar`:
-do not install both in one environment.
+on it (`AnalogLinear`, `AnalogConv2d`, `convert_to_analog`), saved and loaded with their whole analog state
+(`save_programmed`, `load_programmed`). Not to be confused with the unrelated Crossbar.io router on PyPI, which
+shares the import name `crossbar`: do not install both in one environment.
 """
 
+from crossbar.conv import AnalogConv2d
+from crossbar.convert import convert_to_analog
 from crossbar.device import DeviceConfig
-from crossbar.layers import AnalogLinear, analog_layers, convert_to_analog, drift, layer_seed, program, record_all_to
+from crossbar.layers import AnalogLinear, analog_layers, drift, layer_seed, program, record_all_to
 from crossbar.mapping import Targets, map_weights, state_weights
 from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
 from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
+from crossbar.persist import load_programmed, save_programmed
 from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import AnalogLayer, Recording
@@ -22,6 +26,7 @@ __all__ = [
     "DEFAULT_DEVICE_PRESET",
     "DEVICE_PRESETS",
     "STUCK",
+    "AnalogConv2d",
     "AnalogLayer",
     "AnalogLinear",
     "ArrayState",
@@ -43,11 +48,13 @@ __all__ = [
     "fabricate_faults",
     "layer_seed",
     "literal_pattern",
+    "load_programmed",
     "map_weights",
     "name_matcher",
     "program",
     "program_state",
     "programming_sigma_us",
     "record_all_to",
+    "save_programmed",
     "state_weights",
 ]

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossbar.convert import convert_to_analog, is_hf_conv1d
 from crossbar.device import DeviceConfig
-from crossbar.layers import AnalogLinear, BackwardMode, _is_hf_conv1d, convert_to_analog
+from crossbar.layers import AnalogLinear, BackwardMode
 from crossbar.programming import ProgramReport
 from crossbar.selection import block_of, literal_pattern, name_matcher
 from energy import LedgerScope
@@ -46,7 +47,7 @@ __all__ = [
 def is_conv1d(module: nn.Module) -> bool:
     """True for a Hugging Face `transformers.pytorch_utils.Conv1D` (GPT-2's linear layers: weight stored (in, out)),
     recognised without importing transformers."""
-    return _is_hf_conv1d(module)
+    return is_hf_conv1d(module)
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:

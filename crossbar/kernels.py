@@ -102,8 +102,7 @@ def _d2d_factor(d2d_key: np.uint64, cell: int, d2d_sigma: float, table: np.ndarr
 def _harmonic(a: float, b: float) -> float:
     """1 / mean(1/a, 1/b) = 2ab / (a + b): the conductance of NeuroSim's mean(R_old, R_new) (ProcessingUnit.cpp
     895), applied per pulse to the states before and after it; 0 if a + b = 0."""
-    s = a + b
-    return 2.0 * a * b / s if s > 0.0 else 0.0
+    return 2.0 * a * b / max(a + b, 1e-300)  # a, b >= 0: 0 when both are 0, branch-free
 
 
 @numba.njit(cache=True, inline="always")
@@ -266,36 +265,151 @@ def write_verify_kernel(
 ) -> None:
     """Write-verify every real (changed) cell of 2-D (rows, d_out) state views, in place.
 
-    Per cell: one verify read; within `tol` of the target -> no pulse; else up to `max_pulses` pulses (see
-    `_write_verify_lanes`), each followed by a verify read, stopping within `tol`. Then every working cell that
-    reached tolerance (with or without pulses) takes its programmed state (`_programmed`); a cell that gave up
-    keeps where its pulses left it. Stuck cells never move and take all `max_pulses`. Counters add the pulses.
+    Per cell: one verify read; within `tol` of the target -> no pulse; else up to `max_pulses` pulses (the pulse
+    model of `_write_verify_lanes`), each followed by a verify read, stopping within `tol`. Then every working cell
+    that reached tolerance (with or without pulses) takes its programmed state (`_programmed`); a cell that gave
+    up keeps where its pulses left it. Stuck cells never move and take all `max_pulses`. Counters add the pulses.
 
     Write energy per pulse as NeuroSim V2.1 (ProcessingUnit.cpp 895): V^2 t / mean(R_old, R_new) with R_old, R_new
     the cell's resistance before and after that pulse, i.e. write_coef * harmonic mean of the two conductances.
     Per row r < d_in: counts[r] = (cells visited = first verify reads, SET pulses, RESET pulses, largest SET
     pulses of a cell, largest RESET pulses of a cell), energies[r] = (SET pJ, RESET pJ, verify-read pJ incl. first
     reads). With `record_pulses`, per-cell pulse counts go to pulses_pos / pulses_neg (uint8).
+
+    Scheduling: the cells of a row that need pulses stream through LANES lanes; a lane whose cell finishes takes
+    the next cell at once, so a slow cell (small device-to-device step) does not idle the other lanes. Every draw
+    is indexed by (cell, pulse), so the result equals simulating each cell alone (the NumPy twin does).
     """
     d_out = g_diff.shape[1]
-    half = LANES // 2
-    n_blocks = (d_out + half - 1) // half
+    n_cells = 2 * d_out
+    incremental = pm[PM_INCREMENTAL] > 0.5
+    c0 = pm[PM_C0]
+    c1 = pm[PM_C1]
+    max_step = pm[PM_MAX_STEP]
+    sigma = pm[PM_SIGMA]
     d2d_sigma = pm[PM_D2D]
     for r in numba.prange(d_in):
-        g = np.zeros(LANES)
-        g_start = np.zeros(LANES)
-        g_target = np.zeros(LANES)
-        stuck = np.zeros(LANES, dtype=np.bool_)
-        active = np.zeros(LANES, dtype=np.bool_)
-        visited = np.zeros(LANES, dtype=np.bool_)
-        base = np.zeros(LANES, dtype=np.uint64)
-        d2d = np.ones(LANES)
-        hashes = np.zeros(LANES, dtype=np.uint64)
-        n_set = np.zeros(LANES, dtype=np.int64)
-        n_reset = np.zeros(LANES, dtype=np.int64)
-        s_set = np.zeros(LANES)
-        s_reset = np.zeros(LANES)
-        s_read = np.zeros(LANES)
+        g_start = np.zeros(n_cells)
+        g_end = np.zeros(n_cells)
+        g_target = np.zeros(n_cells)
+        stuck = np.zeros(n_cells, dtype=np.bool_)
+        visited = np.zeros(n_cells, dtype=np.bool_)
+        n_set = np.zeros(n_cells, dtype=np.int64)
+        n_reset = np.zeros(n_cells, dtype=np.int64)
+        s_set = np.zeros(n_cells)
+        s_reset = np.zeros(n_cells)
+        s_read = np.zeros(n_cells)
+        queue = np.empty(n_cells, dtype=np.int64)
+        n_queue = 0
+        for c in range(d_out):
+            on = True
+            if use_changed:
+                on = changed[r, c]
+            if not on:
+                continue
+            gn32 = g_neg[r, c]
+            for k in range(2):
+                j = 2 * c + k
+                if k == 1:
+                    g0 = np.float64(gn32)
+                    target = np.float64(target_neg[r, c])
+                    stuck[j] = writes_neg[r, c] == _STUCK
+                else:
+                    g0 = np.float64(g_diff[r, c] + gn32)  # G+ = g_diff + g_neg in float32, as ArrayState
+                    target = np.float64(target_pos[r, c])
+                    stuck[j] = writes_pos[r, c] == _STUCK
+                visited[j] = True
+                g_start[j] = g0
+                g_end[j] = g0
+                g_target[j] = target
+                if abs(g0 - target) > tol:  # first verify read
+                    queue[n_queue] = j
+                    n_queue += 1
+        # --- stream the cells that need pulses through the lanes ---
+        lane_cell = np.full(LANES, -1, dtype=np.int64)
+        lane_g = np.zeros(LANES)
+        lane_target = np.zeros(LANES)
+        lane_d2d = np.ones(LANES)
+        lane_base = np.zeros(LANES, dtype=np.uint64)
+        lane_hash = np.zeros(LANES, dtype=np.uint64)
+        lane_p = np.zeros(LANES, dtype=np.int64)
+        lane_stuck = np.zeros(LANES, dtype=np.bool_)
+        lane_set = np.zeros(LANES, dtype=np.int64)
+        lane_reset = np.zeros(LANES, dtype=np.int64)
+        lane_s_set = np.zeros(LANES)
+        lane_s_reset = np.zeros(LANES)
+        lane_s_read = np.zeros(LANES)
+        next_item = 0
+        busy = 0
+        for b in range(LANES):
+            if next_item < n_queue:
+                j = queue[next_item]
+                next_item += 1
+                busy += 1
+                cell = 2 * r * d_out + j
+                lane_cell[b] = j
+                lane_g[b] = g_start[j]
+                lane_target[b] = g_target[j]
+                lane_d2d[b] = _d2d_factor(d2d_key, cell, d2d_sigma, table)
+                lane_base[b] = key ^ (np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT))
+                lane_p[b] = 0
+                lane_stuck[b] = stuck[j]
+        while busy > 0:
+            for b in range(LANES):
+                if lane_cell[b] < 0:
+                    continue
+                p = lane_p[b]
+                if (p & 3) == 0:
+                    lane_hash[b] = splitmix64(lane_base[b] ^ np.uint64(p >> 2))
+                g_old = lane_g[b]
+                target = lane_target[b]
+                up = target > g_old
+                if incremental:
+                    dist = g_old - g_min if up else g_max - g_old
+                    size = lane_d2d[b] * (c0 - c1 * dist)
+                    size = size if size > 0.0 else 0.0
+                    step = size if up else -size
+                else:
+                    step = min(max(target - g_old, -max_step), max_step)
+                z = table[np.int64((lane_hash[b] >> np.uint64(16 * (p & 3))) & np.uint64(0xFFFF))]
+                g_new = min(max(g_old + step + sigma * z, g_min), g_max)
+                g_new = g_old if lane_stuck[b] else g_new
+                g_pulse = _harmonic(g_old, g_new)
+                lane_set[b] += up
+                lane_reset[b] += not up
+                lane_s_set[b] += g_pulse if up else 0.0
+                lane_s_reset[b] += 0.0 if up else g_pulse
+                lane_s_read[b] += g_new  # verify read after every pulse
+                lane_g[b] = g_new
+                lane_p[b] = p + 1
+                if abs(g_new - target) <= tol or p + 1 >= max_pulses:
+                    j = lane_cell[b]
+                    g_end[j] = g_new
+                    n_set[j] = lane_set[b]
+                    n_reset[j] = lane_reset[b]
+                    s_set[j] = lane_s_set[b]
+                    s_reset[j] = lane_s_reset[b]
+                    s_read[j] = lane_s_read[b]
+                    lane_set[b] = 0
+                    lane_reset[b] = 0
+                    lane_s_set[b] = 0.0
+                    lane_s_reset[b] = 0.0
+                    lane_s_read[b] = 0.0
+                    if next_item < n_queue:
+                        j = queue[next_item]
+                        next_item += 1
+                        cell = 2 * r * d_out + j
+                        lane_cell[b] = j
+                        lane_g[b] = g_start[j]
+                        lane_target[b] = g_target[j]
+                        lane_d2d[b] = _d2d_factor(d2d_key, cell, d2d_sigma, table)
+                        lane_base[b] = key ^ (np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT))
+                        lane_p[b] = 0
+                        lane_stuck[b] = stuck[j]
+                    else:
+                        lane_cell[b] = -1
+                        busy -= 1
+        # --- per weight: programmed state, sums, counters, write-back ---
         row_cells = 0
         row_set = 0
         row_reset = 0
@@ -304,74 +418,34 @@ def write_verify_kernel(
         row_e_set = 0.0
         row_e_reset = 0.0
         row_s_read = 0.0
-        for block in range(n_blocks):
-            c0 = block * half
-            for b in range(LANES):
-                c = c0 + (b >> 1)
-                on = c < d_out
-                if on and use_changed:
-                    on = changed[r, c]
-                if on:
-                    gn32 = g_neg[r, c]
-                    if b & 1:
-                        g0 = np.float64(gn32)
-                        target = np.float64(target_neg[r, c])
-                        stuck[b] = writes_neg[r, c] == _STUCK
-                    else:
-                        g0 = np.float64(g_diff[r, c] + gn32)  # G+ = g_diff + g_neg in float32, as ArrayState
-                        target = np.float64(target_pos[r, c])
-                        stuck[b] = writes_pos[r, c] == _STUCK
-                    active[b] = abs(g0 - target) > tol  # first verify read
-                else:
-                    g0 = 0.0
-                    target = 0.0
-                    stuck[b] = False
-                    active[b] = False
-                cell = 2 * (r * d_out + c0) + b
-                visited[b] = on
-                g[b] = g0
-                g_start[b] = g0
-                g_target[b] = target
-                base[b] = key ^ (np.uint64(cell) << np.uint64(DRAW_PULSE_SHIFT))
-                d2d[b] = _d2d_factor(d2d_key, cell, d2d_sigma, table) if on else 1.0
-                n_set[b] = 0
-                n_reset[b] = 0
-                s_set[b] = 0.0
-                s_reset[b] = 0.0
-                s_read[b] = 0.0
-            _write_verify_lanes(
-                g, g_target, stuck, active, base, d2d, hashes, n_set, n_reset, s_set, s_reset, s_read, tol, pm,
-                g_min, g_max, max_pulses, table,
-            )  # fmt: skip
-            for i in range(half):
-                c = c0 + i
-                bp = 2 * i
-                if not visited[bp]:
-                    continue
-                cell = 2 * (r * d_out + c)
-                for b in (bp, bp + 1):
-                    row_cells += 1
-                    row_set += n_set[b]
-                    row_reset += n_reset[b]
-                    row_max_set = max(row_max_set, n_set[b])
-                    row_max_reset = max(row_max_reset, n_reset[b])
-                    row_e_set += s_set[b]
-                    row_e_reset += s_reset[b]
-                    row_s_read += g_start[b] + s_read[b]  # first read, then one per pulse
-                    if not stuck[b] and abs(g[b] - g_target[b]) <= tol:
-                        g[b] = _programmed(g[b], g_target[b], key, cell + (b - bp), poly_scale, poly_offset,
+        for c in range(d_out):
+            jp = 2 * c
+            if not visited[jp]:
+                continue
+            cell = 2 * (r * d_out + c)
+            for j in (jp, jp + 1):
+                row_cells += 1
+                row_set += n_set[j]
+                row_reset += n_reset[j]
+                row_max_set = max(row_max_set, n_set[j])
+                row_max_reset = max(row_max_reset, n_reset[j])
+                row_e_set += s_set[j]
+                row_e_reset += s_reset[j]
+                row_s_read += g_start[j] + s_read[j]  # first read, then one per pulse
+                if not stuck[j] and abs(g_end[j] - g_target[j]) <= tol:
+                    g_end[j] = _programmed(g_end[j], g_target[j], key, cell + (j - jp), poly_scale, poly_offset,
                                            coeffs, table)  # fmt: skip
-                p_pos = n_set[bp] + n_reset[bp]
-                p_neg = n_set[bp + 1] + n_reset[bp + 1]
-                if record_pulses:
-                    pulses_pos[r, c] = p_pos
-                    pulses_neg[r, c] = p_neg
-                writes_pos[r, c] = _wear(np.int64(writes_pos[r, c]), p_pos, ppc, endurance, key, cell)
-                writes_neg[r, c] = _wear(np.int64(writes_neg[r, c]), p_neg, ppc, endurance, key, cell + 1)
-                if g[bp] != g_start[bp] or g[bp + 1] != g_start[bp + 1]:
-                    gn_new = np.float32(g[bp + 1])
-                    g_neg[r, c] = gn_new
-                    g_diff[r, c] = np.float32(g[bp]) - gn_new
+            p_pos = n_set[jp] + n_reset[jp]
+            p_neg = n_set[jp + 1] + n_reset[jp + 1]
+            if record_pulses:
+                pulses_pos[r, c] = p_pos
+                pulses_neg[r, c] = p_neg
+            writes_pos[r, c] = _wear(np.int64(writes_pos[r, c]), p_pos, ppc, endurance, key, cell)
+            writes_neg[r, c] = _wear(np.int64(writes_neg[r, c]), p_neg, ppc, endurance, key, cell + 1)
+            if g_end[jp] != g_start[jp] or g_end[jp + 1] != g_start[jp + 1]:
+                gn_new = np.float32(g_end[jp + 1])
+                g_neg[r, c] = gn_new
+                g_diff[r, c] = np.float32(g_end[jp]) - gn_new
         counts[r, 0] = row_cells
         counts[r, 1] = row_set
         counts[r, 2] = row_reset

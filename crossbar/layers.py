@@ -15,17 +15,16 @@ The layer's device config is `array_config`; `device`, as everywhere in torch, i
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
 from crossbar.device import DeviceConfig
-from crossbar.mapping import map_weights, state_weights
+from crossbar.mapping import map_weights
 from crossbar.mvm import (
     MvmSettings,
     analog_mvm,
@@ -38,16 +37,14 @@ from crossbar.noise import apply_drift, fabricate_faults
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
-from crossbar.rng import derive_seed
+from crossbar.rng import derive_seed, mix_seed
 from crossbar.scheme import ConductanceSums
-from crossbar.selection import name_matcher
-from crossbar.state import ArrayState
+from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
 
 __all__ = [
     "AnalogLinear",
     "analog_layers",
-    "convert_to_analog",
     "drift",
     "layer_seed",
     "program",
@@ -56,7 +53,12 @@ __all__ = [
 
 BackwardMode = Literal["exact", "analog"]
 
-_READ_NOISE_STREAM = 0x52454144  # "READ": separates the read-noise generator from other uses of the layer seed
+_STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
+"""The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
+STUCK marks a fault), in tile layout."""
+_SCALARS = ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls", "time_s",
+            "adc_full_scale", "adc_full_scale_transposed", "array_config")  # fmt: skip
+"""The layer's non-tensor state, saved in its `state_dict` as extra state (`get_extra_state`)."""
 
 
 class AnalogLinear(nn.Module):
@@ -69,6 +71,13 @@ class AnalogLinear(nn.Module):
 
     When `adc_range` is "calibrated", the ADC full scale is set by `calibrate_adc(x)`, or from the first batch
     the layer sees if it was not called; the transposed direction calibrates on its own first batch.
+
+    Module state: the conductances and write counters (fault masks: counters at STUCK) are buffers next to
+    `out_scale`, the bias and the programming target, so `.to(device)` moves them and `state_dict()` holds them;
+    the random streams (seeds and call counters of read noise, drift and programming), the drift clock and the ADC
+    calibration are its extra state. Loading a state_dict therefore continues exactly where the saved layer was:
+    same outputs, same later noise and drift draws (`crossbar.persist.save_programmed`). The write-verify,
+    fault and drift kernels (numba) run on the CPU: on another device the layer copies its arrays there and back.
     """
 
     weight: None = None
@@ -99,6 +108,8 @@ class AnalogLinear(nn.Module):
             raise ValueError(f"name must be a string, got {name!r}")
         if backward_mode not in ("exact", "analog"):
             raise ValueError(f"backward_mode must be 'exact' or 'analog', got {backward_mode!r}")
+        if seed >= 2**63:
+            raise ValueError(f"seed must be < 2**63, got {seed!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.array_config = array_config
@@ -112,19 +123,132 @@ class AnalogLinear(nn.Module):
         the ledger, when set, records it as an analog transposed MVM."""
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("out_scale", None)
-        self.state: ArrayState | None = None
+        for buffer in _STATE_BUFFERS:
+            self.register_buffer(buffer, None)
+        self.register_buffer("target_weight", None)
+        """(out, in) float32 programming target held until `program()`; None afterwards."""
         self.ledger: LedgerScope | None = None
         self.adc_full_scale: float | None = array_config.adc_full_scale if array_config.adc_range == "fixed" else None
         """Forward ADC range (normalised units); None until calibrated when adc_range is "calibrated"."""
         self.adc_full_scale_transposed: float | None = self.adc_full_scale
-        self._target: torch.Tensor | None = None
-        self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
-        self._program_calls = 0
-        self._drift_calls = 0
-        self._drift_seed = seed
+        self.noise_seed = derive_seed(seed, "read_noise")
+        """Read-noise stream: the key of the n-th MVM is mix_seed(noise_seed, n) (counter-based: state = 2 ints)."""
+        self.noise_calls = 0
+        self.program_calls = 0
+        self.drift_calls = 0
+        self.drift_seed = seed
         self._t_s = 0.0
         self._g_sums: ConductanceSums | None = None
         self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
+
+    # --- module state -------------------------------------------------------------------------------------
+    @property
+    def state(self) -> ArrayState | None:
+        """The arrays as an `ArrayState` of NumPy views sharing memory with the buffers (CPU only); None before
+        programming."""
+        if self.g_diff_us is None:
+            return None
+        if self.g_diff_us.device.type != "cpu":
+            raise RuntimeError(
+                f"AnalogLinear {self.name!r}: its arrays are on {self.g_diff_us.device}; `.state` (NumPy views) "
+                "needs them on the CPU (`.cpu()`)"
+            )
+        return self._as_array_state(self.g_diff_us, self.g_neg_us, self.writes_pos, self.writes_neg)
+
+    def _as_array_state(self, *tensors: torch.Tensor) -> ArrayState:
+        arrays = [t.detach().numpy() for t in tensors]
+        return ArrayState(self.in_features, self.out_features, arrays[0].shape[1], *arrays)
+
+    def _set_state(self, state: ArrayState) -> None:
+        """Make `state`'s arrays the layer's buffers, on the device the layer lives on."""
+        where = self._where()
+        for buffer in _STATE_BUFFERS:
+            setattr(self, buffer, torch.from_numpy(getattr(state, buffer)).to(where))
+        self._g_sums = None
+
+    def _where(self) -> torch.device:
+        """The torch device of the layer's tensors (CPU until moved)."""
+        for tensor in (self.g_diff_us, self.out_scale, self.target_weight, self.bias):
+            if tensor is not None:
+                return tensor.device
+        return getattr(self, "_device_hint", torch.device("cpu"))
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        # remember where an empty layer was moved, so that the arrays it programs later land there too
+        self._device_hint = fn(torch.empty(0)).device
+        self._g_sums = None
+        return super()._apply(fn, recurse)
+
+    @contextlib.contextmanager
+    def _kernel_state(self) -> Iterator[ArrayState]:
+        """The arrays for the CPU kernels: zero-copy views on the CPU; elsewhere a CPU copy, written back after."""
+        state = self._require_state()
+        yield state
+        if self.g_diff_us.device.type != "cpu":
+            self._set_state(state)
+        self._g_sums = None
+
+    def _require_state_any(self) -> ArrayState:
+        """The arrays as an ArrayState on the CPU (views there, copies from another device)."""
+        tensors = [getattr(self, b) for b in _STATE_BUFFERS]
+        if tensors[0].device.type != "cpu":
+            tensors = [t.detach().cpu() for t in tensors]
+        return self._as_array_state(*tensors)
+
+    def get_extra_state(self) -> dict[str, object]:
+        """Seeds, stream counters, drift clock, ADC calibration and the device config (plain numbers and strings:
+        JSON-safe, exact)."""
+        return {
+            "seed": self.seed, "noise_seed": self.noise_seed, "drift_seed": self.drift_seed,
+            "program_calls": self.program_calls, "drift_calls": self.drift_calls, "noise_calls": self.noise_calls,
+            "time_s": self._t_s, "adc_full_scale": self.adc_full_scale,
+            "adc_full_scale_transposed": self.adc_full_scale_transposed,
+            "array_config": dataclasses.asdict(self.array_config),
+        }  # fmt: skip
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        missing = [key for key in _SCALARS if key not in state]
+        if missing:
+            raise ValueError(f"AnalogLinear {self.name!r}: saved extra state lacks {missing}")
+        for key in ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls"):
+            setattr(self, key, int(state[key]))  # type: ignore[call-overload]
+        self._t_s = float(state["time_s"])  # type: ignore[arg-type]
+        config = dict(state["array_config"])  # type: ignore[call-overload]
+        self.array_config = DeviceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        for key in ("adc_full_scale", "adc_full_scale_transposed"):
+            value = state[key]
+            setattr(self, key, None if value is None else float(value))  # type: ignore[arg-type]
+        self._g_sums = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # noqa: ANN001 - nn.Module's hook signature  # fmt: skip
+        # Optional buffers (programmed or not, target held or not) take the saved layer's presence and shape.
+        where = self._where()
+        for buffer in ("out_scale", *_STATE_BUFFERS, "target_weight"):
+            saved = state_dict.get(prefix + buffer)
+            if saved is None:
+                self._buffers[buffer] = None
+            elif self._buffers.get(buffer) is None or self._buffers[buffer].shape != saved.shape:
+                self._buffers[buffer] = torch.empty(saved.shape, dtype=saved.dtype, device=where)
+        saved = state_dict.get(prefix + "g_diff_us")
+        extra = state_dict.get(prefix + "_extra_state")
+        config = self.array_config
+        if isinstance(extra, dict) and isinstance(extra.get("array_config"), dict):
+            config = config.replace(**{k: v for k, v in extra["array_config"].items() if k == "tile_rows"})
+        if saved is not None:
+            rows = stored_tile_rows(self.in_features, config)
+            expected = (-(-self.in_features // rows), rows, self.out_features)
+            if tuple(saved.shape) != expected:
+                error_msgs.append(
+                    f"{prefix}g_diff_us: saved arrays have tile layout {tuple(saved.shape)}, this layer's config "
+                    f"gives {expected} (a different tile_rows?)"
+                )
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self._g_sums = None
+        self._settings_cache = None
 
     # --- construction --------------------------------------------------------------------------------------
     @classmethod
@@ -144,7 +268,7 @@ class AnalogLinear(nn.Module):
             weight.shape[1], weight.shape[0], array_config, bias=bias is not None, seed=seed, name=name,
             backward_mode=backward_mode,
         )  # fmt: skip
-        layer._target = weight
+        layer.target_weight = weight
         if bias is not None:
             if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
                 got = getattr(bias, "shape", bias)
@@ -172,17 +296,17 @@ class AnalogLinear(nn.Module):
     # --- programming ---------------------------------------------------------------------------------------
     @property
     def programmed(self) -> bool:
-        return self.state is not None
+        return self.g_diff_us is not None
 
     def program(self, ledger: LedgerScope | None = None) -> ProgramReport:
         """First programming of the held target: fabricate the array (stuck-at faults from the seed), write-verify
         every cell, record the pulses in `ledger`, then drop the float32 target (state stays at 12 bytes/weight)."""
-        if self.state is not None:
+        if self.programmed:
             raise RuntimeError(f"AnalogLinear {self.name!r} is already programmed; use reprogram(weight) to rewrite it")
-        if self._target is None:
+        if self.target_weight is None:
             raise RuntimeError(f"AnalogLinear {self.name!r} holds no target weight; use reprogram(weight)")
-        report = self._program_new_array(self._target, ledger)
-        self._target = None
+        report = self._program_new_array(self.target_weight.detach().cpu(), ledger)
+        self.target_weight = None
         return report
 
     def reprogram(
@@ -199,21 +323,22 @@ class AnalogLinear(nn.Module):
         The drift clock restarts at 0 (t counts from the latest programming for the whole array: a simplification
         for partially rewritten arrays)."""
         weight = _check_weight(weight, (self.out_features, self.in_features), "weight")
-        if self.state is None:
+        if not self.programmed:
             report = self._program_new_array(weight, ledger)
-            self._target = None
+            self.target_weight = None
             return report
-        targets = map_weights(weight.numpy(), self.array_config, self.state)
-        changed = None
-        if previous_weight is not None:
-            previous = _check_weight(previous_weight, (self.out_features, self.in_features), "previous_weight")
-            before = map_weights(previous.numpy(), self.array_config, self.state)
-            changed = (targets.pos_us != before.pos_us) | (targets.neg_us != before.neg_us)
-        report = program_state(
-            self.state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
-            layer=self.name, changed=changed,
-        )  # fmt: skip
-        self.out_scale = torch.from_numpy(targets.out_scale.copy())
+        with self._kernel_state() as state:
+            targets = map_weights(weight.numpy(), self.array_config, state)
+            changed = None
+            if previous_weight is not None:
+                previous = _check_weight(previous_weight, (self.out_features, self.in_features), "previous_weight")
+                before = map_weights(previous.numpy(), self.array_config, state)
+                changed = (targets.pos_us != before.pos_us) | (targets.neg_us != before.neg_us)
+            report = program_state(
+                state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
+                layer=self.name, changed=changed,
+            )  # fmt: skip
+        self.out_scale = torch.from_numpy(targets.out_scale.copy()).to(self._where())
         self._after_write()
         return report
 
@@ -225,34 +350,38 @@ class AnalogLinear(nn.Module):
             state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
             layer=self.name,
         )  # fmt: skip
-        self.state = state
-        self.out_scale = torch.from_numpy(targets.out_scale.copy())
+        where = self._where()
+        self._set_state(state)
+        self.out_scale = torch.from_numpy(targets.out_scale.copy()).to(where)
         self._after_write()
         return report
 
     def _next_program_stream(self) -> int:
-        self._program_calls += 1
-        return self._program_calls - 1
+        self.program_calls += 1
+        return self.program_calls - 1
 
     def _after_write(self) -> None:
         self._t_s = 0.0
         self._g_sums = None
 
     def programmed_weight(self) -> torch.Tensor:
-        """(out, in) float32: what the cells hold, as weights ((G+ - G-) * out_scale), noise-free."""
-        state = self._require_state()
-        return torch.from_numpy(state_weights(state, self._out_scale_np()))
+        """(out, in) float32: what the cells hold, as weights ((G+ - G-) * out_scale), noise-free; on the layer's
+        device."""
+        self._require_state()
+        g = self.g_diff_us.reshape(-1, self.out_features)[: self.in_features]
+        return g.T * self.out_scale.to(torch.float32)[:, None]
 
     def drift_to(self, t_s: float) -> None:
         """Let the conductances relax until `t_s` seconds after the latest programming (t_s >= the current time)."""
-        state = self._require_state()
+        self._require_state()
         if isinstance(t_s, bool) or not isinstance(t_s, (int, float)) or not math.isfinite(t_s) or t_s < self._t_s:
             raise ValueError(f"t_s must be a finite number >= the layer's current time {self._t_s} s, got {t_s!r}")
-        self._drift_calls += 1
-        apply_drift(
-            state, self.array_config, t_from_s=self._t_s, t_to_s=float(t_s), seed=self._drift_seed,
-            stream=self._drift_calls - 1,
-        )  # fmt: skip
+        self.drift_calls += 1
+        with self._kernel_state() as state:
+            apply_drift(
+                state, self.array_config, t_from_s=self._t_s, t_to_s=float(t_s), seed=self.drift_seed,
+                stream=self.drift_calls - 1,
+            )  # fmt: skip
         self._t_s = float(t_s)
         self._g_sums = None
 
@@ -264,11 +393,11 @@ class AnalogLinear(nn.Module):
     # --- MVMs ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Analog MVM plus digital bias, over any leading batch dims."""
-        return self._apply(x, with_bias=True)
+        return self._run(x, with_bias=True)
 
     def mvm(self, x: torch.Tensor) -> torch.Tensor:
         """Analog MVM without bias, over any leading batch dims."""
-        return self._apply(x, with_bias=False)
+        return self._run(x, with_bias=False)
 
     def mvm_transposed(self, d: torch.Tensor) -> torch.Tensor:
         """d @ W on the array, (..., out) -> (..., in), with the device's DAC, ADC and read noise (see
@@ -286,7 +415,7 @@ class AnalogLinear(nn.Module):
         state = self._require_state()
         self.adc_full_scale = self._calibrated(_flatten(x, self.in_features, "x"), state, transposed=False)
 
-    def _apply(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
         state = self._require_state()
         x2 = _flatten(x, self.in_features, "x")
         bias = self.bias if with_bias else None
@@ -299,8 +428,8 @@ class AnalogLinear(nn.Module):
         if self.ledger is not None:
             record_mvm(
                 self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features,
-                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(state), inputs=x2,
-                bias=bias is not None,
+                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(state),
+                inputs=x2.detach().cpu(), bias=bias is not None,
             )  # fmt: skip
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
@@ -308,30 +437,31 @@ class AnalogLinear(nn.Module):
         if self.adc_full_scale is None:
             self.adc_full_scale = self._calibrated(x2, state, transposed=False)
         settings = self._settings(self.adc_full_scale)
-        return analog_mvm(x2, state, self.out_scale, settings, key=self._next_key(), bias=bias)
+        bias = bias.detach().cpu() if bias is not None else None
+        return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias)
 
     def _transposed_analog(self, d2: torch.Tensor, state: ArrayState, record: bool = True) -> torch.Tensor:
         if self.adc_full_scale_transposed is None:
             self.adc_full_scale_transposed = self._calibrated(d2, state, transposed=True)
         settings = self._settings(self.adc_full_scale_transposed)
         y = analog_mvm_transposed(
-            d2, state, self.out_scale, settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
+            d2, state, self.out_scale.cpu(), settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
         )
         if record:
             self._record_transposed(d2, state)
         return y
 
     def _transposed_exact(self, d2: torch.Tensor, state: ArrayState) -> torch.Tensor:
-        """grad_y @ W_programmed without forming W: (d * out_scale) @ (G+ - G-)^T on a zero-copy view."""
-        g = torch.from_numpy(state.g_diff_us).reshape(state.n_tiles * state.tile_rows, state.d_out)[: state.d_in]
-        scaled = d2.to(torch.float32) * self.out_scale.to(torch.float32)[None, :]
-        y = scaled @ g.T
+        """grad_y @ W_programmed without forming W: (d * out_scale) @ (G+ - G-)^T on the buffer (any device)."""
+        g = self.g_diff_us.reshape(-1, self.out_features)[: self.in_features]
+        scaled = d2.to(device=g.device, dtype=torch.float32) * self.out_scale.to(torch.float32)[None, :]
+        y = (scaled @ g.T).cpu()
         self._record_transposed(d2, state)
         return y
 
     def _record_transposed(self, d2: torch.Tensor, state: ArrayState) -> None:
         if self.ledger is not None:
-            scaled = d2.detach().to(torch.float32) * self.out_scale.to(torch.float32)[None, :]  # what the DAC sees
+            scaled = d2.detach().cpu().to(torch.float32) * self.out_scale.cpu().to(torch.float32)[None, :]  # DAC input
             self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)
 
     def record_reads(
@@ -356,7 +486,7 @@ class AnalogLinear(nn.Module):
     def _calibrated(self, x2: torch.Tensor, state: ArrayState, *, transposed: bool) -> float:
         settings = MvmSettings.from_device(self.array_config)
         peak = partial_sum_abs_max(
-            x2, state, self.out_scale, settings, transposed=transposed, tile_cols=self.array_config.tile_cols
+            x2, state, self.out_scale.cpu(), settings, transposed=transposed, tile_cols=self.array_config.tile_cols
         )
         return peak if peak > 0 else self.array_config.adc_full_scale
 
@@ -364,36 +494,42 @@ class AnalogLinear(nn.Module):
         """Restart the read-noise and drift streams from `seed` (e.g. independent draws per evaluation repeat)."""
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        self._noise_rng = np.random.default_rng(np.random.SeedSequence([seed, _READ_NOISE_STREAM]))
-        self._drift_seed = seed
+        self.noise_seed = derive_seed(seed, "read_noise")
+        self.noise_calls = 0
+        self.drift_seed = seed
 
     def _next_key(self) -> int:
-        """A fresh 64-bit read-noise key: the next raw output of the layer's seeded generator."""
-        return int(self._noise_rng.bit_generator.random_raw())
+        """A fresh 64-bit read-noise key: counter-based, mix_seed(noise_seed, calls so far)."""
+        self.noise_calls += 1
+        return int(mix_seed(self.noise_seed, self.noise_calls - 1))
 
     def _conductance_sums(self, state: ArrayState) -> ConductanceSums:
         if self._g_sums is None:
             self._g_sums = conductance_sums(state)
         return self._g_sums
 
-    def _out_scale_np(self) -> np.ndarray:
-        return self.out_scale.detach().to(torch.float32).contiguous().numpy()
-
     def _require_state(self) -> ArrayState:
-        if self.state is None or self.out_scale is None:
+        """The arrays for the MVM: raise unless programmed; NumPy views on the CPU, CPU copies from another device
+        (the MVM kernels are numba: off the CPU the computation is copied there, results come back)."""
+        if self.g_diff_us is None or self.out_scale is None:
             raise RuntimeError(
                 f"AnalogLinear {self.name or '(unnamed)'!r} is not programmed: call its program() "
                 "(or crossbar.program(model)) before running it"
             )
-        return self.state
+        if self.g_diff_us.device.type == "meta":
+            raise RuntimeError(
+                f"AnalogLinear {self.name!r}: its arrays are on the meta device (shapes only, no values); move the "
+                "model to a real device (`.to_empty(...)` then `load_state_dict`) before running it"
+            )
+        return self._require_state_any()
 
     def extra_repr(self) -> str:
         n_row_tiles = -(-self.in_features // self.array_config.tile_rows)
         n_col_tiles = -(-self.out_features // self.array_config.tile_cols)
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"device={self.array_config.name}, tiles={n_row_tiles}x{n_col_tiles} of {self.array_config.tile_rows}x"
-            f"{self.array_config.tile_cols}, programmed={self.programmed}"
+            f"array_config={self.array_config.name}, tiles={n_row_tiles}x{n_col_tiles} of "
+            f"{self.array_config.tile_rows}x{self.array_config.tile_cols}, programmed={self.programmed}"
         )
 
 
@@ -447,63 +583,6 @@ def _check_weight(weight: torch.Tensor, shape: tuple[int, int] | None, name: str
 def layer_seed(seed: int, name: str) -> int:
     """Deterministic per-layer seed from a model seed and the layer's qualified name (`derive_seed`)."""
     return derive_seed(seed, "layer", name)
-
-
-def convert_to_analog(
-    model: nn.Module,
-    array_config: DeviceConfig | None = None,
-    *,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    seed: int = 0,
-    inplace: bool = False,
-    backward_mode: BackwardMode = "exact",
-) -> nn.Module:
-    """Swap every `nn.Linear` whose qualified name matches `include` (fnmatch patterns; None = all) and none of
-    `exclude` for an unprogrammed `AnalogLinear` with its own seed `layer_seed(seed, name)` and `name` set to the
-    qualified name. Returns a converted copy (or `model` itself with `inplace`). Linear layers inside
-    `nn.MultiheadAttention` are left digital: that module reads their weights directly instead of calling them.
-    A model that is itself an `nn.Linear` is converted under the name "". Hugging Face GPT-2-style `Conv1D`
-    layers (a linear layer storing its weight as (in, out)) are converted like `nn.Linear`, weight transposed."""
-    selected = name_matcher(include, exclude)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not inplace:
-        model = copy.deepcopy(model)
-
-    def analog(name: str, linear: nn.Module) -> AnalogLinear:
-        if _is_hf_conv1d(linear):  # y = x W + b with W stored (in, out): the array holds W^T like nn.Linear's
-            return AnalogLinear.from_weight(
-                linear.weight.detach().T.contiguous(), linear.bias, array_config, seed=layer_seed(seed, name),
-                name=name, backward_mode=backward_mode,
-            )  # fmt: skip
-        return AnalogLinear.from_linear(
-            linear, array_config, seed=layer_seed(seed, name), name=name, backward_mode=backward_mode
-        )
-
-    if isinstance(model, nn.Linear) or _is_hf_conv1d(model):
-        return analog("", model) if selected("") else model
-    swaps: list[tuple[nn.Module, str, str, nn.Linear]] = []
-    for parent_name, parent in model.named_modules():
-        if isinstance(parent, nn.MultiheadAttention):
-            continue
-        for child_name, child in parent.named_children():
-            name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if (isinstance(child, nn.Linear) or _is_hf_conv1d(child)) and selected(name):
-                swaps.append((parent, child_name, name, child))
-    if include is not None and not swaps:
-        raise ValueError(f"include patterns {list(include)} matched no nn.Linear (or Conv1D) module")
-    for parent, child_name, name, child in swaps:
-        setattr(parent, child_name, analog(name, child))
-    return model
-
-
-def _is_hf_conv1d(module: nn.Module) -> bool:
-    """A Hugging Face `transformers.pytorch_utils.Conv1D` (GPT-2's linear layers), recognised by class name and
-    module path so that transformers is never imported here (it is an optional dependency)."""
-    return any(
-        cls.__name__ == "Conv1D" and cls.__module__.split(".")[0] == "transformers" for cls in type(module).__mro__
-    )
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, AnalogLinear]]:

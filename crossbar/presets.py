@@ -1,6 +1,6 @@
 """Named device presets, each number with its source next to it.
 
-Sources (details in ../shared/references/device_energy.md):
+Sources (each preset field names its own):
 - Wan et al., "A compute-in-memory chip based on resistive random-access memory", Nature 608, 2022 (NeuRRAM),
   as modelled in aihwkit `inference/noise/reram.py` (`ReRamWan2022NoiseModel`, 0-40 uS) and CrossSim
   `simulator/devices/custom/RRAM_Wan.py`.
@@ -135,10 +135,10 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         verify_tolerance_frac=0.5 / 60,  # half a unit step: the verify stops at the nearest step (assumption)
         max_pulses=255,
         programming_noise="none",  # --vari 0, NeuroSim V2.1 inference.py line 55 (src): no fitted error
-        read_noise_frac=0.0,  # NeuroSim models no read noise (simulators.md feature table)
+        read_noise_frac=0.0,  # NeuroSim models no read noise (DNN_NeuroSim V2.1: no read-noise parameter in Param.cpp)
         drift_model="none",  # NeuroSim's drift lives in its wrapper (--t, --v); off here
         endurance_pulses=1e6,  # cycles (lit. Huang et al.)
-        wire_resistance_ohm=2.1,  # Ohm per 1T1R pitch, NeuroSim V2.1 Param.cpp lines 268-274 (device_energy.md)
+        wire_resistance_ohm=2.1,  # Ohm per 1T1R pitch, NeuroSim V2.1 Param.cpp lines 268-274
         dac_bits=8,
         adc_bits=5,  # DNN NeuroSim inference.py --ADCprecision default 5 (src)
         adc_full_scale=12.0,

@@ -5,7 +5,7 @@ guesses: `pulse_energy_pj(voltage_v, conductance_us, width_ns)` computes E = V^2
 and the crossbar model calls it with its own write/read voltages and the conductances it actually programs. The
 fixed `*_pj` fields below are used when a recorder supplies no physics (for example a digital MAC).
 
-Sources (see ../shared/references/device_energy.md for the full table):
+Sources (each default below names its own):
 - NeuroSim DNN V2.1 / V1.4 `NeuroSIM/Param.cpp`: write 2-4 V, 50 ns pulses; read 0.5 V, 10 ns.
 - ISAAC via Accelergy `hwcomponents-library/library/isaac.py`: SAR ADC energy per conversion by resolution,
   1-bit DAC row drive 0.42 pJ, 16-bit shift-and-add 0.021 pJ; ADC 1.2 GS/s.

@@ -67,10 +67,10 @@ class LoopResult:
 
 
 def as_tensors(x: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs as a tensor (floating point as float32, integer token ids kept) and labels as int64."""
+    """The project's one conversion of (inputs, labels): floating-point inputs (images, features) as float32,
+    integer inputs (token ids) as int64, labels as int64; raises if their lengths differ."""
     x_tensor = torch.as_tensor(x)
-    if x_tensor.is_floating_point():
-        x_tensor = x_tensor.to(torch.float32)
+    x_tensor = x_tensor.to(torch.float32) if x_tensor.is_floating_point() else x_tensor.to(torch.int64)
     y_tensor = torch.as_tensor(y, dtype=torch.int64)
     if len(x_tensor) != len(y_tensor):
         raise ValueError(f"data: {len(x_tensor)} inputs but {len(y_tensor)} labels")

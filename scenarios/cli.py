@@ -57,10 +57,8 @@ def presets() -> None:
 
 
 def _device_preset_lines() -> list[str]:
-    try:
-        from crossbar.presets import device_preset_rows
-    except ImportError:  # the device model is not installed yet in this checkout
-        return []
+    from crossbar.presets import device_preset_rows  # an import failure is an error, never a shorter list
+
     return device_preset_rows()
 
 

@@ -19,10 +19,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fusion.loop import as_tensors
+
 ADAPTABLE_LAYERS: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
 """Names of the `nn.Linear` layers inside each transformer block that a LoRA bank may target."""
 
-__all__ = ["ADAPTABLE_LAYERS", "PatchTransformer", "TransformerBlock", "accuracy", "build_model", "train_classifier"]
+__all__ = [
+    "ADAPTABLE_LAYERS",
+    "ConvClassifier",
+    "PatchTransformer",
+    "TransformerBlock",
+    "accuracy",
+    "build_model",
+    "train_classifier",
+]
 
 # Digital work between the linear layers, per element (FP32 operations, priced by the ledger's cost table).
 # Conventions (stated once; the same for every method, so they shift all energies alike):
@@ -153,12 +163,43 @@ class PatchTransformer(nn.Module):
         return logits
 
 
-def build_model(model_cfg: Any, n_classes: int, image_shape: tuple[int, int, int], seed: int) -> PatchTransformer:
+class ConvClassifier(nn.Module):
+    """`model.kind: cnn`: conv 3x3 (d_model / 2 channels, ReLU), conv 3x3 stride 2 (d_model channels, ReLU), global
+    average pooling, a residual MLP h + fc2(GELU(fc1(h))) (the layers a LoRA bank adapts) and the linear head.
+    `convert_to_analog` puts both convs (`AnalogConv2d`) and all linear layers on arrays."""
+
+    def __init__(self, image_shape: tuple[int, int, int], d_model: int, d_ff: int, n_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(image_shape[0], max(1, d_model // 2), 3, padding=1)
+        self.conv2 = nn.Conv2d(max(1, d_model // 2), d_model, 3, stride=2, padding=1)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.head = nn.Linear(d_model, n_classes)
+        self.ledger = None
+        """When set (by `crossbar.record_all_to`), records the ReLUs (one add-class compare per element), the
+        pooling, GELU and the residual add."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.conv1(images))
+        b = F.relu(self.conv2(a))
+        pooled = b.mean(dim=(2, 3))
+        hidden = F.gelu(self.fc1(pooled), approximate="tanh")
+        logits = self.head(pooled + self.fc2(hidden))
+        if self.__dict__.get("ledger") is not None:
+            mults = hidden.numel() * GELU_OPS[0] + pooled.numel()  # GELU; 1/pixels of the mean
+            adds = a.numel() + 2 * b.numel() + hidden.numel() * GELU_OPS[1] + pooled.numel()  # ReLUs, sum, residual
+            _record_digital(self, "network", mults, adds)
+        return logits
+
+
+def build_model(model_cfg: Any, n_classes: int, image_shape: tuple[int, int, int], seed: int) -> nn.Module:
     """A freshly initialised classifier for `model_cfg` (the scenario's `model` section, a `scenarios.schema.ModelSpec`:
     not imported here, so that the schema may import this module); weights depend only on
     `seed` (torch's global RNG is forked, not reseeded)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if getattr(model_cfg, "kind", "transformer") == "cnn":
+            return ConvClassifier(tuple(image_shape), model_cfg.d_model, model_cfg.d_ff, n_classes)  # type: ignore[arg-type]
         return PatchTransformer(
             image_shape=tuple(image_shape),  # type: ignore[arg-type]
             patch_size=model_cfg.patch_size,
@@ -168,16 +209,6 @@ def build_model(model_cfg: Any, n_classes: int, image_shape: tuple[int, int, int
             d_ff=model_cfg.d_ff,
             n_classes=n_classes,
         )
-
-
-def _as_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs as float32 (images), integer inputs (token ids) kept as int64; labels int64."""
-    x_tensor = torch.as_tensor(x)
-    x_tensor = x_tensor.to(torch.float32) if x_tensor.is_floating_point() else x_tensor.to(torch.int64)
-    y_tensor = torch.as_tensor(y, dtype=torch.int64)
-    if len(x_tensor) != len(y_tensor):
-        raise ValueError(f"{len(x_tensor)} inputs but {len(y_tensor)} labels")
-    return x_tensor, y_tensor
 
 
 def train_classifier(
@@ -200,7 +231,7 @@ def train_classifier(
     generator). `schedule="cosine"` decays the learning rate from `lr` to zero over all steps, which lets short
     runs converge without tuning; `"constant"` keeps it at `lr`.
     """
-    x_tensor, y_tensor = _as_tensors(x, y)
+    x_tensor, y_tensor = as_tensors(x, y)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("model has no trainable parameters")
@@ -242,7 +273,7 @@ def accuracy(
     model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, batch_size: int = 512
 ) -> float:
     """Fraction of examples whose arg-max prediction equals the label (model run in eval mode, no gradients)."""
-    x_tensor, y_tensor = _as_tensors(x, y)
+    x_tensor, y_tensor = as_tensors(x, y)
     if len(x_tensor) == 0:
         raise ValueError("accuracy of an empty set is undefined")
     was_training = model.training

@@ -180,9 +180,11 @@ class ModelSpec(_Section):
     `scenarios.models.build_model`), or a pretrained Hugging Face BERT-family encoder with a zero-shot classifier
     (`kind: hf_encoder`, `scenarios.encoder`; for the text families)."""
 
-    kind: Literal["transformer", "hf_encoder"] = Field(
+    kind: Literal["transformer", "cnn", "hf_encoder"] = Field(
         "transformer",
-        description="`transformer`: a small vision transformer trained on the base task; `hf_encoder`: a pretrained "
+        description="`transformer`: a small vision transformer trained on the base task; `cnn`: two 3x3 conv layers "
+        "(d_model / 2 and d_model channels), pooling and a residual fc1/fc2 MLP (scenarios.models.ConvClassifier; "
+        "its convs run on arrays as AnalogConv2d); `hf_encoder`: a pretrained "
         "BERT-family encoder (36 Linears for MiniLM-L6), mean pooling, zero-shot cosine classifier, not trained.",
     )
     d_model: int = Field(64, ge=4, description="Token width (features); q, k, v, o are d_model x d_model layers.")
@@ -221,7 +223,14 @@ class ModelSpec(_Section):
             return self
         for name in ("path", "package"):
             if getattr(self, name) is not None:
-                raise KeyedError((name,), getattr(self, name), "null for kind transformer (hf_encoder only)")
+                raise KeyedError((name,), getattr(self, name), f"null for kind {self.kind} (hf_encoder only)")
+        if self.kind == "cnn":
+            for name in ("n_blocks", "n_heads", "patch_size"):
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    raise KeyedError((name,), getattr(self, name), "", problem="not used by kind cnn; remove it")
+            if self.max_length != type(self).model_fields["max_length"].default:
+                raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind cnn; remove it")
+            return self
         if self.max_length != type(self).model_fields["max_length"].default:
             raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind transformer; remove it")
         if self.d_model % self.n_heads:
@@ -580,6 +589,9 @@ class Scenario(_Section):
                     ("model", "patch_size"), self.model.patch_size,
                     f"a divisor of the {height}x{width} {self.tasks.family} images",
                 )  # fmt: skip
+        if self.model.kind == "cnn" and set(self.bank.modules) - {"fc1", "fc2"}:
+            expected = "fc1 and/or fc2 for model.kind cnn (it has no attention layers)"
+            raise KeyedError(("bank", "target_modules"), self.bank.target_modules, expected)
         width = self.min_adapted_width(self.bank.modules)
         if self.bank.rank > width:
             raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")

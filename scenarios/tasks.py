@@ -430,12 +430,13 @@ DIGITS = register_task_family(
         task_names=tuple(DIGIT_TASKS),
         n_classes=DIGITS_CLASSES,
         input_shape=DIGITS_IMAGE_SHAPE,
+        model_kinds=("transformer", "cnn"),
         description="scikit-learn's bundled 8x8 digits under named domain shifts (offline)",
     )
 )
 NPZ = register_task_family(
     TaskFamily(
-        "npz", _load_npz, accepts_n_classes=True, check_on_load=True,
+        "npz", _load_npz, accepts_n_classes=True, check_on_load=True, model_kinds=("transformer", "cnn"),
         description="the user's .npz files, one per task, named in tasks.npz",
     )  # fmt: skip
 )

@@ -42,9 +42,8 @@ def d2d_factor_np(d2d_key, cells, d2d_sigma):
 
 
 def harmonic_np(a, b):
-    s = a + b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(s > 0.0, 2.0 * a * b / np.where(s > 0.0, s, 1.0), 0.0)
+    """Twin of `_harmonic`: 2ab / (a + b), 0 when both are 0."""
+    return 2.0 * a * b / np.maximum(a + b, 1e-300)
 
 
 def write_verify_cells_np(g, g_target, stuck, active, cells, d2d, *, key, tol, pm, g_min, g_max, max_pulses):

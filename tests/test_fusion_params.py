@@ -26,7 +26,7 @@ def test_lorafusion_flan_t5_large_counts() -> None:
     assert all((s.d_in, s.d_out) == (1024, 1024) for s in shapes)
     groups = coefficient_groups([s.name for s in shapes], "block")
     assert len(set(groups.values())) == 48
-    # 20 LoRAs x 48 blocks = 960 coefficients + 144 x 1024 magnitudes (lorafusion.md section 1).
+    # 20 LoRAs x 48 blocks = 960 coefficients + 144 x 1024 magnitudes (LoRAFusion, GLSVLSI 2025).
     assert fusion_trainable_params(shapes, 20, sharing="block") == 148_416
     assert lora_trainable_params(shapes, 16) == 4_718_592
     ratio = fusion_trainable_params(shapes, 20, sharing="block") / lora_trainable_params(shapes, 16)

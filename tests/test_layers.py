@@ -203,9 +203,9 @@ def test_determinism_from_seed():
 
 def test_program_drops_target_and_state_is_12_bytes_per_weight():
     layer = AnalogLinear.from_linear(_linear(512, 64), IDEAL)
-    assert layer._target is not None
+    assert layer.target_weight is not None
     layer.program()
-    assert layer._target is None
+    assert layer.target_weight is None
     assert isinstance(layer.state, ArrayState)
     assert layer.state.nbytes / (512 * 64) == 12
     with pytest.raises(RuntimeError, match="already programmed"):
@@ -287,7 +287,7 @@ def test_errors_and_repr():
     layer = AnalogLinear.from_linear(_linear(8, 4), IDEAL, name="blocks.0.q")
     with pytest.raises(RuntimeError, match=r"'blocks.0.q' is not programmed: call its program\(\)"):
         layer(torch.randn(2, 8))
-    assert "device=ideal" in repr(layer) and "tiles=1x1 of 256x256" in repr(layer)
+    assert "array_config=ideal" in repr(layer) and "tiles=1x1 of 256x256" in repr(layer)
     layer.program()
     with pytest.raises(ValueError, match="last dimension 8"):
         layer(torch.randn(2, 7))
