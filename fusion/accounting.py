@@ -96,3 +96,4 @@ def module_ledger(module: nn.Module) -> LedgerScope | None:
 def vectors(x: torch.Tensor, width: int) -> int:
     """Number of input vectors of width `width` in a batch of any leading shape."""
     return x.numel() // width if width else 0
+

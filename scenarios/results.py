@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from energy import Ledger, atomic_write_text
+from energy import Ledger, atomic_write_text, cost_preset
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 
@@ -29,6 +29,9 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "accuracy_std",
     "repeats",
     "trainable_params",
+    "digital_state_words",
+    "digital_state_bytes",
+    "adapt_state_words",
     "cell_write_pulses",
     "adapt_energy_pj",
     "adapt_latency_s",
@@ -56,6 +59,9 @@ class UnitResult:
     """The unit's ledger (phases `adapt`, `calibration` if any, and `inference` for its first evaluation)."""
     seed: int = 0
     """The scenario seed this unit ran with (a unit is sweep point x seed x task x method)."""
+    digital_state: dict[str, int] = field(default_factory=dict)
+    """The method's digital state in datapath words (`fusion.digital_state.DigitalState.as_dict`): `words` held
+    for inference (kept values + calibration read-out), `adapt_words` at the peak of adaptation, and their parts."""
 
     def ledger(self) -> Ledger:
         return Ledger.from_records(self.ledger_records)
@@ -82,8 +88,9 @@ class UnitResult:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def metrics_rows(units: list[UnitResult]) -> list[dict[str, object]]:
-    """One row per (method, task, drift time), accuracy averaged over repeats."""
+def metrics_rows(units: list[UnitResult], word_bits: int = 32) -> list[dict[str, object]]:
+    """One row per (method, task, drift time), accuracy averaged over repeats. `word_bits`: the cost table's
+    datapath word (`CostTable.word_bits`), for the digital state in bytes."""
     rows = []
     for unit in units:
         ledger = unit.ledger()
@@ -102,6 +109,9 @@ def metrics_rows(units: list[UnitResult]) -> list[dict[str, object]]:
                     "accuracy_std": std,
                     "repeats": len(accuracies),
                     "trainable_params": unit.trainable_params,
+                    "digital_state_words": unit.digital_state.get("words", 0),
+                    "digital_state_bytes": unit.digital_state.get("words", 0) * word_bits // 8,
+                    "adapt_state_words": unit.digital_state.get("adapt_words", 0),
                     "cell_write_pulses": ledger.cell_write_pulses(**adapt),
                     "adapt_energy_pj": ledger.total("energy_pj", **adapt),
                     "adapt_latency_s": ledger.total("latency_ns", **adapt) * 1e-9,
@@ -123,7 +133,8 @@ def write_results(
     formats: tuple[str, ...],
 ) -> Path:
     """Write every result file of a finished run into `run_dir` and return it."""
-    rows = metrics_rows(units)
+    word_bits = cost_preset(scenario.costs.preset, **scenario.costs.overrides).word_bits
+    rows = metrics_rows(units, word_bits)
     _write_csv(run_dir / "metrics.csv", rows)
     ledger = deploy_ledger
     for unit in units:
@@ -174,6 +185,9 @@ def _summary(rows: list[dict[str, object]], scenario: Scenario) -> list[dict[str
                 "method": spec.key,
                 "mean_accuracy": mean("accuracy"),
                 "trainable_params": max(int(r["trainable_params"]) for r in mine),
+                "digital_state_words": max(int(r["digital_state_words"]) for r in mine),
+                "digital_state_bytes": max(int(r["digital_state_bytes"]) for r in mine),
+                "adapt_state_words": max(int(r["adapt_state_words"]) for r in mine),
                 "cell_write_pulses_per_task": mean("cell_write_pulses"),
                 "adapt_energy_pj_per_task": mean("adapt_energy_pj"),
                 "adapt_latency_s_per_task": mean("adapt_latency_s"),
@@ -192,20 +206,26 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
         f"Device `{scenario.device.preset}`, costs `{scenario.costs.preset}`, seed {scenario.seed}. "
         f"Means over {len(scenario.tasks.targets)} target tasks at drift time {first_drift:g} s.",
         "",
-        "| method | mean accuracy | trainable params | cell write pulses / task | adapt energy / task | "
-        "inference energy / sample | task switches to wear-out* |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | mean accuracy | trainable params | digital state (words / bytes)† | adapt peak state (words) | "
+        "cell write pulses / task | adapt energy / task | inference energy / sample | task switches to wear-out* |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
         switches = s["switches_to_wearout"]
         lines.append(
             f"| {s['method']} | {100 * float(s['mean_accuracy']):.1f} % | {int(s['trainable_params']):,} | "
-            f"{float(s['cell_write_pulses_per_task']):,.0f} | {_energy(float(s['adapt_energy_pj_per_task']))} | "
+            f"{int(s['digital_state_words']):,} / {int(s['digital_state_bytes']):,} B | "
+            f"{int(s['adapt_state_words']):,} | {float(s['cell_write_pulses_per_task']):,.0f} | "
+            f"{_energy(float(s['adapt_energy_pj_per_task']))} | "
             f"{_energy(float(s['inference_energy_pj_per_sample']))} | "
             f"{'never' if math.isinf(float(switches)) else f'{float(switches):,.0f}'} |"
         )
     lines += ["", "\\* endurance / write pulses per cell of the most-written array in one adaptation: the average "
-              "cell of that array; cells written more often than their array's average wear out sooner."]  # fmt: skip
+              "cell of that array; cells written more often than their array's average wear out sooner.",
+              "", "† held digitally after adaptation: trained values computed digitally at inference (fusion, "
+              "lorahub: coefficients and magnitudes; lora_digital: A and B) plus fused layers' calibration read-out "
+              "(W0 A^T, A A^T, B_stack, ||W0||^2 per row). Adapt peak adds every trained value, its gradient and "
+              "Adam's two moments (fusion.accounting.DigitalState)."]  # fmt: skip
     lines += ["", "## Deployment (once, shared by every method)", "", "| phase | energy | latency | write pulses |",
               "|---|---:|---:|---:|"]  # fmt: skip
     for phase, values in deploy.items():

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
 from energy import WRITE_EVENTS, Ledger, atomic_write_text, cost_preset
 from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from fusion.digital_state import digital_state
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
 from scenarios.execution import Executor, Handle, SerialExecutor
@@ -516,6 +517,7 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
     # adapt() files its records under the method's registered name; results are filed under the entry's key
     ledger = _relabel_method(ledger, spec.name, spec.key)
     wear = _wear_pulses_per_cell(ledger, result.model)
+    state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
     accuracies = _evaluate(result.model, scenario, task, spec.key, seed, ledger)
     return UnitResult(
         task=task.name,
@@ -528,6 +530,7 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
         wall_s=result.wall_s,
         ledger_records=ledger.to_records(),
         seed=scenario.seed,
+        digital_state=state.as_dict(),
     )
 
 

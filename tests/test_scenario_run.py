@@ -92,6 +92,22 @@ def test_metrics_columns_and_invariants(tiny_run: Path) -> None:
     assert (by_method.get_group("lora_in_situ")["switches_to_wearout"] < float("inf")).all()
     assert (metrics["inference_energy_pj_per_sample"] > 0).all()
     assert (by_method.get_group("fusion")["adapt_energy_pj"] > 0).all()
+    # Digital state: fusion holds its trained values plus the calibration read-out; tiny.yaml: d_model 32, rank 2,
+    # 3 sources, q and v of 2 blocks -> per layer 32 + 32*6 + 6*6 + 32*6 words of read-out.
+    state = by_method.get_group("fusion")
+    calibration_words = 4 * (32 + 32 * 6 + 6 * 6 + 32 * 6)
+    assert (state["digital_state_words"] == state["trainable_params"] + calibration_words).all()
+    assert (state["adapt_state_words"] == 4 * state["trainable_params"] + calibration_words).all()
+    assert (state["digital_state_bytes"] == 2 * state["digital_state_words"]).all()  # int16 datapath (ISAAC)
+    assert (by_method.get_group("zero_shot")["digital_state_words"] == 0).all()
+    lora_digital = by_method.get_group("lora_digital")
+    assert (lora_digital["digital_state_words"] == lora_digital["trainable_params"]).all()
+    for written in ("lora_program_once", "lora_in_situ"):  # in arrays after adaptation; Adam while training
+        group = by_method.get_group(written)
+        assert (group["digital_state_words"] == 0).all()
+        assert (group["adapt_state_words"] == 4 * group["trainable_params"]).all()
+    report = (tiny_run / "report.md").read_text()
+    assert "digital state (words / bytes)" in report
 
 
 def test_metrics_agree_with_the_ledger(tiny_run: Path) -> None:
