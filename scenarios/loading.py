@@ -370,28 +370,12 @@ def load_scenario(
     path = _locate(path_or_name)
     label = path.name
     raw = _read_yaml(path, label)
-    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "scenario")
     try:
         for text in overrides:
             _apply_override(raw, text)
     except ScenarioError as error:
         raise ScenarioError(f"{label}: {error}") from None
-    _resolve_npz_paths(raw, path.resolve().parent)
-    _resolve_plugin_paths(raw, path.resolve().parent)
-    _resolve_model_path(raw, path.resolve().parent)
-    try:
-        scenario = Scenario.model_validate(raw, context=dict(context or {}))
-    except ValidationError as error:
-        raise ScenarioError(f"{label}: {_format_validation_error(error, raw)}") from None
-    scenario._source = path.resolve()
-    if get_task_family(scenario.tasks.family).check_on_load:  # files, packages and pool sizes checked up front
-        from scenarios.workloads import build_tasks
-
-        try:
-            build_tasks(scenario)
-        except ScenarioError as error:
-            raise ScenarioError(f"{label}: {error}") from None
-    return scenario
+    return _validate(path, raw, context)
 
 
 # --- sweeps ----------------------------------------------------------------------------------------------------
