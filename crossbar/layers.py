@@ -20,11 +20,12 @@ import math
 from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from crossbar.device import DeviceConfig
-from crossbar.mapping import map_weights
+from crossbar.mapping import Targets, map_weights
 from crossbar.mvm import (
     MvmSettings,
     analog_mvm,
@@ -94,6 +95,7 @@ class AnalogLinear(nn.Module):
         seed: int = 0,
         name: str = "",
         backward_mode: BackwardMode = "exact",
+        weight_bound: float | None = None,
     ) -> None:
         super().__init__()
         for field, value in (("in_features", in_features), ("out_features", out_features)):
@@ -110,6 +112,11 @@ class AnalogLinear(nn.Module):
             raise ValueError(f"backward_mode must be 'exact' or 'analog', got {backward_mode!r}")
         if seed >= 2**63:
             raise ValueError(f"seed must be < 2**63, got {seed!r}")
+        if weight_bound is not None and (
+            isinstance(weight_bound, bool) or not isinstance(weight_bound, (int, float))
+            or not 0 < weight_bound < math.inf
+        ):  # fmt: skip
+            raise ValueError(f"weight_bound must be None or a finite number > 0 (weight units), got {weight_bound!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.array_config = array_config
@@ -121,6 +128,16 @@ class AnalogLinear(nn.Module):
         weights, grad_x = grad_y @ W_programmed (straight-through through DAC, ADC and read noise). "analog": the
         transposed MVM runs on the array with the device's DAC, ADC and read noise (`mvm_transposed`). Either way
         the ledger, when set, records it as an analog transposed MVM."""
+        self.weight_bound: float | None = None if weight_bound is None else float(weight_bound)
+        """Fixed conductance scale (`crossbar.mapping`): |w| = weight_bound maps to g_max - g_min in every row and
+        larger weights clip; None = per-row normalisation at every (re)programming."""
+        self.clipped_weights = 0
+        """Weights the latest programming clipped at `weight_bound` (transient, not saved)."""
+        self.rewritten: torch.Tensor | None = None
+        """(out, in) bool: the weights the latest `reprogram(..., previous_weight=...)` targeted (transient)."""
+        self.pulse_tally: np.ndarray | None = None
+        """When set (`start_pulse_tally`): exact SET + RESET pulses per cell since then, (2, n_tiles, tile_rows,
+        d_out) uint32, G+ cells then G- cells (the uint16 counters may count in coarse steps; this never does)."""
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("out_scale", None)
         for buffer in _STATE_BUFFERS:
@@ -203,7 +220,7 @@ class AnalogLinear(nn.Module):
             "program_calls": self.program_calls, "drift_calls": self.drift_calls, "noise_calls": self.noise_calls,
             "time_s": self._t_s, "adc_full_scale": self.adc_full_scale,
             "adc_full_scale_transposed": self.adc_full_scale_transposed,
-            "array_config": dataclasses.asdict(self.array_config),
+            "array_config": dataclasses.asdict(self.array_config), "weight_bound": self.weight_bound,
         }  # fmt: skip
 
     def set_extra_state(self, state: dict[str, object]) -> None:
@@ -218,6 +235,8 @@ class AnalogLinear(nn.Module):
         for key in ("adc_full_scale", "adc_full_scale_transposed"):
             value = state[key]
             setattr(self, key, None if value is None else float(value))  # type: ignore[arg-type]
+        bound = state.get("weight_bound")  # absent in saves from before fixed-scale mapping
+        self.weight_bound = None if bound is None else float(bound)  # type: ignore[arg-type]
         self._g_sums = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -261,12 +280,14 @@ class AnalogLinear(nn.Module):
         seed: int = 0,
         name: str = "",
         backward_mode: BackwardMode = "exact",
+        weight_bound: float | None = None,
     ) -> AnalogLinear:
-        """An unprogrammed layer holding `weight` (out, in) as its programming target and `bias` (frozen)."""
+        """An unprogrammed layer holding `weight` (out, in) as its programming target and `bias` (frozen);
+        `weight_bound`: fixed conductance scale (see the attribute), None = per-row normalisation."""
         weight = _check_weight(weight, None, "weight")
         layer = cls(
             weight.shape[1], weight.shape[0], array_config, bias=bias is not None, seed=seed, name=name,
-            backward_mode=backward_mode,
+            backward_mode=backward_mode, weight_bound=weight_bound,
         )  # fmt: skip
         layer.target_weight = weight
         if bias is not None:
@@ -315,10 +336,15 @@ class AnalogLinear(nn.Module):
         ledger: LedgerScope | None = None,
         *,
         previous_weight: torch.Tensor | None = None,
+        keep_scale: bool = False,
     ) -> ProgramReport:
-        """Write a new target `weight` (out, in). With `previous_weight`, only weights whose quantised target
-        changed are touched (cells of other weights cost nothing); otherwise every weight is verified first and
-        written if out of tolerance. On an unprogrammed layer this is the first programming.
+        """Write a new target `weight` (out, in). With `previous_weight` (what the controller last wrote, held
+        digitally), only weights with a cell whose target moved by more than the verify tolerance are touched
+        (other cells cost nothing, not even a verify read; `rewritten` marks the touched weights); otherwise every
+        weight is verified first and written if out of tolerance. `keep_scale`: map with the array's present
+        per-row scale (`out_scale`) as a fixed bound, clipping beyond it, instead of renormalising each row (a
+        rewrite of the base then moves only the cells whose weight moved). On an unprogrammed layer this is the
+        first programming.
 
         The drift clock restarts at 0 (t counts from the latest programming for the whole array: a simplification
         for partially rewritten arrays)."""
@@ -327,17 +353,22 @@ class AnalogLinear(nn.Module):
             report = self._program_new_array(weight, ledger)
             self.target_weight = None
             return report
+        bound = self.weight_bound
+        if keep_scale and bound is None:
+            bound = self.out_scale.detach().cpu().numpy().astype(np.float64) * self.array_config.g_range_us
         with self._kernel_state() as state:
-            targets = map_weights(weight.numpy(), self.array_config, state)
+            targets = map_weights(weight.numpy(), self.array_config, state, weight_bound=bound)
             changed = None
+            self.rewritten = None
             if previous_weight is not None:
                 previous = _check_weight(previous_weight, (self.out_features, self.in_features), "previous_weight")
-                before = map_weights(previous.numpy(), self.array_config, state)
-                changed = (targets.pos_us != before.pos_us) | (targets.neg_us != before.neg_us)
-            report = program_state(
-                state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
-                layer=self.name, changed=changed,
-            )  # fmt: skip
+                before = map_weights(previous.numpy(), self.array_config, state, weight_bound=bound)
+                tolerance = self.array_config.verify_tolerance_frac * self.array_config.g_range_us
+                changed = (np.abs(targets.pos_us - before.pos_us) > tolerance) | (
+                    np.abs(targets.neg_us - before.neg_us) > tolerance
+                )
+                self.rewritten = torch.from_numpy(state.to_matrix(changed))
+            report = self._write(state, targets, ledger, changed)
         self.out_scale = torch.from_numpy(targets.out_scale.copy()).to(self._where())
         self._after_write()
         return report
@@ -345,16 +376,48 @@ class AnalogLinear(nn.Module):
     def _program_new_array(self, weight: torch.Tensor, ledger: LedgerScope | None) -> ProgramReport:
         state = ArrayState.fresh(self.in_features, self.out_features, self.array_config)
         fabricate_faults(state, self.array_config, seed=self.seed)
-        targets = map_weights(weight.numpy(), self.array_config, state)
-        report = program_state(
-            state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
-            layer=self.name,
-        )  # fmt: skip
+        targets = map_weights(weight.numpy(), self.array_config, state, weight_bound=self.weight_bound)
+        report = self._write(state, targets, ledger, None)
         where = self._where()
         self._set_state(state)
         self.out_scale = torch.from_numpy(targets.out_scale.copy()).to(where)
         self._after_write()
         return report
+
+    def _write(
+        self, state: ArrayState, targets: Targets, ledger: LedgerScope | None, changed: np.ndarray | None
+    ) -> ProgramReport:
+        """One programming call into `state`, adding its per-cell pulses to `pulse_tally` when one is running."""
+        self.clipped_weights = targets.clipped
+        tally = self.pulse_tally is not None
+        result = program_state(
+            state, targets, self.array_config, seed=self.seed, stream=self._next_program_stream(), ledger=ledger,
+            layer=self.name, changed=changed, return_pulses=tally,
+        )  # fmt: skip
+        if not tally:
+            return result
+        report, pulses_pos, pulses_neg = result
+        if self.pulse_tally.shape[1:] != pulses_pos.shape:
+            self.pulse_tally = np.zeros((2, *pulses_pos.shape), dtype=np.uint32)
+        self.pulse_tally[0] += pulses_pos
+        self.pulse_tally[1] += pulses_neg
+        return report
+
+    def start_pulse_tally(self) -> None:
+        """Count exact pulses per cell from now on (`pulse_tally`), e.g. over one adaptation. The tally's memory
+        (4 bytes per cell) is taken at the first write, so arming every layer of a large model costs nothing for
+        the arrays that are never written."""
+        self.pulse_tally = np.zeros((2, 0, 0, 0), dtype=np.uint32)
+
+    def cell_pulses(self) -> np.ndarray:
+        """The running tally as one value per real cell (padding rows dropped): (2 * d_out * d_in,) uint32, all
+        zero when nothing was written since `start_pulse_tally`."""
+        if self.pulse_tally is None:
+            raise RuntimeError(f"AnalogLinear {self.name!r}: no pulse tally running (start_pulse_tally())")
+        if self.pulse_tally.size == 0:
+            return np.zeros(2 * self.in_features * self.out_features, dtype=np.uint32)
+        flat = self.pulse_tally.reshape(2, -1, self.out_features)[:, : self.in_features]
+        return np.ascontiguousarray(flat).reshape(-1)
 
     def _next_program_stream(self) -> int:
         self.program_calls += 1

@@ -58,5 +58,6 @@ class AnalogLayer(Protocol):
     def reprogram(
         self, weight: torch.Tensor, ledger: LedgerScope | None = None, *, previous_weight: torch.Tensor | None = None
     ) -> ProgramReport:
-        """Write a new target weight (only the changed cells when `previous_weight` is given)."""
+        """Write a new target weight (only the cells whose target moved beyond the verify tolerance when
+        `previous_weight` is given)."""
         ...

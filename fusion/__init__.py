@@ -25,7 +25,7 @@ from fusion.fused import FusedCalibration, FusedLinear, calibrate
 from fusion.loop import evaluate_loss
 from fusion.lora import LoRALinear, attach_lora, detach_lora, extract_lora, find_linear_layers, lora_layers, train_lora
 from fusion.methods.fused_methods import FusionConfig, LoraHubConfig
-from fusion.methods.lora_methods import FullFinetuneConfig, LoRAConfig, LoRAInSituConfig
+from fusion.methods.lora_methods import AnalogLoRAConfig, FullFinetuneConfig, LoRAConfig, LoRAInSituConfig
 from fusion.params import (
     LayerShape,
     coefficient_groups,
@@ -59,6 +59,7 @@ __all__ = [
     "AnalogLoRALinear",
     "FullFinetuneConfig",
     "FusionConfig",
+    "AnalogLoRAConfig",
     "LoRAConfig",
     "LoRAInSituConfig",
     "LoraHubConfig",

@@ -5,7 +5,16 @@ Forward: y = base(x) + s * B_array(A_array(x)), three analog MVMs. For in-situ t
 shadow copy of A and B (the optimizer's targets, in SRAM): the forward value is always the arrays' output, and
 a straight-through term routes dL/dA = g_u^T x and dL/dB = g^T u to the shadow (outer products in digital logic),
 while the gradient to the layer input passes the arrays' transposed MVMs. After every optimizer step `write_shadow`
-rewrites the cells whose quantised target changed (crossbar's `reprogram(..., previous_weight=...)`).
+rewrites the cells whose target moved by more than the verify tolerance since the controller last wrote them
+(crossbar's `reprogram(..., previous_weight=...)`).
+
+Mapping: both arrays use a fixed conductance scale (`weight_bounds`, weight units: |A| = bound_A and |B| = bound_B
+map to g_max - g_min, larger values clip), as a designer fixes it before training. With per-row normalisation the
+first update of a zero-initialised B would map to full scale and every change of a row's maximum would rewrite the
+whole row, so in-situ pulse counts would measure the mapping, not the training.
+
+Task switches: `rewrite` reuses the arrays of the previous task's layer (the same physical cells) and writes the
+new task's A and B over whatever that task left (verify-first: cells already within tolerance get no pulse).
 """
 
 from __future__ import annotations
@@ -79,17 +88,42 @@ class AnalogLoRALinear(nn.Module):
         seed: int,
         scope: LedgerScope | None,
         trainable: bool,
+        weight_bounds: tuple[float, float],
+        previous: AnalogLoRALinear | None = None,
     ) -> AnalogLoRALinear:
-        """Build the two arrays for (A, B), program them once (recorded in `scope`), and wrap them with `base`."""
-        array_a = AnalogLinear.from_weight(
-            a.detach(), None, array_config, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A"
-        )
-        array_b = AnalogLinear.from_weight(
-            b.detach(), None, array_config, seed=derive_seed(seed, "lora_B", name), name=f"{name}.lora_B"
-        )
-        array_a.program(scope)
-        array_b.program(scope)
+        """Program (A, B) into two arrays with fixed scales `weight_bounds` = (bound_A, bound_B) (weight units),
+        recorded in `scope`, and wrap them with `base`. Without `previous` the arrays are new (fabricated, then
+        written from their initial state); with it, `previous`'s arrays are rewritten in place (a task switch)."""
+        if previous is None:
+            array_a = AnalogLinear.from_weight(
+                a.detach(), None, array_config, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A",
+                weight_bound=weight_bounds[0],
+            )  # fmt: skip
+            array_b = AnalogLinear.from_weight(
+                b.detach(), None, array_config, seed=derive_seed(seed, "lora_B", name), name=f"{name}.lora_B",
+                weight_bound=weight_bounds[1],
+            )  # fmt: skip
+            for array in (array_a, array_b):
+                array.start_pulse_tally()  # exact per-cell pulses of this task (crossbar.AnalogLinear.pulse_tally)
+                array.program(scope)
+        else:
+            array_a, array_b = previous.array_a, previous.array_b
+            for array in (array_a, array_b):
+                array.start_pulse_tally()
+            for array, weight, bound in ((array_a, a, weight_bounds[0]), (array_b, b, weight_bounds[1])):
+                if tuple(weight.shape) != (array.out_features, array.in_features) or array.weight_bound != bound:
+                    raise ValueError(
+                        f"AnalogLoRALinear {name!r}: the previous task's array {array.name!r} "
+                        f"({array.out_features}x{array.in_features}, bound {array.weight_bound}) cannot hold a "
+                        f"{tuple(weight.shape)} weight with bound {bound}"
+                    )
+                array.reprogram(weight.detach(), scope)
         return cls(base, array_a, array_b, scale=scale, name=name, shadow=(a, b) if trainable else None)
+
+    @property
+    def clipped_weights(self) -> int:
+        """Weights the latest write of A or B clipped at its bound."""
+        return self.array_a.clipped_weights + self.array_b.clipped_weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.array_a.mvm(x)
@@ -125,13 +159,15 @@ class AnalogLoRALinear(nn.Module):
 
     @torch.no_grad()
     def write_shadow(self, scope: LedgerScope | None) -> None:
-        """Rewrite the cells whose quantised target changed since the last write (in-situ update)."""
+        """Rewrite the cells whose target moved beyond the verify tolerance since they were last written (in-situ
+        update). The controller's record of what it wrote advances only for the weights it rewrote, so many small
+        updates add up until they cross the tolerance."""
         if self.shadow_A is None:
             raise ValueError(f"AnalogLoRALinear {self.name!r} has no shadow weights to write")
         for index, (array, shadow) in enumerate(((self.array_a, self.shadow_A), (self.array_b, self.shadow_B))):
             new = shadow.detach().clone()
             array.reprogram(new, scope, previous_weight=self._written[index])
-            self._written[index] = new
+            self._written[index] = torch.where(array.rewritten, new, self._written[index])
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, in_situ={self.shadow_A is not None}"

@@ -157,6 +157,9 @@ class AdaptContext:
     """Ledger scope with phase `adapt`, this task and method; None records nothing."""
     progress: bool = False
     """Show tqdm progress bars."""
+    previous: nn.Module | None = None
+    """The previous task's adapted model when this adaptation is a task switch on the same device (methods
+    registered with `task_sequence=True` reuse and rewrite its arrays); None = the first task (fresh arrays)."""
 
 
 @dataclass
@@ -196,6 +199,9 @@ class Method:
     name: str
     config: type[MethodConfig]
     train: MethodFn
+    task_sequence: bool = False
+    """The method keeps per-task state in arrays that the next task rewrites (the LoRA arrays): a run adapts the
+    target tasks in order, each from the previous one's adapted model (`AdaptContext.previous`)."""
 
     @property
     def description(self) -> str:
@@ -210,9 +216,11 @@ METHODS: dict[str, Method] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def register_method(name: str, config: type[MethodConfig] = MethodConfig) -> Callable[[Fn], Fn]:
+def register_method(
+    name: str, config: type[MethodConfig] = MethodConfig, *, task_sequence: bool = False
+) -> Callable[[Fn], Fn]:
     """Decorator registering `function` as method `name` with its config class (a frozen `MethodConfig`
-    dataclass; the default has no settings)."""
+    dataclass; the default has no settings). `task_sequence`: see `Method.task_sequence`."""
     if not _NAME.match(name):
         raise ValueError(f"method name must be lower_snake_case, got {name!r}")
     if not (isinstance(config, type) and issubclass(config, MethodConfig) and dataclasses.is_dataclass(config)):
@@ -222,7 +230,7 @@ def register_method(name: str, config: type[MethodConfig] = MethodConfig) -> Cal
     def decorate(function: Fn) -> Fn:
         if name in METHODS:
             raise ValueError(f"adaptation method {name!r} is already registered")
-        METHODS[name] = Method(name, config, function)
+        METHODS[name] = Method(name, config, function, task_sequence=task_sequence)
         return function
 
     return decorate

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import fusion.methods  # noqa: F401  (registers the built-in methods)
-from crossbar import DeviceConfig, derive_seed
+from crossbar import AnalogLinear, DeviceConfig, derive_seed
 from energy import Ledger
 from fusion.deploy import ProgrammedBank
 from fusion.loop import as_tensors
@@ -65,6 +65,7 @@ def adapt(
     *,
     val_fraction: float = 0.05,
     progress: bool = True,
+    previous: nn.Module | None = None,
 ) -> AdaptResult:
     """Adapt `model` to the task given by `data` = (x, y) with `method` (see `fusion.method_names()`).
 
@@ -73,7 +74,9 @@ def adapt(
     baselines take their default rank, alpha and target layers from it. `array_config` is the DeviceConfig for
     arrays a method writes (default: that of the model's analog layers). A shuffled `val_fraction` of the examples
     is held out for validation (LoRAFusion: 5 of 100; 0 trains on all). Everything the method does is recorded in
-    `ledger` under phase `adapt`, `task` and `method`. Deterministic given `seed`.
+    `ledger` under phase `adapt`, `task` and `method`. Deterministic given `seed`. `previous`: the previous task's
+    adapted model on the same device, for methods registered with `task_sequence=True` (a copy is used; the
+    caller's model is not modified).
     """
     registered = get_method(method)
     config = registered.config() if config is None else config
@@ -94,7 +97,13 @@ def adapt(
     if len(x) < 1:
         raise ValueError("data holds no examples")
     x_train, y_train, x_val, y_val = split_few_shot(x, y, val_fraction, derive_seed(seed, "split"))
+    if previous is not None and not isinstance(previous, nn.Module):
+        raise ValueError(f"previous must be the previous task's adapted model or None, got {type(previous).__name__}")
     work_model, work_bank = _copy(model, bank)
+    work_previous = _copy(previous, None)[0] if previous is not None else None
+    for module in work_model.modules():  # exact per-cell pulses of this adaptation (arrays a method creates or
+        if isinstance(module, AnalogLinear):  # rewrites from `previous` start their own tally)
+            module.start_pulse_tally()
     scope = ledger.scope(phase="adapt", task=task, method=method) if ledger is not None else None
     labels = {"phase": "adapt", "task": task, "method": method}
     before = (
@@ -116,6 +125,7 @@ def adapt(
         array_config=array_config,
         scope=scope,
         progress=progress,
+        previous=work_previous,
     )
     start = time.perf_counter()
     result = registered.train(ctx)

@@ -27,8 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from energy import KEYS, WRITE_EVENTS, Ledger, atomic_write_bytes
+from scenarios.wear import rotation_switches
 
-__all__ = ["FIGURES", "METRIC_COLUMNS", "ResultsError", "plot_run"]
+__all__ = ["FIGURES", "METRIC_COLUMNS", "ResultsError", "plot_lifetime", "plot_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,12 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "adapt_latency_s",
     "inference_energy_pj_per_sample",
     "switches_to_wearout",
+    "wear_max_pulses",
+    "wear_mean_pulses",
+    "endurance_pulses",
 )
-"""Columns plot_run needs in metrics.csv (accuracy as a fraction in [0, 1]; switches_to_wearout may be inf)."""
+"""Columns plot_run needs in metrics.csv (accuracy as a fraction in [0, 1]; switches_to_wearout and
+endurance_pulses may be inf)."""
 
 FIGURES: tuple[str, ...] = (
     "energy_vs_accuracy",
@@ -332,36 +337,39 @@ def _duration(seconds: float) -> str:
 
 
 def _endurance(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
-    per_task = _fresh(metrics).groupby(["method", "task"], sort=False)["switches_to_wearout"].mean()
-    # A device cycling through the target tasks wears by the mean writes per switch: harmonic mean of switches.
+    fresh = _fresh(metrics)
+    # One definition with report.md: a device cycling through the target tasks (scenarios.wear.rotation_switches).
     lifetimes = {}
     for method in methods:
-        values = per_task.get(method)
-        if values is None or len(values) == 0:
-            continue
-        inverse = np.mean([0.0 if math.isinf(v) else 1.0 / v if v > 0 else math.inf for v in values])
-        lifetimes[method] = math.inf if inverse == 0 else 1.0 / inverse
-    finite = [v for v in lifetimes.values() if math.isfinite(v) and v > 0]
+        rows = fresh[fresh["method"] == method]
+        if len(rows):
+            lifetimes[method] = rotation_switches(rows.to_dict("records"))
+    finite = [v for pair in lifetimes.values() for v in pair if math.isfinite(v) and v > 0]
     top = max(finite) * 100 if finite else 10.0
     bottom = min(min(finite) / 10, 1.0) if finite else 0.1
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     ax.set_yscale("log")
-    for x, (method, value) in enumerate(lifetimes.items()):
+    width = 0.38
+    for x, (method, values) in enumerate(lifetimes.items()):
         colour, _ = style[method]
-        if math.isinf(value):
-            ax.bar(x, top, bottom=bottom, color=colour, alpha=0.35, hatch="//", edgecolor=colour)
+        if all(math.isinf(v) for v in values):
+            ax.bar(x, top, bottom=bottom, width=2 * width, color=colour, alpha=0.35, hatch="//", edgecolor=colour)
             ax.annotate("no wear\n(no cell writes)", (x, math.sqrt(top * bottom)), ha="center", fontsize=8)
-        else:
-            ax.bar(x, value - bottom if value > bottom else 0, bottom=bottom, color=colour)
-            ax.annotate(f"{value:.3g}", (x, max(value, bottom)), ha="center", va="bottom", fontsize=8)
+            continue
+        for offset, value, alpha in ((-width / 2, values[0], 1.0), (width / 2, values[1], 0.45)):
+            height = top - bottom if math.isinf(value) else (value - bottom if value > bottom else 0)
+            ax.bar(x + offset, height, bottom=bottom, width=width, color=colour, alpha=alpha)
+            label = "never" if math.isinf(value) else f"{value:.3g}"
+            ax.annotate(label, (x + offset, min(max(value, bottom), top)), ha="center", va="bottom", fontsize=7)
     ax.set_ylim(bottom, top)
     ax.set_xticks(range(len(lifetimes)), list(lifetimes), rotation=20, ha="right")
-    ax.set_ylabel("task switches until cells wear out (log scale)")
+    ax.set_ylabel("task switches until wear-out (log scale)")
     ax.set_xlabel("method")
-    ax.set_title(
-        "Endurance: task switches until wear-out\n(average cell of the most-written array; harmonic mean over tasks)"
-    )
+    ax.legend(handles=[Patch(color="0.3", label="worst cell"), Patch(color="0.3", alpha=0.45, label="average cell")],
+              loc="upper right", fontsize=8)  # fmt: skip
+    ax.set_title("Endurance: task switches until wear-out, cycling through the target tasks\n"
+                 "(exact per-cell pulses; worst cell and average cell of the written arrays)")  # fmt: skip
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
@@ -406,4 +414,54 @@ def plot_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> li
         draw = drawers[stem]
         if draw is not None:
             written += _save(draw(), folder, stem, formats)
+    if (run_dir / "lifetime.csv").is_file():
+        written += plot_lifetime(run_dir, formats)
     return written
+
+
+def plot_lifetime(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """`figures/lifetime.<format>` from a lifetime study's `lifetime.csv` (`scenarios.lifetime`): accuracy (simulated
+    switches) and the worst cell's wear fraction (solid: simulated, dashed: extrapolated) vs switch count."""
+    run_dir = Path(run_dir)
+    path = run_dir / "lifetime.csv"
+    try:
+        frame = pd.read_csv(path, dtype={"method": str, "task": str, "kind": str}, keep_default_na=False,
+                            na_values={"accuracy": [""], "switch_pulses": [""]})  # fmt: skip
+    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ResultsError(f"{path}: not a readable lifetime table ({type(error).__name__})") from None
+    needed = ("method", "seed", "switch", "kind", "accuracy", "worst_cell_wear_fraction", "mean_cell_wear_fraction")
+    missing = [c for c in needed if c not in frame.columns]
+    if missing or frame.empty:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing) or '(no rows)'}")
+    methods = _ordered(frame["method"])
+    style = _style(methods)
+    fig = Figure(figsize=(11, 4.6))
+    acc_ax, wear_ax = fig.subplots(1, 2)
+    for method in methods:
+        colour, marker = style[method]
+        mine = frame[frame["method"] == method].groupby(["switch", "kind"], sort=True).mean(numeric_only=True)
+        mine = mine.reset_index()
+        simulated = mine[mine["kind"] == "simulated"]
+        acc_ax.plot(simulated["switch"], 100 * simulated["accuracy"], marker=marker, color=colour, label=method,
+                    markersize=4)  # fmt: skip
+        wear = mine["worst_cell_wear_fraction"]
+        if (wear > 0).any():
+            wear_ax.plot(simulated["switch"], 100 * simulated["worst_cell_wear_fraction"], color=colour, label=method)
+            extrapolated = pd.concat([simulated.tail(1), mine[mine["kind"] == "extrapolated"]])
+            wear_ax.plot(extrapolated["switch"], 100 * extrapolated["worst_cell_wear_fraction"], color=colour,
+                         linestyle="--")  # fmt: skip
+    acc_ax.set_xlabel("task switch (simulated)")
+    acc_ax.set_ylabel("test accuracy after the switch (%)")
+    acc_ax.set_title("Accuracy over the device's life\n(drift between switches; fusion re-calibrates, LoRA rewrites)")
+    acc_ax.grid(True, alpha=0.3)
+    acc_ax.legend(fontsize=7)
+    wear_ax.set_xscale("log")
+    wear_ax.set_yscale("log")
+    wear_ax.axhline(100, color="0.4", linewidth=0.8)
+    wear_ax.set_xlabel("task switches (log scale)")
+    wear_ax.set_ylabel("worst cell's pulses / endurance (%, log scale)")
+    wear_ax.set_title("Worst-cell wear (solid: simulated, dashed: extrapolated)\nmethods without writes: none")
+    wear_ax.grid(True, alpha=0.3, which="both")
+    if wear_ax.get_legend_handles_labels()[0]:
+        wear_ax.legend(fontsize=7)
+    return _save(fig, run_dir / "figures", "lifetime", formats)

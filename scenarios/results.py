@@ -17,6 +17,7 @@ from pathlib import Path
 from energy import Ledger, atomic_write_text, cost_preset
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
+from scenarios.wear import SwitchWear, rotation_switches, switch_wear
 
 __all__ = ["METRICS_COLUMNS", "UnitResult", "metrics_rows", "write_results"]
 
@@ -36,8 +37,15 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "adapt_energy_pj",
     "adapt_latency_s",
     "inference_energy_pj_per_sample",
-    "wear_pulses_per_cell",
+    "wear_array",
+    "wear_p50_pulses",
+    "wear_p99_pulses",
+    "wear_max_pulses",
+    "wear_mean_pulses",
+    "endurance_pulses",
     "switches_to_wearout",
+    "switches_to_wearout_mean_cell",
+    "clipped_weights",
 )
 
 
@@ -50,8 +58,9 @@ class UnitResult:
     accuracies: dict[float, list[float]]
     """Test accuracy (fraction) per drift time (s), one entry per repeat."""
     trainable_params: int
-    wear_pulses_per_cell: float
-    """Write pulses per cell of the most-written array during this adaptation (exact, from the ledger)."""
+    wear: dict[str, dict[str, float]]
+    """Per written array (ledger label): `scenarios.wear.CellWear.as_dict()` of its exact per-cell pulses during
+    this adaptation (cells, p50, p99, max, mean)."""
     endurance_pulses: float
     n_test: int
     wall_s: float
@@ -62,17 +71,16 @@ class UnitResult:
     digital_state: dict[str, int] = field(default_factory=dict)
     """The method's digital state in datapath words (`fusion.digital_state.DigitalState.as_dict`): `words` held
     for inference (kept values + calibration read-out), `adapt_words` at the peak of adaptation, and their parts."""
+    clipped_weights: int = 0
+    """Weights the method's last writes clipped at a fixed-scale array's weight bound (LoRA arrays)."""
 
     def ledger(self) -> Ledger:
         return Ledger.from_records(self.ledger_records)
 
     @property
-    def switches_to_wearout(self) -> float:
-        """How many adaptations like this one the most-written array survives: endurance / its pulses per cell
-        (inf when the adaptation writes nothing). Cells written more than their array's mean wear out earlier."""
-        if self.wear_pulses_per_cell <= 0 or math.isinf(self.endurance_pulses):
-            return math.inf
-        return self.endurance_pulses / self.wear_pulses_per_cell
+    def switch_wear(self) -> SwitchWear:
+        """This adaptation's wear as one task switch (`scenarios.wear.switch_wear`)."""
+        return switch_wear(self.wear)
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -85,6 +93,8 @@ class UnitResult:
         values = dict(data)
         values["accuracies"] = {float(drift): list(accs) for drift, accs in values["accuracies"]}  # type: ignore[union-attr]
         values["endurance_pulses"] = float(values["endurance_pulses"])  # type: ignore[arg-type]
+        if "wear" not in values:
+            raise ValueError("unit checkpoint from before per-cell wear (no 'wear'): recomputing it")
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -96,6 +106,8 @@ def metrics_rows(units: list[UnitResult], word_bits: int = 32) -> list[dict[str,
         ledger = unit.ledger()
         adapt = {"phase": "adapt"}
         inference_pj = ledger.total("energy_pj", phase="inference")
+        wear = unit.switch_wear
+        worst, mean_cell = wear.switches_to_wearout(unit.endurance_pulses)
         for drift_s, accuracies in unit.accuracies.items():
             mean = math.fsum(accuracies) / len(accuracies)
             std = math.sqrt(math.fsum((a - mean) ** 2 for a in accuracies) / len(accuracies))
@@ -116,8 +128,15 @@ def metrics_rows(units: list[UnitResult], word_bits: int = 32) -> list[dict[str,
                     "adapt_energy_pj": ledger.total("energy_pj", **adapt),
                     "adapt_latency_s": ledger.total("latency_ns", **adapt) * 1e-9,
                     "inference_energy_pj_per_sample": inference_pj / unit.n_test,
-                    "wear_pulses_per_cell": unit.wear_pulses_per_cell,
-                    "switches_to_wearout": unit.switches_to_wearout,
+                    "wear_array": wear.worst_array,
+                    "wear_p50_pulses": wear.p50_pulses,
+                    "wear_p99_pulses": wear.p99_pulses,
+                    "wear_max_pulses": wear.max_pulses,
+                    "wear_mean_pulses": wear.mean_pulses,
+                    "endurance_pulses": unit.endurance_pulses,
+                    "switches_to_wearout": worst,
+                    "switches_to_wearout_mean_cell": mean_cell,
+                    "clipped_weights": unit.clipped_weights,
                 }
             )
     return rows
@@ -192,10 +211,25 @@ def _summary(rows: list[dict[str, object]], scenario: Scenario) -> list[dict[str
                 "adapt_energy_pj_per_task": mean("adapt_energy_pj"),
                 "adapt_latency_s_per_task": mean("adapt_latency_s"),
                 "inference_energy_pj_per_sample": mean("inference_energy_pj_per_sample"),
-                "switches_to_wearout": min(float(r["switches_to_wearout"]) for r in mine),
+                **_rotation_summary(mine),
             }
         )
     return summary
+
+
+def _rotation_summary(rows: list[dict[str, object]]) -> dict[str, float]:
+    """A method's wear summary over its task switches (rows at one drift time, one per task and seed): mean
+    per-switch pulses of the worst and the average cell, and task switches to wear-out of a device cycling through
+    the targets (`scenarios.wear.rotation_switches`)."""
+    worst, mean_cell = rotation_switches(rows)
+    n = len(rows)
+    return {
+        "wear_max_pulses_per_switch": math.fsum(float(r["wear_max_pulses"]) for r in rows) / n,
+        "wear_p99_pulses_per_switch": math.fsum(float(r["wear_p99_pulses"]) for r in rows) / n,
+        "wear_mean_pulses_per_switch": math.fsum(float(r["wear_mean_pulses"]) for r in rows) / n,
+        "switches_to_wearout": worst,
+        "switches_to_wearout_mean_cell": mean_cell,
+    }
 
 
 def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dict[str, object]], deploy: dict) -> str:
@@ -220,12 +254,13 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
             f"{_energy(float(s['inference_energy_pj_per_sample']))} | "
             f"{'never' if math.isinf(float(switches)) else f'{float(switches):,.0f}'} |"
         )
-    lines += ["", "\\* endurance / write pulses per cell of the most-written array in one adaptation: the average "
-              "cell of that array; cells written more often than their array's average wear out sooner.",
+    lines += ["", "\\* of the most-pulsed cell, for a device cycling through the target tasks (one adaptation = one "
+              "task switch): endurance / that cell's mean pulses per switch; see \"Wear per cell\" below.",
               "", "† held digitally after adaptation: trained values computed digitally at inference (fusion, "
               "lorahub: coefficients and magnitudes; lora_digital: A and B) plus fused layers' calibration read-out "
               "(W0 A^T, A A^T, B_stack, ||W0||^2 per row). Adapt peak adds every trained value, its gradient and "
               "Adam's two moments (fusion.accounting.DigitalState)."]  # fmt: skip
+    lines += _wear_section(scenario, summary, rows)
     lines += ["", "## Deployment (once, shared by every method)", "", "| phase | energy | latency | write pulses |",
               "|---|---:|---:|---:|"]  # fmt: skip
     for phase, values in deploy.items():
@@ -245,6 +280,36 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
             lines.append(f"| {spec.key} | {task} | " + " | ".join(cells) + " |")
     lines += ["", "Figures: `figures/` (PNG and SVG). Every energy and pulse figure comes from `ledger.csv`.", ""]
     return "\n".join(lines)
+
+
+def _wear_section(scenario: Scenario, summary: list[dict[str, object]], rows: list[dict[str, object]]) -> list[str]:
+    """report.md's wear table: per method, exact per-cell pulses of one task switch (mean over the target tasks of
+    each switch's worst array p50 / p99 / max and its average cell) and task switches to wear-out
+    (`scenarios.wear`, the definition metrics.csv and the endurance figure use)."""
+    first_drift = float(scenario.evaluate.drift_times_s[0])
+    endurance = {float(r["endurance_pulses"]) for r in rows}
+    lines = ["", "## Wear per cell (per task switch)", "",
+             f"Exact SET + RESET pulses per cell during one adaptation, from per-cell tallies; endurance "
+             f"{', '.join(f'{e:,.0f}' for e in sorted(endurance))} pulses per cell (device preset). Worst array: the "
+             "one holding the most-pulsed cell; p50 / p99 / max over its cells; average cell: all cells of the "
+             "arrays written. Means over the target tasks.", "",
+             "| method | worst array(s) | p50 | p99 | max | average cell | switches to wear-out: worst cell | "
+             "average cell |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for s in summary:
+        mine = [r for r in rows if r["method"] == s["method"] and r["drift_s"] == first_drift]
+        arrays = sorted({str(r["wear_array"]) for r in mine if r["wear_array"]})
+        p50 = math.fsum(float(r["wear_p50_pulses"]) for r in mine) / len(mine)
+        lines.append(
+            f"| {s['method']} | {', '.join(f'`{a}`' for a in arrays) or '(none written)'} | {p50:.3g} | "
+            f"{float(s['wear_p99_pulses_per_switch']):.3g} | {float(s['wear_max_pulses_per_switch']):.3g} | "
+            f"{float(s['wear_mean_pulses_per_switch']):.3g} | {_switches(float(s['switches_to_wearout']))} | "
+            f"{_switches(float(s['switches_to_wearout_mean_cell']))} |"
+        )
+    return lines
+
+
+def _switches(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:,.0f}"
 
 
 def _energy(pj: float) -> str:

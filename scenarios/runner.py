@@ -44,18 +44,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
-from energy import WRITE_EVENTS, Ledger, atomic_write_text, cost_preset
-from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from energy import Ledger, atomic_write_text, cost_preset
+from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, get_method, program_bank
 from fusion.digital_state import digital_state
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
 from scenarios.execution import Executor, Handle, SerialExecutor
+from scenarios.lifetime import LifetimeResult, simulate_lifetime, write_lifetime
 from scenarios.lock import run_lock
 from scenarios.results import UnitResult, write_results
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.sweep import Study, SweepPoint, write_sweep
 from scenarios.tasks import DIGIT_TASKS, digits_task
+from scenarios.wear import model_wear
 from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
 
 __all__ = ["FAULT_KILL_ONCE_ENV", "RunOutcome", "run_scenario", "run_study"]
@@ -136,17 +138,21 @@ def run_study(
 # --- planning and collecting (driver side) -------------------------------------------------------------------
 @dataclass
 class _UnitPlan:
+    """One submitted piece of unit work: a (seed, task, method) unit, or for a task-sequence method
+    (`fusion.Method.task_sequence`) the seed's whole sequence of target tasks in scenario order, run in one worker
+    call because each task rewrites the arrays the previous one left. Either way one checkpoint per task."""
+
     point: SweepPoint
     point_dir: Path
     seed: int
-    task: str
+    tasks: tuple[str, ...]
     method: str
-    checkpoint: str
+    checkpoints: tuple[str, ...]
 
     @property
     def label(self) -> str:
         where = f"point {self.point.label} " if self.point.values else ""
-        return f"{where}seed {self.seed} {self.task}/{self.method}"
+        return f"{where}seed {self.seed} {'>'.join(self.tasks)}/{self.method}"
 
 
 class _Run:
@@ -169,6 +175,8 @@ class _Run:
         units: dict[tuple[Path, int, str, str], UnitResult] = {}
         programmed: dict[tuple[Path, int], Handle] = {}
         pending: list[tuple[_UnitPlan, Handle]] = []
+        lifetimes: dict[tuple[Path, int, str], LifetimeResult] = {}
+        life_pending: dict[str, tuple[Path, int, str]] = {}
         for point in self.study.points:
             point_dir = self.point_dir(point)
             if self.study.is_sweep:
@@ -176,21 +184,33 @@ class _Run:
             manifest = manifests.setdefault(point_dir, ChecksumManifest(point_dir / "checkpoints"))
             for seed in point.scenario.seed_list:
                 scenario = point.scenario.for_seed(seed)
-                for task in scenario.tasks.targets:
+                for plan in _unit_plans(point, point_dir, scenario, seed):
+                    done = [_load_unit(manifest, checkpoint) for checkpoint in plan.checkpoints]
+                    if all(unit is not None for unit in done):
+                        for task, unit in zip(plan.tasks, done):
+                            units[(point_dir, seed, task, plan.method)] = unit
+                        continue
+                    if (point_dir, seed) not in programmed:
+                        programmed[(point_dir, seed)] = self._programmed(scenario)
+                    handle = self.executor.submit(
+                        _unit_task, programmed[(point_dir, seed)], _Shipped.of(scenario), plan.tasks, plan.method,
+                        key=f"unit-{point.label}-s{seed}-{'-'.join(plan.tasks)}-{plan.method}-{self.token}",
+                    )  # fmt: skip
+                    pending.append((plan, handle))
+                if scenario.lifetime is not None:
                     for spec in scenario.methods:
-                        checkpoint = f"units/seed{seed}/{task}__{spec.key}.json"
-                        plan = _UnitPlan(point, point_dir, seed, task, spec.key, checkpoint)
-                        done = _load_unit(manifest, plan.checkpoint)
-                        if done is not None:
-                            units[(point_dir, seed, task, spec.key)] = done
+                        done_life = _load_lifetime(manifest, _lifetime_checkpoint(seed, spec.key))
+                        if done_life is not None:
+                            lifetimes[(point_dir, seed, spec.key)] = done_life
                             continue
                         if (point_dir, seed) not in programmed:
                             programmed[(point_dir, seed)] = self._programmed(scenario)
                         handle = self.executor.submit(
-                            _unit_task, programmed[(point_dir, seed)], _Shipped.of(scenario), task, spec.key,
-                            key=f"unit-{point.label}-s{seed}-{task}-{spec.key}-{self.token}",
+                            _lifetime_task, programmed[(point_dir, seed)], _Shipped.of(scenario), spec.key,
+                            key=f"lifetime-{point.label}-s{seed}-{spec.key}-{self.token}",
                         )  # fmt: skip
-                        pending.append((plan, handle))
+                        life_pending[handle.key] = (point_dir, seed, spec.key)
+                        pending.append((_UnitPlan(point, point_dir, seed, ("lifetime",), spec.key, ()), handle))
             # deploy ledgers of points whose units are all checkpointed still come from the (cached) phases
             for seed in point.scenario.seed_list:
                 if (point_dir, seed) not in programmed:
@@ -212,11 +232,19 @@ class _Run:
                     log.error("unit failed: %s", line)
                     failed_points.setdefault(plan.point_dir, []).append(line)
                     continue
-                unit: UnitResult = handle.value
-                manifests[plan.point_dir].write(plan.checkpoint, json.dumps(unit.to_json()).encode())
-                units[(plan.point_dir, plan.seed, plan.task, plan.method)] = unit
-                log.info("%s: accuracy %s, %d trainable, %.1f s", plan.label, unit.accuracies,
-                         unit.trainable_params, unit.wall_s)  # fmt: skip
+                if handle.key in life_pending:
+                    where = life_pending[handle.key]
+                    manifests[plan.point_dir].write(_lifetime_checkpoint(where[1], where[2]),
+                                                    json.dumps(handle.value.to_json()).encode())  # fmt: skip
+                    lifetimes[where] = handle.value
+                    log.info("%s: lifetime of %d rows", plan.label, len(handle.value.rows))
+                    continue
+                finished: list[UnitResult] = handle.value
+                for task, checkpoint, unit in zip(plan.tasks, plan.checkpoints, finished):
+                    manifests[plan.point_dir].write(checkpoint, json.dumps(unit.to_json()).encode())
+                    units[(plan.point_dir, plan.seed, task, plan.method)] = unit
+                    log.info("%s: %s accuracy %s, %d trainable, %.1f s", plan.label, task, unit.accuracies,
+                             unit.trainable_params, unit.wall_s)  # fmt: skip
         for point in self.study.points:
             point_dir = self.point_dir(point)
             if point_dir in failed_points:
@@ -241,6 +269,11 @@ class _Run:
             outputs = point.scenario.outputs
             write_results(point_dir, point.scenario, ordered, deploy, plots=outputs.plots,
                           formats=tuple(outputs.formats))  # fmt: skip
+            if point.scenario.lifetime is not None:
+                write_lifetime(point_dir, point.scenario,
+                               [lifetimes[(point_dir, seed, spec.key)] for spec in point.scenario.methods
+                                for seed in point.scenario.seed_list],
+                               plots=outputs.plots, formats=tuple(outputs.formats))  # fmt: skip
             outcome.finished.append(point_dir)
         if self.study.is_sweep:
             write_sweep(self.run_dir, self.study, {p.label: self.point_dir(p) for p in self.study.points
@@ -294,6 +327,42 @@ class _Run:
             return self._phase("bank", parts["bank"], _bank_task, bank_parts)
 
         return self._phase("programmed", parts["programmed"], _programmed_task, lambda: (base(), bank(), shipped))
+
+
+def _unit_plans(point: SweepPoint, point_dir: Path, scenario: Scenario, seed: int) -> list[_UnitPlan]:
+    """The unit work of one seed: one plan per (task, method), except one per task-sequence method covering the
+    target tasks in scenario order."""
+    plans = []
+    targets = tuple(scenario.tasks.targets)
+    sequence = {spec.key for spec in scenario.methods if get_method(spec.name).task_sequence}
+    for spec in scenario.methods:
+        if spec.key in sequence:
+            plans.append(_UnitPlan(point, point_dir, seed, targets, spec.key,
+                                   tuple(_checkpoint(seed, task, spec.key) for task in targets)))  # fmt: skip
+    for task in targets:
+        for spec in scenario.methods:
+            if spec.key not in sequence:
+                plans.append(_UnitPlan(point, point_dir, seed, (task,), spec.key, (_checkpoint(seed, task, spec.key),)))
+    return plans
+
+
+def _checkpoint(seed: int, task: str, method_key: str) -> str:
+    return f"units/seed{seed}/{task}__{method_key}.json"
+
+
+def _lifetime_checkpoint(seed: int, method_key: str) -> str:
+    return f"lifetime/seed{seed}/{method_key}.json"
+
+
+def _load_lifetime(manifest: ChecksumManifest, relative: str) -> LifetimeResult | None:
+    data = manifest.read(relative)
+    if data is None:
+        return None
+    try:
+        return LifetimeResult.from_json(json.loads(data))
+    except (ValueError, TypeError, KeyError) as error:
+        log.warning("checkpoint %s is unreadable (%s): recomputing it", relative, error)
+        return None
 
 
 def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -469,8 +538,10 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blo
         return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
 
 
-def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_name: str, method_key: str) -> UnitResult:
-    """Adapt and evaluate one (seed, target task, method) unit on the programmed arrays."""
+def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_names: tuple[str, ...], method_key: str
+               ) -> list[UnitResult]:  # fmt: skip
+    """Adapt and evaluate (seed, task, method) units on the programmed arrays: one task, or a task-sequence
+    method's targets in order, each task starting from the previous one's adapted model (its arrays rewritten)."""
     scenario = shipped.scenario()
     trigger = os.environ.get(FAULT_KILL_ONCE_ENV)
     if trigger and os.path.exists(trigger):
@@ -484,9 +555,30 @@ def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_name: str, method_
     with _threads(RUN_THREADS):
         state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
         analog = state["analog"]
-        if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
-            analog.set_classes(state["class_embeddings"][task_name])
-        return _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key)
+        results: list[UnitResult] = []
+        previous: nn.Module | None = None
+        for task_name in task_names:
+            if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
+                analog.set_classes(state["class_embeddings"][task_name])
+            unit, previous = _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key,
+                                   previous=previous)  # fmt: skip
+            results.append(unit)
+        return results
+
+
+def _lifetime_task(programmed_blob: Blob, shipped: _Shipped, method_key: str) -> LifetimeResult:
+    """One method's lifetime study (`scenarios.lifetime`) on the programmed arrays of one seed."""
+    scenario = shipped.scenario()
+    with _threads(RUN_THREADS):
+        state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
+        tasks = {name: _target_task(scenario, name) for name in scenario.tasks.targets}
+        embeddings = state.get("class_embeddings")
+
+        def set_task(model: nn.Module, name: str) -> None:  # a pretrained encoder: the task's zero-shot head
+            model.set_classes(embeddings[name])
+
+        return simulate_lifetime(state["analog"], state["bank"], scenario, tasks, method_key,
+                                 set_task if embeddings is not None else None)  # fmt: skip
 
 
 def _target_task(scenario: Scenario, name: str) -> TaskData:
@@ -502,7 +594,12 @@ def _device(scenario: Scenario) -> DeviceConfig:
     return device_preset(scenario.device.preset, **scenario.device.overrides)
 
 
-def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: TaskData, method_key: str) -> UnitResult:
+def _unit(
+    analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: TaskData, method_key: str,
+    previous: nn.Module | None = None,
+) -> tuple[UnitResult, nn.Module]:
+    """One adapted and evaluated task (after `previous`, the previous task's adapted model, on a task sequence);
+    the unit's result and the adapted model."""
     spec = next(s for s in scenario.methods if s.key == method_key)
     device = _device(scenario)
     seed = derive_seed(scenario.seed, "unit", task.name, spec.key)
@@ -512,26 +609,28 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
     val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
     result = adapt(
         spec.name, analog, bank, (x, y), spec.config(), device, ledger, task.name, seed,
-        val_fraction=val_fraction, progress=False,
+        val_fraction=val_fraction, progress=False, previous=previous,
     )  # fmt: skip
     # adapt() files its records under the method's registered name; results are filed under the entry's key
     ledger = _relabel_method(ledger, spec.name, spec.key)
-    wear = _wear_pulses_per_cell(ledger, result.model)
+    wear = {name: w.as_dict() for name, w in model_wear(result.model, ledger).items()}
     state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
     accuracies = _evaluate(result.model, scenario, task, spec.key, seed, ledger)
-    return UnitResult(
+    unit = UnitResult(
         task=task.name,
         method=spec.key,
         accuracies=accuracies,
         trainable_params=result.trainable_params,
-        wear_pulses_per_cell=wear,
+        wear=wear,
         endurance_pulses=device.endurance_pulses,
         n_test=len(task.x_test),
         wall_s=result.wall_s,
         ledger_records=ledger.to_records(),
         seed=scenario.seed,
         digital_state=state.as_dict(),
+        clipped_weights=int(result.details.get("clipped_weights", 0)),
     )
+    return unit, result.model
 
 
 def _evaluate(
@@ -566,7 +665,7 @@ def _evaluate(
 
 # --- the run directory -----------------------------------------------------------------------------------------
 _RESULT_FILES = ("config.json", "sweep.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log",
-                 "sweep.csv", "sweep_summary.csv")  # fmt: skip
+                 "sweep.csv", "sweep_summary.csv", "lifetime.csv")  # fmt: skip
 
 
 def _prepare_run_dir(
@@ -622,21 +721,6 @@ def _relabel_method(ledger: Ledger, old: str, new: str) -> Ledger:
         return ledger
     records = [{**r, "method": new if r["method"] == old else r["method"]} for r in ledger.to_records()]
     return Ledger.from_records(records, ledger.costs)
-
-
-def _wear_pulses_per_cell(ledger: Ledger, adapted: nn.Module) -> float:
-    """Write pulses per cell of the most-written array during adaptation: the ledger's exact pulse count of each
-    array divided by its cells. This is the wear that limits how many task switches the arrays survive. (The
-    per-cell counters are not used here: beyond 65,534 pulses of endurance they count in coarse stochastic steps.)
-    """
-    pulses = ledger.group_by("layer", field="count", phase="adapt", event=WRITE_EVENTS)
-    cells = {layer.name: layer.state.n_cells for _, layer in analog_layers(adapted) if layer.state is not None}
-    worst = 0.0
-    for (layer,), count in pulses.items():
-        if layer not in cells:
-            raise RuntimeError(f"ledger records writes to {layer!r}, which is not an array of the adapted model")
-        worst = max(worst, count / cells[layer])
-    return worst
 
 
 def _reseed(model: nn.Module, seed: int) -> None:

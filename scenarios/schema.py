@@ -53,6 +53,7 @@ __all__ = [
     "DeviceSpec",
     "EvaluateSpec",
     "KeyedError",
+    "LifetimeSpec",
     "MethodEntryError",
     "MethodSpec",
     "ModelSpec",
@@ -473,6 +474,31 @@ class EvaluateSpec(_Section):
         return self
 
 
+class LifetimeSpec(_Section):
+    """A long sequence of task switches on one device (the targets in rotation), with time passing between
+    switches so drift acts: accuracy and cell wear over the device's life per method (`lifetime.csv`)."""
+
+    switches: int = Field(2000, ge=1, description="Task switches over the device's life (the targets in rotation).")
+    interval_s: float = Field(
+        86400.0, gt=0, allow_inf_nan=False, description="Time between two switches (s); the arrays drift meanwhile."
+    )
+    simulate_exact: int = Field(
+        20,
+        ge=1,
+        description="Switches simulated exactly (adaptation, writes, drift, evaluation); beyond them, wear is "
+        "extrapolated per cell from the measured per-switch pulses and accuracy is not simulated (rows say which).",
+    )
+    points: int = Field(
+        40, ge=2, description="Extrapolated rows written: switch counts log-spaced from simulate_exact to switches."
+    )
+
+    @_model_validator(mode="after")
+    def _exact_within(self) -> LifetimeSpec:
+        if self.simulate_exact > self.switches:
+            raise KeyedError(("simulate_exact",), self.simulate_exact, f"an int <= switches ({self.switches})")
+        return self
+
+
 class OutputsSpec(_Section):
     """What the run writes besides results.json, metrics.csv, ledger.csv and report.md."""
 
@@ -555,6 +581,9 @@ class Scenario(_Section):
     )
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation settings.")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec, description="Figures and their formats.")
+    lifetime: LifetimeSpec | None = Field(
+        None, description="Lifetime study: a long rotation of task switches with drift in between; null = none."
+    )
     sweep: SweepSpec | None = Field(None, description="Sweep over key paths (grid and zip); null = one point.")
 
     _source: Path | None = PrivateAttr(default=None)

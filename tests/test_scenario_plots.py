@@ -62,6 +62,9 @@ def write_synthetic_run(run_dir: Path, repeats: int = 2, seed: int = 0) -> None:
                             "adapt_latency_s": adapt_pj * 1e-9,
                             "inference_energy_pj_per_sample": 1e4 * (1.5 if method == "lora_digital" else 1.0),
                             "switches_to_wearout": 1e6 / (pulses / len(LAYERS) / 64) if pulses else math.inf,
+                            "wear_max_pulses": 3 * pulses / len(LAYERS) / 64,
+                            "wear_mean_pulses": pulses / len(LAYERS) / 64,
+                            "endurance_pulses": 1e6,
                         }
                     )
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,16 @@ fine-tuning (`full_finetune`). All train with the analog base in the loop (its f
 
 - `lora_digital`: the LoRA stays in digital logic next to the analog base (AHWA-LoRA): no writes, but digital MACs
   and SRAM reads at every inference.
-- `lora_program_once`: the LoRA is trained digitally, then written once into two new arrays per layer.
-- `lora_in_situ`: the LoRA lives in arrays from the start; after every optimizer step the cells whose quantised
-  target changed are rewritten.
-- `full_finetune`: a digital copy of every analog layer's weights is trained, then all changed base cells are
-  rewritten once.
+- `lora_program_once`: the LoRA is trained digitally, then written once into two arrays per layer.
+- `lora_in_situ`: the LoRA lives in arrays from the start; after every optimizer step the cells whose target moved
+  beyond the verify tolerance are rewritten.
+- `full_finetune`: a digital copy of every analog layer's weights is trained, then the base cells whose target
+  moved beyond the verify tolerance are rewritten once (at the deployed per-row scale).
+
+The two analog LoRA methods map A and B at a fixed conductance scale (`weight_bound_a`, `weight_bound_b`) and are
+task-sequence methods: on a sequence of target tasks the arrays are the same physical cells, each task rewriting
+what the previous one left (`AdaptContext.previous`), the first task writing freshly fabricated arrays. Their
+ledger's pulses per task are the pulses of one task switch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
 __all__ = [
+    "AnalogLoRAConfig",
     "FullFinetuneConfig",
     "LoRAConfig",
     "LoRAInSituConfig",
@@ -51,7 +57,25 @@ class LoRAConfig(TrainingConfig):
 
 
 @dataclass(frozen=True)
-class LoRAInSituConfig(LoRAConfig):
+class AnalogLoRAConfig(LoRAConfig):
+    """A LoRA whose A and B live in crossbar arrays at a fixed conductance scale."""
+
+    weight_bound_a: float | None = option(
+        None,
+        "Weight range of the A arrays (weight units): |A| = bound maps to g_max - g_min, larger values clip. "
+        "null = 2 x peft's initial bound 1/sqrt(d_in) (kaiming-uniform, a = sqrt 5) of each layer.",
+        gt=0,
+    )
+    weight_bound_b: float | None = option(
+        None,
+        "Weight range of the B arrays (weight units). null = 2 x the largest |B| of the bank's LoRAs on that layer "
+        "(the range LoRAs trained on this base occupy); without a bank, each layer's weight_bound_a.",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True)
+class LoRAInSituConfig(AnalogLoRAConfig):
     write_every_steps: int = option(1, "Optimizer steps between rewrites of the LoRA's changed cells.", ge=1)
 
 
@@ -68,6 +92,40 @@ def _lora_config(ctx: AdaptContext) -> tuple[list[str], int, float]:
     rank = s.rank or (bank.rank if bank is not None else 8)
     alpha = s.alpha or (bank.alpha if bank is not None else 2.0 * rank)
     return targets, rank, alpha
+
+
+BOUND_HEADROOM = 2.0
+"""Default weight bound = this x the reference magnitude (A: peft's init bound; B: the bank's largest |B|): room
+for training to grow the weights without clipping (designer's choice, checked by the clipped-weight count)."""
+
+
+def _weight_bounds(ctx: AdaptContext, name: str, d_in: int) -> tuple[float, float]:
+    """(bound_A, bound_B) of layer `name`, from the config or the defaults (`AnalogLoRAConfig`)."""
+    s = ctx.config
+    assert isinstance(s, AnalogLoRAConfig)
+    bound_a = s.weight_bound_a or BOUND_HEADROOM / math.sqrt(d_in)
+    bound_b = s.weight_bound_b
+    if bound_b is None:
+        bank = ctx.bank.bank if ctx.bank is not None else None
+        if bank is not None and name in bank.layer_names:
+            largest = max(float(entry[name][1].abs().max()) for entry in bank.entries.values())
+            bound_b = BOUND_HEADROOM * largest if largest > 0 else bound_a
+        else:
+            bound_b = bound_a
+    return float(bound_a), float(bound_b)
+
+
+def _previous_layer(ctx: AdaptContext, name: str) -> AnalogLoRALinear | None:
+    """The previous task's analog LoRA on layer `name` (its arrays are rewritten), or None on the first task."""
+    if ctx.previous is None:
+        return None
+    layer = ctx.previous.get_submodule(name)
+    if not isinstance(layer, AnalogLoRALinear):
+        raise ValueError(
+            f"method {ctx.method!r}: the previous task's layer {name!r} is a {type(layer).__name__}, not an analog "
+            "LoRA (a task sequence must stay on one method)"
+        )
+    return layer
 
 
 def _array_config(ctx: AdaptContext) -> DeviceConfig:
@@ -134,11 +192,13 @@ def adapt_lora_digital(ctx: AdaptContext) -> AdaptResult:
     return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
 
 
-@register_method("lora_program_once", LoRAConfig)
+@register_method("lora_program_once", AnalogLoRAConfig, task_sequence=True)
 def adapt_lora_program_once(ctx: AdaptContext) -> AdaptResult:
-    """A fresh LoRA trained digitally for the task, then written into crossbar cells once."""
+    """A fresh LoRA trained digitally for the task, then written into crossbar cells once (over the previous
+    task's LoRA on a task sequence)."""
     layers, params, loop = _train_digital_lora(ctx)
     array_config = _array_config(ctx)
+    analog_layers: list[AnalogLoRALinear] = []
     for name, lora in layers.items():
         analog = AnalogLoRALinear.program_from(
             lora.base,
@@ -150,14 +210,19 @@ def adapt_lora_program_once(ctx: AdaptContext) -> AdaptResult:
             seed=ctx.seed,
             scope=ctx.scope,
             trainable=False,
+            weight_bounds=_weight_bounds(ctx, name, lora.in_features),
+            previous=_previous_layer(ctx, name),
         )
         set_module(ctx.model, name, analog)
-    return _result(ctx, params, loop, rank=next(iter(layers.values())).rank)
+        analog_layers.append(analog)
+    return _result(ctx, params, loop, rank=next(iter(layers.values())).rank,
+                   clipped_weights=sum(layer.clipped_weights for layer in analog_layers))  # fmt: skip
 
 
-@register_method("lora_in_situ", LoRAInSituConfig)
+@register_method("lora_in_situ", LoRAInSituConfig, task_sequence=True)
 def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
-    """A LoRA trained on the device: its changed cells are rewritten (write-verify) during training."""
+    """A LoRA trained on the device: its changed cells are rewritten (write-verify) during training (starting
+    from the previous task's cells on a task sequence)."""
     targets, rank, alpha = _lora_config(ctx)
     array_config = _array_config(ctx)
     generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "lora_init"))
@@ -177,6 +242,8 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
             seed=ctx.seed,
             scope=ctx.scope,
             trainable=True,
+            weight_bounds=_weight_bounds(ctx, name, d_in),
+            previous=_previous_layer(ctx, name),
         )
         set_module(ctx.model, name, layer)
         layers[name] = layer
@@ -192,7 +259,8 @@ def adapt_lora_in_situ(ctx: AdaptContext) -> AdaptResult:
 
     loop = _train(ctx, params, ctx.config.lr, ctx.config.weight_decay, after_step=write)
     write(0)  # the last steps' updates, if training ended between two rewrites (changed cells only)
-    return _result(ctx, params, loop, rank=rank)
+    clipped = sum(layer.clipped_weights for layer in layers.values())
+    return _result(ctx, params, loop, rank=rank, clipped_weights=clipped)
 
 
 class _ShadowAnalog(nn.Module):
@@ -241,8 +309,9 @@ def _target_weight(analog: nn.Module) -> torch.Tensor:
 def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
     """Fine-tune every base weight digitally and rewrite the base arrays: the upper bound on writes.
 
-    A digital copy of every analog layer's weights is trained (analog forward in the loop), then the changed base
-    cells are reprogrammed once."""
+    A digital copy of every analog layer's weights is trained (analog forward in the loop), then the base cells
+    whose target moved beyond the verify tolerance are reprogrammed once, at the deployed per-row scale (clipping
+    weights that outgrew it), so cells of unchanged weights are not touched."""
     names = [name for name, module in ctx.model.named_modules() if isinstance(module, AnalogLayer)]
     if not names:
         raise ValueError("full_finetune needs a model with analog layers (crossbar.convert_to_analog)")
@@ -255,6 +324,8 @@ def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
     loop = _train(ctx, params, ctx.config.lr, 0.0)
     for name, wrapper in wrappers.items():
         with torch.no_grad():
-            wrapper.analog.reprogram(wrapper.shadow.detach().clone(), ctx.scope, previous_weight=wrapper.previous)
+            wrapper.analog.reprogram(
+                wrapper.shadow.detach().clone(), ctx.scope, previous_weight=wrapper.previous, keep_scale=True
+            )
         set_module(ctx.model, name, wrapper.analog)
     return _result(ctx, params, loop)
