@@ -460,7 +460,7 @@ def plot_lifetime(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) 
     wear_ax.axhline(100, color="0.4", linewidth=0.8)
     wear_ax.set_xlabel("task switches (log scale)")
     wear_ax.set_ylabel("worst cell's pulses / endurance (%, log scale)")
-    wear_ax.set_title("Worst-cell wear (solid: simulated, dashed: extrapolated)\nmethods without writes: none")
+    wear_ax.set_title("Worst-cell wear (solid: simulated, dashed: extrapolated)\nmethods without a line write nothing")
     wear_ax.grid(True, alpha=0.3, which="both")
     if wear_ax.get_legend_handles_labels()[0]:
         wear_ax.legend(fontsize=7)
