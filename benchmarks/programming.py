@@ -13,7 +13,7 @@ the first 256 rows (1,048,576 cells) and its time is scaled per cell; the benchm
 bit-identical conductances, counters and pulse counts on those rows. Also reported: the statistical mode's
 throughput, and a profile (verify-only pass, one thread, untouched memory).
 
-Bandwidth bound, measured in the same run: `crossbar.kernels.store_state_kernel`, a numba pass over the same
+Bandwidth bound, measured in the same run: `crossbar.bandwidth.store_state_kernel`, a numba pass over the same
 arrays with the same row parallelism that reads the targets once and writes the state once (no pulses, no noise,
 no verify reads). Its cells/s is what memory bandwidth allows here; the write-verify kernel's cells/s is reported
 as a fraction of it (target >= 0.3), so the figure holds on any machine. With the incremental pulse model (about
@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from naive_programming import write_verify_np  # noqa: E402
 
-from crossbar.kernels import store_state_kernel  # noqa: E402
+from crossbar.bandwidth import store_state_kernel  # noqa: E402
 from crossbar.mapping import Targets  # noqa: E402
 from crossbar.noise import DOMAIN_D2D, DOMAIN_PROGRAM, domain_key  # noqa: E402
 from crossbar.presets import device_preset  # noqa: E402

@@ -48,7 +48,6 @@ __all__ = [
     "fault_kernel",
     "pulse_table_kernel",
     "statistical_kernel",
-    "store_state_kernel",
     "write_verify_kernel",
 ]
 
@@ -836,26 +835,3 @@ def fault_kernel(
                 g_neg[r, c] = gn_new
                 g_diff[r, c] = np.float32(gp) - gn_new
         new_faults[r] = n_new
-
-
-@numba.njit(cache=True, parallel=True)
-def store_state_kernel(
-    pos_us: np.ndarray,
-    neg_us: np.ndarray,
-    g_diff: np.ndarray,
-    g_neg: np.ndarray,
-    writes_pos: np.ndarray,
-    writes_neg: np.ndarray,
-) -> None:
-    """The memory-bandwidth floor of programming, for `benchmarks/programming.py`: read every target once and
-    write every state array once (G- = target-, G+ - G- = target+ - target-, one write per cell), in the same
-    row-parallel layout as `write_verify_kernel`, with no pulses, noise or verify reads. All arrays (rows, d_out)."""
-    n_rows, d_out = pos_us.shape
-    for r in numba.prange(n_rows):
-        for c in range(d_out):
-            p = pos_us[r, c]
-            q = neg_us[r, c]
-            g_neg[r, c] = q
-            g_diff[r, c] = p - q
-            writes_pos[r, c] = 1
-            writes_neg[r, c] = 1

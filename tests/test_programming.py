@@ -481,7 +481,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
 def test_store_state_kernel_matches_twin() -> None:
     from naive_programming import store_state_np
 
-    from crossbar.kernels import store_state_kernel
+    from crossbar.bandwidth import store_state_kernel
 
     rng = np.random.default_rng(5)
     pos, neg = (rng.uniform(0, 40, (9, 13)).astype(np.float32) for _ in range(2))
