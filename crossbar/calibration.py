@@ -28,49 +28,15 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
+from crossbar.layers import AnalogLinear, record_all_to
+from crossbar.periphery import ADC_GRANULARITIES, check_adc_calibration, pooled_ranges
 from energy import LedgerScope
 
 __all__ = ["ADC_GRANULARITIES", "AdcCalibrationReport", "adc_calibration", "check_adc_calibration", "pooled_ranges"]
-
-AdcGranularity = Literal["column", "tile", "layer"]
-ADC_GRANULARITIES: tuple[str, ...] = ("column", "tile", "layer")
-
-
-def check_adc_calibration(percentile: float, granularity: str) -> None:
-    """Raise ValueError naming the argument unless percentile is in (0, 100] and granularity is known."""
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
-    if granularity not in ADC_GRANULARITIES:
-        raise ValueError(f"granularity must be one of {list(ADC_GRANULARITIES)}, got {granularity!r}")
-
-
-def pooled_ranges(values: np.ndarray, percentile: float, granularity: str, group: int, fallback: float) -> np.ndarray:
-    """(T, N) float32 ADC ranges from the ADC inputs `values` (T, M, N) (normalised units, one per conversion): the
-    `percentile` of |values| per tile column, per group of `group` columns of a tile (`tile`) or over all
-    (`layer`). A range that comes out 0 (a column whose inputs were all zero) is `fallback`."""
-    check_adc_calibration(percentile, granularity)
-    n_tiles, _, n_out = values.shape
-    magnitude = np.abs(values.astype(np.float64, copy=False))
-    if magnitude.shape[1] == 0:
-        raise ValueError("the calibration set is empty")
-    if granularity == "column":
-        ranges = np.percentile(magnitude, percentile, axis=1)  # (T, N)
-    elif granularity == "tile":
-        ranges = np.empty((n_tiles, n_out))
-        for lo in range(0, n_out, group):
-            block = magnitude[:, :, lo : lo + group].reshape(n_tiles, -1)
-            ranges[:, lo : lo + group] = np.percentile(block, percentile, axis=1)[:, None]
-    else:
-        ranges = np.full((n_tiles, n_out), np.percentile(magnitude, percentile))
-    ranges = np.where(ranges > 0, ranges, fallback)
-    return ranges.astype(np.float32)
-
 
 @dataclass
 class AdcCalibrationReport:
@@ -103,8 +69,6 @@ def adc_calibration(
 
     `on_input(name, layer, x)`, if given, is called with each calibrated layer's input (e.g. to calibrate arrays
     that read the same input, such as a LoRA bank's A_stack) and returns the ADC conversions it observed."""
-    from crossbar.layers import AnalogLinear, record_all_to  # crossbar.layers imports this module
-
     check_adc_calibration(percentile, granularity)
     report = AdcCalibrationReport([], {}, 0)
     done: set[int] = set()

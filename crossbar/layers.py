@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossbar.calibration import check_adc_calibration, pooled_ranges
 from crossbar.device import DeviceConfig
 from crossbar.mapping import map_weights
 from crossbar.mvm import (
@@ -36,6 +35,7 @@ from crossbar.mvm import (
     record_mvm,
 )
 from crossbar.noise import apply_drift, fabricate_faults
+from crossbar.periphery import check_adc_calibration, pooled_ranges
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
@@ -466,6 +466,39 @@ class AnalogLinear(nn.Module):
             if scope is not None:
                 self.record_reads(x2.shape[0], scope, inputs=x2)
         return int(values.size)
+
+    @torch.no_grad()
+    def read_out(
+        self,
+        x: torch.Tensor,
+        scope: LedgerScope | None = None,
+        *,
+        transposed: bool = False,
+        full_scale: float | None = None,
+    ) -> torch.Tensor:
+        """An MVM (transposed: d @ W) for a calibration read-out, no bias, through the device's read noise, DAC and
+        ADC; recorded in `scope` (not in the layer's own ledger). `full_scale` sets every column's ADC range for
+        this read (e.g. 1.0 for one-hot probe inputs, whose partial sums are single weights, |w| <= 1 normalised);
+        None uses the layer's ranges (calibrated or fixed)."""
+        state = self._require_state()
+        width = self.out_features if transposed else self.in_features
+        x2 = _flatten(x.detach(), width, "d" if transposed else "x").to(device="cpu", dtype=torch.float32)
+        if full_scale is None:
+            settings = self._settings(transposed=transposed)
+        else:
+            settings = MvmSettings.from_device(self.array_config, adc_full_scale=full_scale)
+        out_scale = self.out_scale.cpu()
+        if transposed:
+            y = analog_mvm_transposed(
+                x2, state, out_scale, settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
+            )
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, transposed=True, inputs=x2 * out_scale[None, :])
+        else:
+            y = analog_mvm(x2, state, out_scale, settings, key=self._next_key())
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, inputs=x2)
+        return y
 
     def _run(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
         state = self._require_state()
