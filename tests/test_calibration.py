@@ -124,21 +124,27 @@ def _tiny(*extra: str):
 
 def _poisoned(build):
     """build_tasks with every test and validation set, and every target's few-shot set, replaced by NaN/huge."""
+    import dataclasses
 
-    def poison(task):
-        shape = np.asarray(task.x_test).shape
-        bad = np.full(shape, np.nan, dtype=np.float32)
-        bad.reshape(len(bad), -1)[:, 0] = 1e30
-        return bad
+    def bad(values, fill=np.nan):
+        out = np.full(np.asarray(values).shape, fill, dtype=np.float32)
+        out.reshape(len(out), -1)[:, :1] = 1e30
+        return out
+
+    def poison(task, target: bool):
+        changes = {"x_test": bad(task.x_test), "x_val": bad(task.x_val, 1e30)}
+        if target:
+            changes["x_train"] = bad(task.x_train)
+        return dataclasses.replace(task, **changes)
 
     def wrapped(scenario):
         suite = build(scenario)
-        for task in [suite.base, *suite.sources.values(), *suite.targets.values()]:
-            task.x_test = poison(task)
-            task.x_val = np.full_like(np.asarray(task.x_val, dtype=np.float32), 1e30)
-        for task in suite.targets.values():
-            task.x_train = np.full_like(np.asarray(task.x_train, dtype=np.float32), np.nan)
-        return suite
+        return dataclasses.replace(
+            suite,
+            base=poison(suite.base, False),
+            sources={k: poison(v, False) for k, v in suite.sources.items()},
+            targets={k: poison(v, True) for k, v in suite.targets.items()},
+        )
 
     return wrapped
 
