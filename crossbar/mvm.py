@@ -233,7 +233,7 @@ def _accumulate(
     step, inv_step = settings.steps(partial.shape[0], partial.shape[2])
     adc_accumulate_kernel(
         partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), sigma, settings.adc_levels, step, inv_step,
-        NORMAL_TABLE, out,
+        settings.adc_ranges is None, NORMAL_TABLE, out,
     )  # fmt: skip
     return torch.from_numpy(out)
 
@@ -348,14 +348,14 @@ def _per_cycle_accumulate(
         partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
         driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
         sum_sq, sigma_t = _noise_terms(driven.numpy(), settings)  # read noise, plus output noise per conversion
-        noise_us = (torch.tensor(sigma_t, dtype=torch.float32) * torch.sqrt(torch.from_numpy(sum_sq)))[
-            ..., None
-        ] * z[t * n_cycles : (t + 1) * n_cycles]
+        sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32) * torch.sqrt(torch.from_numpy(sum_sq)))[..., None]
+        z_t = z[t * n_cycles : (t + 1) * n_cycles]
         if levels > 0:  # each tile column converts with its own range: step[t] broadcasts over cycles and vectors
-            codes = torch.clamp(_adc_round((partial + noise_us) * inv_steps[t]), -float(levels), float(levels))
+            noise = (sigma_sqrt * inv_steps[t]) * z_t  # in ADC steps
+            codes = torch.clamp(_adc_round(partial * inv_steps[t] + noise), -float(levels), float(levels))
             acc = acc + (weights[:, None, None] * codes).sum(dim=0) * steps[t]
         else:
-            acc = acc + (weights[:, None, None] * (partial + noise_us)).sum(dim=0)
+            acc = acc + (weights[:, None, None] * (partial + sigma_sqrt * z_t)).sum(dim=0)
         if applied.requires_grad:
             ideal = ideal + applied @ operand.detach()
     if any(a.requires_grad for a in tiles):
@@ -457,12 +457,13 @@ def analog_mvm_reference(
         tile_sum_sq = _sum_sq(applied[:, t * tile : t * tile + k].detach(), settings.dac_levels).numpy()
         sum_sq, sigma_t = _noise_terms(tile_sum_sq, settings)
         sigma = torch.tensor(sigma_t, dtype=torch.float32)
-        noise_us = (sigma * torch.sqrt(torch.from_numpy(sum_sq)))[:, None] * z[t]
+        sigma_sqrt = (sigma * torch.sqrt(torch.from_numpy(sum_sq)))[:, None]
         if levels > 0:
-            codes = clamp_ste(_adc_round((partial + noise_us) * inv_steps[t]), -float(levels), float(levels))
+            noise = (sigma_sqrt * inv_steps[t]) * z[t]  # in ADC steps
+            codes = clamp_ste(_adc_round(partial * inv_steps[t] + noise), -float(levels), float(levels))
             acc = acc + codes * steps[t]
         else:
-            acc = acc + (partial + noise_us)
+            acc = acc + (partial + sigma_sqrt * z[t])
     y = acc * scale.reshape(n_vec, 1) * col_scale[None, :]
     if bias is not None:
         y = y + bias.to(torch.float32)[None, :]

@@ -112,6 +112,7 @@ def adc_accumulate_kernel(
     adc_levels: int,
     step_us: np.ndarray,
     inv_step: np.ndarray,
+    uniform: bool,
     table: np.ndarray,
     out: np.ndarray,
 ) -> None:
@@ -123,7 +124,8 @@ def adc_accumulate_kernel(
     of tile t's column o in uS (each tile column has its own range, `crossbar.mvm.MvmSettings.adc_ranges`), and
     inv_step (T, N) its float32 reciprocal (both ignored for an ideal ADC). Writes out (B, N):
     out[b, o] = (sum_t ADC_t,o(partial[t, b, o] + noise) * scale[b]) * col_scale[o] + bias[o], where
-    ADC_t,o(p) = clip(rint(p * inv_step[t, o]), -L, L) * step_us[t, o].
+    ADC_t,o(p) = clip(rint(p * inv_step[t, o]), -L, L) * step_us[t, o]. `uniform` (every step equal): the codes are
+    summed first and scaled once by step * scale[b] (one multiply per output instead of one per tile).
     """
     n_tiles, n_vec, n_out = partial.shape
     n_groups = (n_out + 3) // 4
@@ -138,9 +140,9 @@ def adc_accumulate_kernel(
             step = step_us[t]
             inv = inv_step[t]
             if noisy:
-                # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (uS) times unit normals,
-                # four per hash. The normals go to a buffer first so that the loop below (noise, ADC, tile sum)
-                # vectorises.
+                # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (uS; times 1 / step in
+                # ADC steps) times unit normals, four per hash. The normals go to a buffer first so that the loop
+                # below (noise, ADC, tile sum) vectorises.
                 noise_us = sigma * np.sqrt(sum_sq[t, b])
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
@@ -149,13 +151,22 @@ def adc_accumulate_kernel(
                     z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
                     z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
                     z[4 * g + 3] = table[h >> np.uint64(48)]
-                if adc_levels > 0:
+                if adc_levels > 0 and uniform:
+                    noise_steps = noise_us * inv[0]
                     for o in range(n_out):
-                        code = np.rint((row[o] + noise_us * z[o]) * inv[o])
+                        code = np.rint(row[o] * inv[o] + noise_steps * z[o])
+                        acc[o] += min(max(code, -limit), limit)
+                elif adc_levels > 0:
+                    for o in range(n_out):
+                        code = np.rint(row[o] * inv[o] + (noise_us * inv[o]) * z[o])
                         acc[o] += min(max(code, -limit), limit) * step[o]
                 else:
                     for o in range(n_out):
                         acc[o] += row[o] + noise_us * z[o]
+            elif adc_levels > 0 and uniform:
+                for o in range(n_out):
+                    code = np.rint(row[o] * inv[o])
+                    acc[o] += min(max(code, -limit), limit)
             elif adc_levels > 0:
                 for o in range(n_out):
                     code = np.rint(row[o] * inv[o])
@@ -163,7 +174,8 @@ def adc_accumulate_kernel(
             else:
                 for o in range(n_out):
                     acc[o] += row[o]
-        # Digital: the tiles' converted sums (uS) times the vector's input scale and the output's weight scale,
-        # plus bias.
+        # Digital: the tiles' converted sums (uS; uniform steps: codes, times the step) times the vector's input
+        # scale and the output's weight scale, plus bias.
+        coef = step_us[0, 0] * scale[b] if adc_levels > 0 and uniform else scale[b]
         for o in range(n_out):
-            out[b, o] = acc[o] * scale[b] * col_scale[o] + bias[o]
+            out[b, o] = acc[o] * coef * col_scale[o] + bias[o]

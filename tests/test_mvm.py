@@ -99,10 +99,17 @@ def test_accumulate_kernel_matches_twin(sigma_us, adc_levels, n_out):
     inv_step = (np.float32(1.0) / step).astype(np.float32)
     out = np.empty((n_vec, n_out), dtype=np.float32)
     adc_accumulate_kernel(
-        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, step, inv_step, NORMAL_TABLE,
-        out,
+        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, step, inv_step, False,
+        NORMAL_TABLE, out,
     )  # fmt: skip
     ref = naive_accumulate(partial, sum_sq, scale, col_scale, bias, key, sigma_us, adc_levels, step)
+    np.testing.assert_array_equal(out, ref)
+    one = np.float32(0.37)  # one range for every tile column: the uniform path
+    adc_accumulate_kernel(
+        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, np.full_like(step, one),
+        np.full_like(step, np.float32(1.0) / one), True, NORMAL_TABLE, out,
+    )  # fmt: skip
+    ref = naive_accumulate(partial, sum_sq, scale, col_scale, bias, key, sigma_us, adc_levels, one)
     np.testing.assert_array_equal(out, ref)
 
 
@@ -118,7 +125,7 @@ def test_noise_draws_match_twin_and_do_not_depend_on_thread_count():
             numba.set_num_threads(n)
             out = np.empty((64, 40), dtype=np.float32)
             step = np.full((2, 40), 0.05, dtype=np.float32)
-            adc_accumulate_kernel(partial, *args, np.uint64(key), 0.5, 127, step, 1 / step, NORMAL_TABLE, out)
+            adc_accumulate_kernel(partial, *args, np.uint64(key), 0.5, 127, step, 1 / step, True, NORMAL_TABLE, out)
             outs.append(out)
     finally:
         numba.set_num_threads(threads)
