@@ -34,6 +34,7 @@ from crossbar.mvm import (
     conductance_sums,
     record_mvm,
 )
+from crossbar.mvm_torch import analog_mvm_torch
 from crossbar.noise import apply_drift, fabricate_faults
 from crossbar.periphery import check_adc_calibration, pooled_ranges
 from crossbar.presets import device_preset
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 BackwardMode = Literal["exact", "analog"]
+MvmBackend = Literal["auto", "numba", "torch"]
 
 _STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
@@ -84,6 +86,12 @@ class AnalogLinear(nn.Module):
     same outputs, same later noise and drift draws (`crossbar.persist.save_programmed`). The write-verify,
     fault and drift kernels (numba) run on the CPU: on another device the layer copies its arrays there and back.
     """
+
+    mvm_backend: MvmBackend = "auto"
+    """Which implementation computes the MVMs: "auto" runs the numba kernels when the arrays are on the CPU and
+    the pure-torch path (`crossbar.mvm_torch`, same numerics) on the arrays' own device otherwise; "torch" forces
+    the torch path (also on the CPU); "numba" forces the kernels (arrays off the CPU are copied there per call).
+    Programming, drift and faults always run as numba kernels on the CPU."""
 
     weight: None = None
     """No float weight tensor: the weights live in the array (`programmed_weight()`). None rather than absent so that
@@ -198,11 +206,26 @@ class AnalogLinear(nn.Module):
         self._g_sums = None
 
     def _require_state_any(self) -> ArrayState:
-        """The arrays as an ArrayState on the CPU (views there, copies from another device)."""
-        tensors = [getattr(self, b) for b in _STATE_BUFFERS]
+        """The arrays as an ArrayState on the CPU (views there, copies from another device).
+
+        On the CPU the views are built once and reused while the buffers are the same tensors on the same memory
+        (the MVMs ask for them on every call); replacing or moving a buffer makes new views."""
+        tensors = tuple(self._buffers[b] for b in _STATE_BUFFERS)
         if tensors[0].device.type != "cpu":
-            tensors = [t.detach().cpu() for t in tensors]
-        return self._as_array_state(*tensors)
+            return self._as_array_state(*(t.detach().cpu() for t in tensors))
+        pointers = tuple(t.data_ptr() for t in tensors)
+        cached = self.__dict__.get("_views")
+        if cached is not None and cached[2] == pointers and all(a is b for a, b in zip(cached[0], tensors)):
+            return cached[1]
+        state = self._as_array_state(*tensors)
+        self.__dict__["_views"] = (tensors, state, pointers)
+        return state
+
+    def __getstate__(self) -> dict[str, object]:
+        # Copies and pickles rebuild the NumPy views of their own buffers (`_require_state_any`).
+        state = dict(super().__getstate__())
+        state.pop("_views", None)
+        return state
 
     def get_extra_state(self) -> dict[str, object]:
         """Seeds, stream counters, drift clock, ADC calibration and the device config (plain numbers and strings:
@@ -411,9 +434,9 @@ class AnalogLinear(nn.Module):
     def mvm_transposed(self, d: torch.Tensor) -> torch.Tensor:
         """d @ W on the array, (..., out) -> (..., in), with the device's DAC, ADC and read noise (see
         `crossbar.mvm`); no gradient. Recorded in the ledger when set."""
-        state = self._require_state()
+        self._check_ready()
         d2 = _flatten(d, self.out_features, "d")
-        y = self._transposed_analog(d2.detach(), state)
+        y = self._transposed_analog(d2.detach(), None)
         return y.reshape(*d.shape[:-1], self.in_features).to(device=d.device, dtype=d.dtype)
 
     @property
@@ -501,7 +524,7 @@ class AnalogLinear(nn.Module):
         return y
 
     def _run(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
-        state = self._require_state()
+        self._check_ready()
         x2 = _flatten(x, self.in_features, "x")
         if self._before_mvm is not None:
             self._before_mvm(self, x2)
@@ -511,41 +534,61 @@ class AnalogLinear(nn.Module):
             if bias is not None:
                 y = y + bias
         else:
-            y = self._forward_analog(x2.detach(), state, bias)
+            y = self._forward_analog(x2.detach(), None, bias)
         if self.ledger is not None:
             record_mvm(
                 self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features,
-                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(state),
-                inputs=x2.detach().cpu(), bias=bias is not None,
+                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(),
+                inputs=x2.detach(), bias=bias is not None,
             )  # fmt: skip
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
-    def _forward_analog(self, x2: torch.Tensor, state: ArrayState, bias: torch.Tensor | None) -> torch.Tensor:
+    def _on_torch_path(self) -> bool:
+        backend = self.mvm_backend
+        return backend == "torch" or (backend == "auto" and self.g_diff_us.device.type != "cpu")
+
+    def _forward_analog(
+        self, x2: torch.Tensor, state: ArrayState | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The analog MVM of x2 (B, in): numba kernels on CPU arrays, the torch path on the arrays' device."""
         settings = self._settings(transposed=False)
+        if self._on_torch_path():
+            return analog_mvm_torch(
+                x2, self.g_diff_us, self.in_features, self.out_scale, settings, key=self._next_key(), bias=bias,
+                g_neg_us=self.g_neg_us,
+            )  # fmt: skip
         bias = bias.detach().cpu() if bias is not None else None
+        state = state if state is not None else self._require_state()
         return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias)
 
-    def _transposed_analog(self, d2: torch.Tensor, state: ArrayState, record: bool = True) -> torch.Tensor:
+    def _transposed_analog(self, d2: torch.Tensor, state: ArrayState | None, record: bool = True) -> torch.Tensor:
         settings = self._settings(transposed=True)
-        y = analog_mvm_transposed(
-            d2, state, self.out_scale.cpu(), settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
-        )
+        tile_cols = self.array_config.tile_cols
+        if self._on_torch_path():
+            y = analog_mvm_torch(
+                d2, self.g_diff_us, self.in_features, self.out_scale, settings, key=self._next_key(),
+                transposed=True, tile_cols=tile_cols,
+            )  # fmt: skip
+        else:
+            state = state if state is not None else self._require_state()
+            y = analog_mvm_transposed(d2, state, self.out_scale.cpu(), settings, key=self._next_key(),
+                                      tile_cols=tile_cols)  # fmt: skip
         if record:
-            self._record_transposed(d2, state)
+            self._record_transposed(d2)
         return y
 
-    def _transposed_exact(self, d2: torch.Tensor, state: ArrayState) -> torch.Tensor:
+    def _transposed_exact(self, d2: torch.Tensor) -> torch.Tensor:
         """grad_y @ W_programmed without forming W: (d * out_scale) @ (G+ - G-)^T on the buffer (any device)."""
         g = self.g_diff_us.reshape(-1, self.out_features)[: self.in_features]
         scaled = d2.to(device=g.device, dtype=torch.float32) * self.out_scale.to(torch.float32)[None, :]
-        y = (scaled @ g.T).cpu()
-        self._record_transposed(d2, state)
+        y = scaled @ g.T
+        self._record_transposed(d2)
         return y
 
-    def _record_transposed(self, d2: torch.Tensor, state: ArrayState) -> None:
+    def _record_transposed(self, d2: torch.Tensor) -> None:
         if self.ledger is not None:
-            scaled = d2.detach().cpu().to(torch.float32) * self.out_scale.cpu().to(torch.float32)[None, :]  # DAC input
-            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)
+            scaled = d2.detach().to(torch.float32) * self.out_scale.to(device=d2.device, dtype=torch.float32)[None, :]
+            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)  # as the DAC sees it
 
     def record_reads(
         self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False, inputs: torch.Tensor | None = None
@@ -556,7 +599,7 @@ class AnalogLinear(nn.Module):
         without them every line counts as driven at full scale (`crossbar.mvm.record_mvm`)."""
         record_mvm(
             ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-            n_vectors=n_vectors, conductance=self._conductance_sums(self._require_state()), inputs=inputs,
+            n_vectors=n_vectors, conductance=self._conductance_sums(), inputs=inputs,
             transposed=transposed,
         )  # fmt: skip
 
@@ -588,14 +631,20 @@ class AnalogLinear(nn.Module):
         self.noise_calls += 1
         return int(mix_seed(self.noise_seed, self.noise_calls - 1))
 
-    def _conductance_sums(self, state: ArrayState) -> ConductanceSums:
+    def _conductance_sums(self) -> ConductanceSums:
+        """Per-line summed G+ + G- for the ledger, computed once per programming or drift (CPU copy off-CPU)."""
         if self._g_sums is None:
-            self._g_sums = conductance_sums(state)
+            self._g_sums = conductance_sums(self._require_state())
         return self._g_sums
 
     def _require_state(self) -> ArrayState:
-        """The arrays for the MVM: raise unless programmed; NumPy views on the CPU, CPU copies from another device
-        (the MVM kernels are numba: off the CPU the computation is copied there, results come back)."""
+        """The arrays for the CPU kernels: raise unless programmed; NumPy views on the CPU, CPU copies from another
+        device (off the CPU the MVMs use the torch path instead, `mvm_backend`)."""
+        self._check_ready()
+        return self._require_state_any()
+
+    def _check_ready(self) -> None:
+        """Raise unless the layer is programmed and its arrays hold values (not on the meta device)."""
         if self.g_diff_us is None or self.out_scale is None:
             raise RuntimeError(
                 f"AnalogLinear {self.name or '(unnamed)'!r} is not programmed: call its program() "
@@ -606,7 +655,6 @@ class AnalogLinear(nn.Module):
                 f"AnalogLinear {self.name!r}: its arrays are on the meta device (shapes only, no values); move the "
                 "model to a real device (`.to_empty(...)` then `load_state_dict`) before running it"
             )
-        return self._require_state_any()
 
     def extra_repr(self) -> str:
         n_row_tiles = -(-self.in_features // self.array_config.tile_rows)
@@ -627,17 +675,17 @@ class _AnalogMvmFunction(torch.autograd.Function):
         ctx.layer = layer
         ctx.input_dtype = x2.dtype
         ctx.input_device = x2.device
-        return layer._forward_analog(x2.detach(), layer._require_state(), None)
+        return layer._forward_analog(x2.detach(), None, None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
         layer: AnalogLinear = ctx.layer
-        state = layer._require_state()
-        grad2 = grad.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        layer._check_ready()
+        grad2 = grad.detach().to(dtype=torch.float32).contiguous()
         if layer.backward_mode == "analog":
-            grad_x = layer._transposed_analog(grad2, state)
+            grad_x = layer._transposed_analog(grad2, None)
         else:
-            grad_x = layer._transposed_exact(grad2, state)
+            grad_x = layer._transposed_exact(grad2)
         return grad_x.to(device=ctx.input_device, dtype=ctx.input_dtype), None
 
 

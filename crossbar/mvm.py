@@ -51,10 +51,10 @@ import torch
 
 from crossbar.device import DeviceConfig
 from crossbar.ir_drop import ir_drop_conductances
-from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
+from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel, input_activity_kernel
 from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_ste
 from crossbar.rng import NORMAL_TABLE, splitmix64_np
-from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, bit_planes, input_activity
+from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, MvmScheme, bit_planes
 from crossbar.state import ArrayState
 from energy import LedgerScope, pulse_energy_pj
 
@@ -66,6 +66,7 @@ __all__ = [
     "analog_mvm_reference",
     "analog_mvm_transposed",
     "conductance_sums",
+    "fast_input_activity",
     "read_noise_normals",
     "record_mvm",
 ]
@@ -327,28 +328,34 @@ def _per_cycle_accumulate(
     scale: torch.Tensor,
     col_scale: np.ndarray | torch.Tensor,
     bias: np.ndarray | torch.Tensor | None,
+    normals: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bit-serial inputs, one conversion per cycle: per tile t and cycle p, ADC(planes[p] . G_t + noise) in steps,
     shift-added with weight 2^p / L, summed over tiles, times the vector's input scale and the output scale.
 
     tiles[t] (B, k_t): the DAC outputs (code / L) of tile t; operands[t] (k_t, N). Read noise of cycle p of tile t
     is sigma * sqrt(number of driven rows) * z with z = read_noise_normals(key, T * P, B, N)[t * P + p]. Straight-
-    through gradient: the output's gradient with respect to the tiles is that of the ideal product (x . G)."""
+    through gradient: the output's gradient with respect to the tiles is that of the ideal product (x . G).
+    Runs on the tensors' device; `normals` (those z, on that device) saves drawing them in NumPy."""
     n_cycles = settings.cycles
     n_vec = tiles[0].shape[0]
     n_out = operands[0].shape[1]
-    z = torch.from_numpy(read_noise_normals(key, len(operands) * n_cycles, n_vec, n_out))
+    where = operands[0].device
+    if normals is None:
+        normals = torch.from_numpy(read_noise_normals(key, len(operands) * n_cycles, n_vec, n_out))
+    z = normals
     levels = settings.adc_levels
-    steps, inv_steps = (torch.from_numpy(a) for a in settings.steps(len(operands), n_out))
-    acc = torch.zeros((n_vec, n_out), dtype=torch.float32)
-    ideal = torch.zeros((n_vec, n_out), dtype=torch.float32)
+    steps, inv_steps = (torch.from_numpy(a).to(where) for a in settings.steps(len(operands), n_out))
+    acc = torch.zeros((n_vec, n_out), dtype=torch.float32, device=where)
+    ideal = torch.zeros((n_vec, n_out), dtype=torch.float32, device=where)
     for t, (applied, operand) in enumerate(zip(tiles, operands)):
         planes, weights = bit_planes(applied, settings.dac_levels, n_cycles)
+        weights = weights.to(where)
         k = operand.shape[0]
         partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
         driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
-        sum_sq, sigma_t = _noise_terms(driven.numpy(), settings)  # read noise, plus output noise per conversion
-        sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32) * torch.sqrt(torch.from_numpy(sum_sq)))[..., None]
+        sum_sq, sigma_t = _noise_terms_tensor(driven, settings)  # read noise, plus output noise per conversion
+        sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32, device=where) * torch.sqrt(sum_sq))[..., None]
         z_t = z[t * n_cycles : (t + 1) * n_cycles]
         if levels > 0:  # each tile column converts with its own range: step[t] broadcasts over cycles and vectors
             noise = (sigma_sqrt * inv_steps[t]) * z_t  # in ADC steps
@@ -360,10 +367,18 @@ def _per_cycle_accumulate(
             ideal = ideal + applied @ operand.detach()
     if any(a.requires_grad for a in tiles):
         acc = ideal + (acc - ideal).detach()
-    y = acc * scale.reshape(n_vec, 1) * torch.as_tensor(col_scale, dtype=torch.float32)[None, :]
+    y = acc * scale.reshape(n_vec, 1) * torch.as_tensor(col_scale, dtype=torch.float32, device=where)[None, :]
     if bias is not None:
-        y = y + torch.as_tensor(bias, dtype=torch.float32)[None, :]
+        y = y + torch.as_tensor(bias, dtype=torch.float32, device=where)[None, :]
     return y
+
+
+def _noise_terms_tensor(sum_sq: torch.Tensor, settings: MvmSettings) -> tuple[torch.Tensor, float]:
+    """`_noise_terms` on a tensor, on its device (same float64 arithmetic)."""
+    if settings.out_noise_us <= 0:
+        return sum_sq, float(settings.sigma_us)
+    var = float(settings.sigma_us) ** 2 * sum_sq.to(torch.float64) + float(settings.out_noise_us) ** 2
+    return var.to(torch.float32), 1.0
 
 
 def adc_inputs(
@@ -486,6 +501,17 @@ def conductance_sums(state: ArrayState) -> ConductanceSums:
     return ConductanceSums.of(state.g_diff_us, state.g_neg_us, state.d_in)
 
 
+def fast_input_activity(x: torch.Tensor, dac_bits: int | None, scheme: MvmScheme) -> InputActivity:
+    """`crossbar.scheme.input_activity` (the definition and NumPy twin) in one numba pass: equal bit for bit."""
+    xs = np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy())
+    width = xs.shape[1]
+    drives, weight = np.empty(width, dtype=np.float64), np.empty(width, dtype=np.float64)
+    bits = dac_bits if dac_bits is not None else (PRICED_BITS_IF_IDEAL if scheme.bit_serial else None)
+    levels = 0 if bits is None else (1 << (bits - 1)) - 1
+    input_activity_kernel(xs, levels, scheme.bit_serial, drives, weight)
+    return InputActivity(drives, weight)
+
+
 def record_mvm(
     ledger: LedgerScope,
     *,
@@ -537,7 +563,7 @@ def record_mvm(
     if inputs is not None:
         if inputs.shape != (n_vectors, n_inputs):
             raise ValueError(f"inputs must have shape ({n_vectors}, {n_inputs}), got {tuple(inputs.shape)}")
-        activity = input_activity(inputs, device.dac_bits, scheme)
+        activity = fast_input_activity(inputs, device.dac_bits, scheme)
     else:
         full = np.full(n_inputs, float(n_vectors * cycles))
         activity = InputActivity(full, full)

@@ -1,5 +1,5 @@
-"""numba kernels of the analog MVM path: the input DAC into tile layout, and the fused read-noise / ADC / digital
-tile-sum / scaling pass that follows the tile matmul.
+"""numba kernels of the analog MVM path: the input DAC into tile layout, the fused read-noise / ADC / digital
+tile-sum / scaling pass that follows the tile matmul, and the per-line input activity the ledger prices.
 
 Kernels take only arrays and scalars; `crossbar.mvm` validates and converts. Each has a plain NumPy twin in
 `tests/naive_mvm.py`, and tests check they agree bit for bit (same float32 operations in the same order; no
@@ -30,7 +30,7 @@ from numba import prange
 
 from crossbar.rng import splitmix64
 
-__all__ = ["adc_accumulate_kernel", "dac_tiles_kernel"]
+__all__ = ["adc_accumulate_kernel", "dac_tiles_kernel", "input_activity_kernel"]
 
 _ABS_MASK = 0x7FFFFFFF  # float32 sign bit cleared
 _EXP_INF = 0x7F800000  # float32 exponent all ones: inf or NaN
@@ -179,3 +179,47 @@ def adc_accumulate_kernel(
         coef = step_us[0, 0] * scale[b] if adc_levels > 0 and uniform else scale[b]
         for o in range(n_out):
             out[b, o] = acc[o] * coef * col_scale[o] + bias[o]
+
+
+@numba.njit(cache=True)
+def input_activity_kernel(
+    x: np.ndarray, levels: int, bit_serial: bool, drives: np.ndarray, energy_weight: np.ndarray
+) -> None:
+    """Per input line, summed over the batch, how often it is driven and with what energy weight (the ledger's
+    cell-read pricing; twin: `crossbar.scheme.input_activity`, which defines the quantities).
+
+    x (B, W) float32 as the DAC sees it; levels: DAC steps per sign (0 = ideal DAC: the exact normalised value);
+    bit_serial: one cycle per magnitude bit of the code (drives = energy weight = number of 1-bits), else one
+    multi-level drive (drives = codes != 0, energy weight = (code / L)^2). Writes drives and energy_weight (W,)
+    float64, adding the vectors in batch order (as NumPy's axis-0 sum does), so both agree bit for bit.
+    Sequential: called on small per-call batches, where a parallel launch costs more than the work.
+    """
+    n_vec, width = x.shape
+    for i in range(width):
+        drives[i] = 0.0
+        energy_weight[i] = 0.0
+    for b in range(n_vec):
+        m = np.float32(0.0)
+        for i in range(width):
+            m = max(m, abs(x[b, i]))
+        if levels > 0:
+            inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
+            for i in range(width):
+                code = np.int64(np.rint(x[b, i] * inv))
+                if bit_serial:
+                    ones = 0
+                    magnitude = abs(code)
+                    while magnitude:
+                        ones += magnitude & 1
+                        magnitude >>= 1
+                    drives[i] += ones
+                    energy_weight[i] += ones
+                else:
+                    fraction = np.float64(code) / np.float64(levels)
+                    drives[i] += 1.0 if code != 0 else 0.0
+                    energy_weight[i] += fraction * fraction
+        else:
+            for i in range(width):
+                applied = np.float64(x[b, i] / m) if m > 0 else 0.0
+                drives[i] += 1.0 if applied != 0 else 0.0
+                energy_weight[i] += applied * applied

@@ -644,7 +644,7 @@ def _evaluate(
 
 # --- the run directory -----------------------------------------------------------------------------------------
 _RESULT_FILES = ("config.json", "sweep.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log",
-                 "sweep.csv", "sweep_summary.csv")  # fmt: skip
+                 "sweep.csv", "sweep_summary.csv", "summary.csv", "summary.json", "paired.csv")  # fmt: skip
 
 
 def _prepare_run_dir(

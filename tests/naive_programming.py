@@ -364,3 +364,9 @@ def fault_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_max, rate_
     g_neg[rows[moved], cols[moved]] = new_neg
     g_diff[rows[moved], cols[moved]] = gp[moved].astype(np.float32) - new_neg
     return int(hit_pos.sum() + hit_neg.sum())
+
+
+def store_state_np(pos_us: np.ndarray, neg_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of `store_state_kernel` (the bandwidth floor of programming): (g_diff, g_neg, writes_pos, writes_neg)."""
+    ones = np.ones(pos_us.shape, dtype=np.uint16)
+    return (pos_us - neg_us).astype(np.float32), neg_us.copy(), ones, ones.copy()

@@ -476,3 +476,17 @@ def test_bad_inputs_raise_clear_errors() -> None:
     fresh = ArrayState.fresh(6, 5, device_preset("reram_milo2021", tile_rows=4))
     milo_targets = _targets(fresh, np.full(shape, 100.0) * fresh.valid_rows(), np.full(shape, 50.0))
     program_state(fresh, milo_targets, device_preset("reram_milo2021", tile_rows=4), seed=0, stream=0)
+
+
+def test_store_state_kernel_matches_twin() -> None:
+    from naive_programming import store_state_np
+
+    from crossbar.bandwidth import store_state_kernel
+
+    rng = np.random.default_rng(5)
+    pos, neg = (rng.uniform(0, 40, (9, 13)).astype(np.float32) for _ in range(2))
+    out = [np.zeros((9, 13), np.float32), np.zeros((9, 13), np.float32), np.zeros((9, 13), np.uint16),
+           np.zeros((9, 13), np.uint16)]  # fmt: skip
+    store_state_kernel(pos, neg, *out)
+    for got, want in zip(out, store_state_np(pos, neg)):
+        np.testing.assert_array_equal(got, want)

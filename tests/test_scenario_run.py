@@ -66,7 +66,8 @@ def tiny_run(tmp_path_factory, cluster) -> Path:
 
 
 def test_run_writes_every_output(tiny_run: Path) -> None:
-    for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log"):
+    for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log", "summary.csv",
+                 "summary.json", "paired.csv"):  # fmt: skip
         assert (tiny_run / name).is_file(), name
     for figure in ("energy_vs_accuracy", "accuracy_by_task", "energy_breakdown", "cell_writes_per_layer",
                    "accuracy_vs_drift", "endurance"):  # fmt: skip
@@ -306,6 +307,26 @@ def test_sweep_merges_points_and_seeds_with_confidence_intervals(sweep_run: Path
         half = 12.706 * per_seed.std(ddof=1) / 2**0.5  # t(0.975, 1 dof)
         assert row.accuracy_ci95 == pytest.approx(half, rel=1e-3)
     assert (sweep_run / "figures" / "sweep_accuracy_vs_device_overrides_read_noise_frac.png").is_file()
+
+
+def test_point_with_two_seeds_reports_intervals_and_paired_differences(sweep_run: Path) -> None:
+    point = sweep_run / "points" / "p000"
+    metrics = pd.read_csv(point / "metrics.csv")
+    summary = pd.read_csv(point / "summary.csv")
+    overall = summary[summary["task"] == "all"]
+    assert set(overall["method"]) == set(metrics["method"]) and (overall["n_seeds"] == 2).all()
+    for row in overall.itertuples():  # t interval over the 2 seeds of the per-seed mean over the 2 targets
+        per_seed = metrics[metrics["method"] == row.method].groupby("seed")["accuracy"].mean()
+        assert row.accuracy_ci95 == pytest.approx(12.706 * per_seed.std(ddof=1) / 2**0.5, rel=1e-3, abs=1e-12)
+        assert row.accuracy_binom_n == 2 * 2 * int(metrics["n_test"].iloc[0])
+        assert row.accuracy_binom_low <= row.accuracy_mean <= row.accuracy_binom_high
+    paired = pd.read_csv(point / "paired.csv")
+    assert set(paired["reference"]) == {"fusion"} and "fusion" not in set(paired["method"])
+    assert (paired[paired["task"] == "all"]["n_pairs"] == 4).all()
+    document = json.loads((point / "summary.json").read_text())
+    assert {"ci95", "binom", "paired", "rounding"} <= set(document["definitions"])
+    report = (point / "report.md").read_text()
+    assert "## Statistics over seeds (2 seeds: 0, 1)" in report and "Δ vs fusion" in report
 
 
 def test_sweep_computes_each_shared_phase_once(sweep_run: Path) -> None:
