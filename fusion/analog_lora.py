@@ -93,7 +93,13 @@ class AnalogLoRALinear(nn.Module):
     ) -> AnalogLoRALinear:
         """Program (A, B) into two arrays with fixed scales `weight_bounds` = (bound_A, bound_B) (weight units),
         recorded in `scope`, and wrap them with `base`. Without `previous` the arrays are new (fabricated, then
-        written from their initial state); with it, `previous`'s arrays are rewritten in place (a task switch)."""
+        written from their initial state); with it, `previous`'s arrays are rewritten in place (a task switch).
+
+        Arrays programmed during adaptation convert over the device's fixed `adc_full_scale` even when the device
+        calibrates its ADC ranges: the calibration phase runs once after deployment, and calibrating these arrays
+        from adaptation data is what the calibration phase rules out."""
+        if array_config.adc_range == "calibrated":
+            array_config = array_config.replace(adc_range="fixed")
         if previous is None:
             array_a = AnalogLinear.from_weight(
                 a.detach(), None, array_config, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A",
