@@ -175,7 +175,7 @@ def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
     assert ledger.cell_write_pulses(phase="calibration") == 0
     task = runner._target_task(scenario, "rotate_+45")
     units = [
-        runner._unit(s["analog"], s["bank"], scenario, task, "zero_shot", calibration_set=s["calibration_set"])
+        runner._unit(s["analog"], s["bank"], scenario, task, "zero_shot", calibration_set=s["calibration_set"])[0]
         for s in states
     ]
     assert units[0].accuracies == units[1].accuracies
