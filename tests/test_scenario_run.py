@@ -360,10 +360,10 @@ def test_failed_point_is_one_line_and_the_others_finish(sweep_run: Path, tmp_pat
 
     real_unit = scenarios.runner._unit
 
-    def failing(analog, bank, scenario, task, method_key):
+    def failing(analog, bank, scenario, task, method_key, **kwargs):
         if scenario.device.overrides["read_noise_frac"] == 0.02 and method_key == "fusion":
             raise FloatingPointError("simulated failure\nwith a second line")
-        return real_unit(analog, bank, scenario, task, method_key)
+        return real_unit(analog, bank, scenario, task, method_key, **kwargs)
 
     monkeypatch.setattr(scenarios.runner, "_unit", failing)
     study = load_study("tiny", [s for s in _SMALL if s != "--set"],
