@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -90,3 +91,13 @@ def test_refuses_to_regenerate_from_a_dirty_tree(tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as done:
         module.main(["--repo", str(repo), "--out", str(out)])
     assert done.value.code == 2 and not out.exists()
+
+
+def test_golden_file_is_small_and_from_a_commit() -> None:
+    module = load_update_golden()
+    golden = json.loads(module.GOLDEN.read_text())
+    assert module.GOLDEN.stat().st_size < 64_000
+    assert golden["scenario"] == "tiny" and len(golden["git_hash"]) == 40  # a clean commit's hash, no "-dirty"
+    assert golden["tolerances"] == module.TOLERANCES
+    assert len({tuple(row[k] for k in module.KEYS) for row in golden["rows"]}) == len(golden["rows"]) > 0
+    assert module.compare(golden, golden["rows"]) == []
