@@ -7,6 +7,7 @@ on it (`AnalogLinear`, `AnalogConv2d`, `convert_to_analog`), saved and loaded wi
 shares the import name `crossbar`: do not install both in one environment.
 """
 
+from crossbar.calibration import ADC_GRANULARITIES, AdcCalibrationReport, adc_calibration
 from crossbar.conv import AnalogConv2d
 from crossbar.convert import convert_to_analog
 from crossbar.device import DeviceConfig
@@ -23,9 +24,11 @@ from crossbar.selection import block_of, literal_pattern, name_matcher
 from crossbar.state import STUCK, ArrayState
 
 __all__ = [
+    "ADC_GRANULARITIES",
     "DEFAULT_DEVICE_PRESET",
     "DEVICE_PRESETS",
     "STUCK",
+    "AdcCalibrationReport",
     "AnalogConv2d",
     "AnalogLayer",
     "AnalogLinear",
@@ -35,6 +38,7 @@ __all__ = [
     "ProgramReport",
     "Recording",
     "Targets",
+    "adc_calibration",
     "analog_layers",
     "analog_mvm",
     "analog_mvm_reference",

@@ -98,7 +98,9 @@ class DeviceConfig:
     adc_bits: int | None = 8
     """ADC resolution per tile column (signed, bits); None = ideal partial sums."""
     adc_range: AdcRange = "fixed"
-    """`fixed`: ADC full scale is `adc_full_scale`; `calibrated`: set per layer from data (`calibrate_adc`)."""
+    """`fixed`: every tile column's ADC converts over [-adc_full_scale, adc_full_scale]; `calibrated`: one range per
+    tile column (or per tile, or per layer), set after programming from a calibration set of the base task's training
+    data (`crossbar.calibration`, the scenario's `calibration:` section); an MVM before that raises."""
     adc_full_scale: float = 12.0
     """ADC full scale in normalised units (inputs scaled to |x| <= 1, weights to |w| <= 1 per output)."""
     mvm_scheme: str = "multi_bit"

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,14 +28,15 @@ from crossbar.device import DeviceConfig
 from crossbar.mapping import map_weights
 from crossbar.mvm import (
     MvmSettings,
+    adc_inputs,
     analog_mvm,
     analog_mvm_transposed,
     conductance_sums,
-    partial_sum_abs_max,
     record_mvm,
 )
 from crossbar.mvm_torch import analog_mvm_torch
 from crossbar.noise import apply_drift, fabricate_faults
+from crossbar.periphery import check_adc_calibration, pooled_ranges
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
@@ -59,7 +61,7 @@ _STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
 STUCK marks a fault), in tile layout."""
 _SCALARS = ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls", "time_s",
-            "adc_full_scale", "adc_full_scale_transposed", "array_config")  # fmt: skip
+            "adc_ranges", "adc_ranges_transposed", "array_config")  # fmt: skip
 """The layer's non-tensor state, saved in its `state_dict` as extra state (`get_extra_state`)."""
 
 
@@ -71,8 +73,11 @@ class AnalogLinear(nn.Module):
     `torch.no_grad` (a fast path without autograd). Read noise is drawn fresh for every input vector of every
     forward from a generator seeded with `seed`, so a layer's outputs are reproducible from its seed.
 
-    When `adc_range` is "calibrated", the ADC full scale is set by `calibrate_adc(x)`, or from the first batch
-    the layer sees if it was not called; the transposed direction calibrates on its own first batch.
+    ADC ranges: with `adc_range="fixed"` every tile column converts over [-adc_full_scale, adc_full_scale]. With
+    "calibrated", `calibrate_adc(x)` (or the model-level `crossbar.adc_calibration` phase) sets one range per tile
+    column (per tile, or per layer) from a calibration set; a forward MVM before that raises (there is no implicit
+    calibration on whatever batch comes first). The transposed direction keeps `adc_full_scale` unless calibrated
+    explicitly (`calibrate_adc(d, transposed=True)`).
 
     Module state: the conductances and write counters (fault masks: counters at STUCK) are buffers next to
     `out_scale`, the bias and the programming target, so `.to(device)` moves them and `state_dict()` holds them;
@@ -136,9 +141,13 @@ class AnalogLinear(nn.Module):
         self.register_buffer("target_weight", None)
         """(out, in) float32 programming target held until `program()`; None afterwards."""
         self.ledger: LedgerScope | None = None
-        self.adc_full_scale: float | None = array_config.adc_full_scale if array_config.adc_range == "fixed" else None
-        """Forward ADC range (normalised units); None until calibrated when adc_range is "calibrated"."""
-        self.adc_full_scale_transposed: float | None = self.adc_full_scale
+        self.adc_ranges: np.ndarray | None = None
+        """(input tiles, out_features) float32 forward ADC range of every tile column (normalised units), set by
+        `calibrate_adc`; None = not calibrated (fixed range: `array_config.adc_full_scale` everywhere)."""
+        self.adc_ranges_transposed: np.ndarray | None = None
+        """(column tiles, in_features) float32 ranges of the transposed direction; None = `adc_full_scale`."""
+        self._before_mvm = None
+        """Set by `crossbar.adc_calibration` while a calibration pass runs: called with (layer, x) before the MVM."""
         self.noise_seed = derive_seed(seed, "read_noise")
         """Read-noise stream: the key of the n-th MVM is mix_seed(noise_seed, n) (counter-based: state = 2 ints)."""
         self.noise_calls = 0
@@ -147,7 +156,7 @@ class AnalogLinear(nn.Module):
         self.drift_seed = seed
         self._t_s = 0.0
         self._g_sums: ConductanceSums | None = None
-        self._settings_cache: tuple[tuple[DeviceConfig, float], MvmSettings] | None = None
+        self._settings_cache: dict[bool, tuple[DeviceConfig, np.ndarray | None, MvmSettings]] = {}
 
     # --- module state -------------------------------------------------------------------------------------
     @property
@@ -224,8 +233,8 @@ class AnalogLinear(nn.Module):
         return {
             "seed": self.seed, "noise_seed": self.noise_seed, "drift_seed": self.drift_seed,
             "program_calls": self.program_calls, "drift_calls": self.drift_calls, "noise_calls": self.noise_calls,
-            "time_s": self._t_s, "adc_full_scale": self.adc_full_scale,
-            "adc_full_scale_transposed": self.adc_full_scale_transposed,
+            "time_s": self._t_s, "adc_ranges": _ranges_to_json(self.adc_ranges),
+            "adc_ranges_transposed": _ranges_to_json(self.adc_ranges_transposed),
             "array_config": dataclasses.asdict(self.array_config),
         }  # fmt: skip
 
@@ -238,10 +247,10 @@ class AnalogLinear(nn.Module):
         self._t_s = float(state["time_s"])  # type: ignore[arg-type]
         config = dict(state["array_config"])  # type: ignore[call-overload]
         self.array_config = DeviceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        for key in ("adc_full_scale", "adc_full_scale_transposed"):
-            value = state[key]
-            setattr(self, key, None if value is None else float(value))  # type: ignore[arg-type]
+        for key in ("adc_ranges", "adc_ranges_transposed"):
+            setattr(self, key, _ranges_from_json(state[key]))
         self._g_sums = None
+        self._settings_cache = {}
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # noqa: ANN001 - nn.Module's hook signature  # fmt: skip
@@ -271,7 +280,7 @@ class AnalogLinear(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._g_sums = None
-        self._settings_cache = None
+        self._settings_cache = {}
 
     # --- construction --------------------------------------------------------------------------------------
     @classmethod
@@ -430,17 +439,95 @@ class AnalogLinear(nn.Module):
         y = self._transposed_analog(d2.detach(), None)
         return y.reshape(*d.shape[:-1], self.in_features).to(device=d.device, dtype=d.dtype)
 
-    def calibrate_adc(self, x: torch.Tensor) -> None:
-        """Set the forward ADC full scale to the largest |tile partial sum| of batch `x` (normalised units), for
-        devices with adc_range="calibrated"."""
+    @property
+    def adc_full_scale(self) -> float | None:
+        """The forward ADC range as one number: the device's fixed `adc_full_scale`, or with calibrated ranges
+        their largest value (None until calibrated)."""
+        if self.adc_ranges is not None:
+            return float(self.adc_ranges.max())
+        return self.array_config.adc_full_scale if self.array_config.adc_range == "fixed" else None
+
+    @property
+    def adc_calibrated(self) -> bool:
+        return self.adc_ranges is not None
+
+    def calibrate_adc(
+        self,
+        x: torch.Tensor,
+        *,
+        percentile: float = 99.99,
+        granularity: str = "column",
+        scope: LedgerScope | None = None,
+        transposed: bool = False,
+    ) -> int:
+        """Set the ADC ranges (forward, or with `transposed` the transposed direction) from calibration inputs
+        `x` (..., in_features) (transposed: (..., out_features)): the `percentile` of |partial sums| each tile
+        column's ADC sees, per column, per tile or per layer (`granularity`, `crossbar.calibration`). Records the
+        calibration MVMs in `scope` (one per vector; no cell is written) and returns the ADC conversions observed
+        (the count `scope` gets as adc_conversion). Needs device.adc_range="calibrated"."""
         if self.array_config.adc_range != "calibrated":
             raise ValueError(f"calibrate_adc needs device.adc_range='calibrated', got {self.array_config.adc_range!r}")
+        check_adc_calibration(percentile, granularity)
         state = self._require_state()
-        self.adc_full_scale = self._calibrated(_flatten(x, self.in_features, "x"), state, transposed=False)
+        width = self.out_features if transposed else self.in_features
+        x2 = _flatten(x.detach(), width, "d" if transposed else "x").to(device="cpu", dtype=torch.float32)
+        if x2.shape[0] == 0:
+            raise ValueError(f"AnalogLinear {self.name!r}: the calibration set is empty")
+        config = self.array_config
+        settings = MvmSettings.from_device(config)
+        if transposed:
+            scaled = x2 * self.out_scale.cpu().to(torch.float32)[None, :]
+            values = adc_inputs(x2, state, self.out_scale.cpu(), settings, transposed=True, tile_cols=config.tile_cols)
+            self.adc_ranges_transposed = pooled_ranges(
+                values, percentile, granularity, config.tile_rows, config.adc_full_scale
+            )
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, transposed=True, inputs=scaled)
+        else:
+            values = adc_inputs(x2, state, self.out_scale.cpu(), settings)
+            self.adc_ranges = pooled_ranges(values, percentile, granularity, config.tile_cols, config.adc_full_scale)
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, inputs=x2)
+        return int(values.size)
+
+    @torch.no_grad()
+    def read_out(
+        self,
+        x: torch.Tensor,
+        scope: LedgerScope | None = None,
+        *,
+        transposed: bool = False,
+        full_scale: float | None = None,
+    ) -> torch.Tensor:
+        """An MVM (transposed: d @ W) for a calibration read-out, no bias, through the device's read noise, DAC and
+        ADC; recorded in `scope` (not in the layer's own ledger). `full_scale` sets every column's ADC range for
+        this read (e.g. 1.0 for one-hot probe inputs, whose partial sums are single weights, |w| <= 1 normalised);
+        None uses the layer's ranges (calibrated or fixed)."""
+        state = self._require_state()
+        width = self.out_features if transposed else self.in_features
+        x2 = _flatten(x.detach(), width, "d" if transposed else "x").to(device="cpu", dtype=torch.float32)
+        if full_scale is None:
+            settings = self._settings(transposed=transposed)
+        else:
+            settings = MvmSettings.from_device(self.array_config, adc_full_scale=full_scale)
+        out_scale = self.out_scale.cpu()
+        if transposed:
+            y = analog_mvm_transposed(
+                x2, state, out_scale, settings, key=self._next_key(), tile_cols=self.array_config.tile_cols
+            )
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, transposed=True, inputs=x2 * out_scale[None, :])
+        else:
+            y = analog_mvm(x2, state, out_scale, settings, key=self._next_key())
+            if scope is not None:
+                self.record_reads(x2.shape[0], scope, inputs=x2)
+        return y
 
     def _run(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
         self._check_ready()
         x2 = _flatten(x, self.in_features, "x")
+        if self._before_mvm is not None:
+            self._before_mvm(self, x2)
         bias = self.bias if with_bias else None
         if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
             y = _AnalogMvmFunction.apply(x2, self)
@@ -464,9 +551,7 @@ class AnalogLinear(nn.Module):
         self, x2: torch.Tensor, state: ArrayState | None, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """The analog MVM of x2 (B, in): numba kernels on CPU arrays, the torch path on the arrays' device."""
-        if self.adc_full_scale is None:
-            self.adc_full_scale = self._calibrated(x2, state or self._require_state(), transposed=False)
-        settings = self._settings(self.adc_full_scale)
+        settings = self._settings(transposed=False)
         if self._on_torch_path():
             return analog_mvm_torch(
                 x2, self.g_diff_us, self.in_features, self.out_scale, settings, key=self._next_key(), bias=bias,
@@ -477,9 +562,7 @@ class AnalogLinear(nn.Module):
         return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias)
 
     def _transposed_analog(self, d2: torch.Tensor, state: ArrayState | None, record: bool = True) -> torch.Tensor:
-        if self.adc_full_scale_transposed is None:
-            self.adc_full_scale_transposed = self._calibrated(d2, state or self._require_state(), transposed=True)
-        settings = self._settings(self.adc_full_scale_transposed)
+        settings = self._settings(transposed=True)
         tile_cols = self.array_config.tile_cols
         if self._on_torch_path():
             y = analog_mvm_torch(
@@ -520,18 +603,20 @@ class AnalogLinear(nn.Module):
             transposed=transposed,
         )  # fmt: skip
 
-    def _settings(self, full_scale: float) -> MvmSettings:
-        key = (self.array_config, full_scale)
-        if self._settings_cache is None or self._settings_cache[0] != key:
-            self._settings_cache = (key, MvmSettings.from_device(self.array_config, full_scale))
-        return self._settings_cache[1]
-
-    def _calibrated(self, x2: torch.Tensor, state: ArrayState, *, transposed: bool) -> float:
-        settings = MvmSettings.from_device(self.array_config)
-        peak = partial_sum_abs_max(
-            x2, state, self.out_scale.cpu(), settings, transposed=transposed, tile_cols=self.array_config.tile_cols
-        )
-        return peak if peak > 0 else self.array_config.adc_full_scale
+    def _settings(self, *, transposed: bool) -> MvmSettings:
+        """The MVM settings of one direction with its ADC ranges (cached until the config or the ranges change)."""
+        ranges = self.adc_ranges_transposed if transposed else self.adc_ranges
+        if ranges is None and not transposed and self.array_config.adc_range == "calibrated":
+            raise RuntimeError(
+                f"AnalogLinear {self.name or '(unnamed)'!r}: device.adc_range is 'calibrated' but its ADC ranges were "
+                "never calibrated: run the calibration phase (crossbar.adc_calibration, or layer.calibrate_adc(x) on "
+                "calibration data) after programming"
+            )
+        cached = self._settings_cache.get(transposed)
+        if cached is None or cached[0] != self.array_config or cached[1] is not ranges:
+            cached = (self.array_config, ranges, MvmSettings.from_device(self.array_config, adc_ranges=ranges))
+            self._settings_cache[transposed] = cached
+        return cached[2]
 
     def reseed_noise(self, seed: int) -> None:
         """Restart the read-noise and drift streams from `seed` (e.g. independent draws per evaluation repeat)."""
@@ -670,3 +755,17 @@ def record_all_to(model: nn.Module, ledger: LedgerScope | None) -> Iterator[nn.M
     finally:
         for module, before in zip(modules, previous):
             module.ledger = before
+
+
+def _ranges_to_json(ranges: np.ndarray | None) -> list[list[float]] | None:
+    """float32 ranges as nested lists of Python floats (exact: every float32 is a float64)."""
+    return None if ranges is None else ranges.astype(np.float64).tolist()
+
+
+def _ranges_from_json(value: object) -> np.ndarray | None:
+    if value is None:
+        return None
+    ranges = np.asarray(value, dtype=np.float32)
+    if ranges.ndim != 2:
+        raise ValueError(f"saved ADC ranges must be a 2-D array, got shape {ranges.shape}")
+    return ranges

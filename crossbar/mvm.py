@@ -25,7 +25,12 @@ Transposed MVM (d @ W, shape (..., d_out) -> (..., d_in), for backward passes do
 driven from its columns and read on its rows. Inputs then tile along d_out in `tile_cols` chunks (the physical
 arrays' columns) and every physical array converts its `tile_rows` row sums with its own row ADCs; the digital sum
 runs over the column tiles. The per-output weight scale is applied digitally to d before the DAC (d * out_scale),
-and the transposed direction has its own ADC full scale (same default; calibrated separately).
+and the transposed direction has its own ADC ranges (same default; calibrated separately).
+
+ADC ranges: every tile column's ADC has its own range (`MvmSettings.adc_ranges`, (tiles, outputs) float32 in
+normalised units; one value everywhere when fixed), set by the calibration phase (`crossbar.calibration`). The
+kernel converts tile t's column o with step_us[t, o] = range[t, o] * (g_max - g_min) / L and sums the tiles'
+converted values (uS) digitally.
 
 `analog_mvm_reference` is the same computation in plain torch with the straight-through quantisers of
 `crossbar.periphery`, differentiable, for tests and for users who need autograd through the analog MVM.
@@ -56,12 +61,12 @@ from energy import LedgerScope, pulse_energy_pj
 __all__ = [
     "PRICED_BITS_IF_IDEAL",
     "MvmSettings",
+    "adc_inputs",
     "analog_mvm",
     "analog_mvm_reference",
     "analog_mvm_transposed",
     "conductance_sums",
     "fast_input_activity",
-    "partial_sum_abs_max",
     "read_noise_normals",
     "record_mvm",
 ]
@@ -74,7 +79,8 @@ class MvmSettings:
     dac_bits: int | None
     adc_bits: int | None
     adc_full_scale: float
-    """ADC range in normalised units (partial sum / (g_max - g_min), inputs |x| <= 1)."""
+    """ADC range in normalised units (partial sum / (g_max - g_min), inputs |x| <= 1) of every tile column, unless
+    `adc_ranges` gives one per tile column."""
     sigma_us: float
     """Read noise sigma of one weight's conductance difference (the pair, sqrt(2) x one cell) per read (uS)."""
     g_range_us: float
@@ -87,9 +93,14 @@ class MvmSettings:
     cycles: int = 1
     """Input bit-cycles converted one by one (bit-serial inputs with a conversion per cycle); 1 = one conversion
     per vector."""
+    adc_ranges: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """(input tiles, outputs) float32: the ADC range of each tile column in normalised units (calibrated, see
+    `crossbar.calibration`); transposed MVMs: (column tiles, d_in). None = `adc_full_scale` everywhere."""
 
     @classmethod
-    def from_device(cls, device: DeviceConfig, adc_full_scale: float | None = None) -> MvmSettings:
+    def from_device(
+        cls, device: DeviceConfig, adc_full_scale: float | None = None, adc_ranges: np.ndarray | None = None
+    ) -> MvmSettings:
         full_scale = device.adc_full_scale if adc_full_scale is None else float(adc_full_scale)
         if not np.isfinite(full_scale) or full_scale <= 0:
             raise ValueError(f"adc_full_scale must be finite and > 0, got {full_scale!r}")
@@ -103,6 +114,7 @@ class MvmSettings:
             wire_resistance_ohm=device.wire_resistance_ohm,
             tile_cols=device.tile_cols,
             cycles=device.scheme.cycles(device.dac_bits) if device.scheme.per_cycle else 1,
+            adc_ranges=adc_ranges,
         )
 
     def __post_init__(self) -> None:
@@ -113,17 +125,41 @@ class MvmSettings:
         object.__setattr__(self, "dac_levels", dac_levels)
         object.__setattr__(self, "adc_levels", adc_levels)
         object.__setattr__(self, "step_us", step)
+        if self.adc_ranges is not None:
+            ranges = np.ascontiguousarray(self.adc_ranges, dtype=np.float32)
+            if ranges.ndim != 2 or not np.isfinite(ranges).all() or (ranges <= 0).any():
+                raise ValueError("adc_ranges must be a 2-D (tiles, outputs) array of finite values > 0")
+            object.__setattr__(self, "adc_ranges", ranges)
+        object.__setattr__(self, "_steps", {})
 
-    dac_levels: int = field(init=False, repr=False)
+    dac_levels: int = field(init=False, repr=False, compare=False)
     """DAC steps per sign, 2^(bits-1) - 1; 0 = ideal DAC."""
-    adc_levels: int = field(init=False, repr=False)
+    adc_levels: int = field(init=False, repr=False, compare=False)
     """ADC steps per sign; 0 = ideal ADC."""
-    step_us: np.float32 = field(init=False, repr=False)
-    """ADC step as a partial sum in uS (float32, the value both paths use); 1 for an ideal ADC."""
+    step_us: np.float32 = field(init=False, repr=False, compare=False)
+    """ADC step as a partial sum in uS for `adc_full_scale` (float32); 1 for an ideal ADC."""
 
     @property
     def per_cycle(self) -> bool:
         return self.cycles > 1
+
+    def steps(self, n_tiles: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+        """(step_us, inv_step), each (n_tiles, n_out) float32: the ADC step of every tile column in uS and its
+        float32 reciprocal (ones for an ideal ADC). Computed once per shape."""
+        cache = self._steps
+        if (n_tiles, n_out) not in cache:
+            if self.adc_levels == 0:
+                step = np.ones((n_tiles, n_out), dtype=np.float32)
+            elif self.adc_ranges is None:
+                step = np.full((n_tiles, n_out), self.step_us, dtype=np.float32)
+            else:
+                if self.adc_ranges.shape != (n_tiles, n_out):
+                    raise ValueError(
+                        f"adc_ranges has shape {self.adc_ranges.shape}, the MVM has {(n_tiles, n_out)} tile columns"
+                    )
+                step = (self.adc_ranges.astype(np.float64) * self.g_range_us / self.adc_levels).astype(np.float32)
+            cache[(n_tiles, n_out)] = (step, (np.float32(1.0) / step).astype(np.float32))
+        return cache[(n_tiles, n_out)]
 
 
 # --- operands --------------------------------------------------------------------------------------------------
@@ -195,9 +231,10 @@ def _accumulate(
 ) -> torch.Tensor:
     out = np.empty((partial.shape[1], partial.shape[2]), dtype=np.float32)
     sum_sq, sigma = _noise_terms(sum_sq, settings)
+    step, inv_step = settings.steps(partial.shape[0], partial.shape[2])
     adc_accumulate_kernel(
-        partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), sigma, settings.adc_levels,
-        float(settings.step_us), NORMAL_TABLE, out,
+        partial.numpy(), sum_sq, scale, col_scale, bias, np.uint64(key), sigma, settings.adc_levels, step, inv_step,
+        settings.adc_ranges is None, NORMAL_TABLE, out,
     )  # fmt: skip
     return torch.from_numpy(out)
 
@@ -308,9 +345,7 @@ def _per_cycle_accumulate(
         normals = torch.from_numpy(read_noise_normals(key, len(operands) * n_cycles, n_vec, n_out))
     z = normals
     levels = settings.adc_levels
-    step = torch.tensor(settings.step_us, dtype=torch.float32)
-    inv_step = (torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)).to(where)
-    step = step.to(where)
+    steps, inv_steps = (torch.from_numpy(a).to(where) for a in settings.steps(len(operands), n_out))
     acc = torch.zeros((n_vec, n_out), dtype=torch.float32, device=where)
     ideal = torch.zeros((n_vec, n_out), dtype=torch.float32, device=where)
     for t, (applied, operand) in enumerate(zip(tiles, operands)):
@@ -320,14 +355,14 @@ def _per_cycle_accumulate(
         partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
         driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
         sum_sq, sigma_t = _noise_terms_tensor(driven, settings)  # read noise, plus output noise per conversion
-        noise = (torch.tensor(sigma_t, dtype=torch.float32, device=where) * torch.sqrt(sum_sq) * inv_step)[
-            ..., None
-        ] * z[t * n_cycles : (t + 1) * n_cycles]
-        if levels > 0:
-            codes = torch.clamp(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
-            acc = acc + (weights[:, None, None] * codes).sum(dim=0) * step
+        sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32, device=where) * torch.sqrt(sum_sq))[..., None]
+        z_t = z[t * n_cycles : (t + 1) * n_cycles]
+        if levels > 0:  # each tile column converts with its own range: step[t] broadcasts over cycles and vectors
+            noise = (sigma_sqrt * inv_steps[t]) * z_t  # in ADC steps
+            codes = torch.clamp(_adc_round(partial * inv_steps[t] + noise), -float(levels), float(levels))
+            acc = acc + (weights[:, None, None] * codes).sum(dim=0) * steps[t]
         else:
-            acc = acc + (weights[:, None, None] * (partial + noise)).sum(dim=0)
+            acc = acc + (weights[:, None, None] * (partial + sigma_sqrt * z_t)).sum(dim=0)
         if applied.requires_grad:
             ideal = ideal + applied @ operand.detach()
     if any(a.requires_grad for a in tiles):
@@ -346,7 +381,7 @@ def _noise_terms_tensor(sum_sq: torch.Tensor, settings: MvmSettings) -> tuple[to
     return var.to(torch.float32), 1.0
 
 
-def partial_sum_abs_max(
+def adc_inputs(
     x: torch.Tensor,
     state: ArrayState,
     out_scale: torch.Tensor,
@@ -354,9 +389,11 @@ def partial_sum_abs_max(
     *,
     transposed: bool = False,
     tile_cols: int = 0,
-) -> float:
-    """Largest |tile partial sum| of a batch in the ADC's normalised units (noise-free): what a calibrated ADC
-    full scale is set to."""
+) -> np.ndarray:
+    """What every tile column's ADC converts for batch `x`, noise-free, in the ADC's normalised units (partial sum
+    / (g_max - g_min)): (T, M, N) float32, one value per conversion, M = vectors (one conversion per vector) or
+    cycles x vectors (a conversion per input bit-cycle). Transposed: T = column tiles, N = d_in. What ADC ranges are
+    calibrated from (`crossbar.calibration`)."""
     if transposed:
         d = _as_matrix(x, state.d_out, "d")
         scaled = (d * torch.as_tensor(out_scale, dtype=torch.float32)[None, :]).contiguous()
@@ -366,16 +403,14 @@ def partial_sum_abs_max(
         xq, _, _ = _dac_tiles(_as_matrix(x, state.d_in, "x"), settings.dac_levels, state.tile_rows, "x")
         operands = _forward_operands(state, settings)
     if settings.per_cycle:  # the ADC sees each bit-cycle's partial sum
-        peak = 0.0
+        per_tile = []
         for t, operand in enumerate(operands):
             planes, _ = bit_planes(xq[t, :, : operand.shape[0]], settings.dac_levels, settings.cycles)
-            if planes.numel():
-                peak = max(peak, float((planes @ operand).abs().max()))
-        return peak / settings.g_range_us
-    partial = _partial_sums(xq, operands)
-    if partial.numel() == 0:
-        return 0.0
-    return float(partial.abs().max()) / settings.g_range_us
+            per_tile.append((planes @ operand).reshape(-1, operand.shape[1]))
+        partial = torch.stack(per_tile)
+    else:
+        partial = _partial_sums(xq, operands)
+    return (partial / settings.g_range_us).numpy().astype(np.float32, copy=False)
 
 
 def read_noise_normals(key: int, n_tiles: int, n_vec: int, n_out: int) -> np.ndarray:
@@ -426,8 +461,7 @@ def analog_mvm_reference(
         return _per_cycle_accumulate(tiles, operands, settings, key, scale.reshape(-1), col_scale, bias)
     z = torch.from_numpy(read_noise_normals(key, len(operands), n_vec, n_out))
     levels = settings.adc_levels
-    step = torch.tensor(settings.step_us)
-    inv_step = torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)
+    steps, inv_steps = (torch.from_numpy(a) for a in settings.steps(len(operands), n_out))
     acc = torch.zeros((n_vec, n_out), dtype=torch.float32)
     for t, operand in enumerate(operands):
         k = operand.shape[0]
@@ -438,13 +472,14 @@ def analog_mvm_reference(
         tile_sum_sq = _sum_sq(applied[:, t * tile : t * tile + k].detach(), settings.dac_levels).numpy()
         sum_sq, sigma_t = _noise_terms(tile_sum_sq, settings)
         sigma = torch.tensor(sigma_t, dtype=torch.float32)
-        noise = (sigma * torch.sqrt(torch.from_numpy(sum_sq)) * inv_step)[:, None] * z[t]
+        sigma_sqrt = (sigma * torch.sqrt(torch.from_numpy(sum_sq)))[:, None]
         if levels > 0:
-            acc = acc + clamp_ste(_adc_round(partial * inv_step + noise), -float(levels), float(levels))
+            noise = (sigma_sqrt * inv_steps[t]) * z[t]  # in ADC steps
+            codes = clamp_ste(_adc_round(partial * inv_steps[t] + noise), -float(levels), float(levels))
+            acc = acc + codes * steps[t]
         else:
-            acc = acc + (partial + noise)
-    coef = (step * scale if levels > 0 else scale).reshape(n_vec, 1)
-    y = acc * coef * col_scale[None, :]
+            acc = acc + (partial + sigma_sqrt * z[t])
+    y = acc * scale.reshape(n_vec, 1) * col_scale[None, :]
     if bias is not None:
         y = y + bias.to(torch.float32)[None, :]
     return y

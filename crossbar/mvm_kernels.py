@@ -9,7 +9,8 @@ Normalised units. The DAC scales each input vector by its largest magnitude m (a
 management) so the applied voltages satisfy |x| <= 1, and quantises them to `levels` = 2^(bits-1) - 1 steps per
 sign. The tile matmul then gives partial sums P = x_q . (G+ - G-) in uS. The ADC of a column converts P / (g_max -
 g_min) over [-full_scale, full_scale] into `adc_levels` = 2^(bits-1) - 1 steps per sign; the kernel works with the
-equivalent step in uS, `step_us` = full_scale * (g_max - g_min) / adc_levels.
+equivalent step in uS, `step_us` = full_scale * (g_max - g_min) / adc_levels, one per tile column (each column of
+each tile has its own ADC range: fixed, or calibrated per column, per tile or per layer).
 
 Read noise. Independent Gaussian noise of sigma_cell (uS) on each cell read of a tile column adds
 sum_i x_i * n_i to the column current: exactly N(0, sigma_cell^2 * sum_i x_i^2). So one draw per (tile, vector,
@@ -109,7 +110,9 @@ def adc_accumulate_kernel(
     key: np.uint64,
     sigma_us: float,
     adc_levels: int,
-    step_us: float,
+    step_us: np.ndarray,
+    inv_step: np.ndarray,
+    uniform: bool,
     table: np.ndarray,
     out: np.ndarray,
 ) -> None:
@@ -117,14 +120,16 @@ def adc_accumulate_kernel(
 
     partial (T, B, N) float32: x_q . (G+ - G-) per tile, uS; sum_sq (T, B): sum of x_q^2 per tile; scale (B,):
     per-vector input scale; col_scale (N,): per-output digital scale (weight units per uS); bias (N,). sigma_us: read
-    noise per cell (0 = off); adc_levels: ADC steps per sign (0 = ideal ADC) of size step_us. Writes out (B, N):
-    out[b, o] = (sum_t ADC(partial[t, b, o] + noise) * scale[b]) * col_scale[o] + bias[o].
+    noise per cell (0 = off); adc_levels: ADC steps per sign (0 = ideal ADC). step_us (T, N) float32: the ADC step
+    of tile t's column o in uS (each tile column has its own range, `crossbar.mvm.MvmSettings.adc_ranges`), and
+    inv_step (T, N) its float32 reciprocal (both ignored for an ideal ADC). Writes out (B, N):
+    out[b, o] = (sum_t ADC_t,o(partial[t, b, o] + noise) * scale[b]) * col_scale[o] + bias[o], where
+    ADC_t,o(p) = clip(rint(p * inv_step[t, o]), -L, L) * step_us[t, o]. `uniform` (every step equal): the codes are
+    summed first and scaled once by step * scale[b] (one multiply per output instead of one per tile).
     """
     n_tiles, n_vec, n_out = partial.shape
     n_groups = (n_out + 3) // 4
     sigma = np.float32(sigma_us)
-    step = np.float32(step_us)
-    inv_step = np.float32(1.0) / step if adc_levels > 0 else np.float32(1.0)
     limit = np.float32(adc_levels)
     noisy = sigma_us > 0
     for b in prange(n_vec):
@@ -132,11 +137,13 @@ def adc_accumulate_kernel(
         z = np.empty(4 * n_groups, dtype=np.float32)
         for t in range(n_tiles):
             row = partial[t, b]
+            step = step_us[t]
+            inv = inv_step[t]
             if noisy:
-                # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (in ADC steps if
-                # quantising) times unit normals, four per hash. The normals go to a buffer first so that the
-                # loop below (noise, ADC, tile sum) vectorises.
-                noise_scale = sigma * np.sqrt(sum_sq[t, b]) * inv_step
+                # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (uS; times 1 / step in
+                # ADC steps) times unit normals, four per hash. The normals go to a buffer first so that the loop
+                # below (noise, ADC, tile sum) vectorises.
+                noise_us = sigma * np.sqrt(sum_sq[t, b])
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
                     h = splitmix64(key ^ (counter0 + np.uint64(g)))
@@ -144,22 +151,32 @@ def adc_accumulate_kernel(
                     z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
                     z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
                     z[4 * g + 3] = table[h >> np.uint64(48)]
-                if adc_levels > 0:
+                if adc_levels > 0 and uniform:
+                    noise_steps = noise_us * inv[0]
                     for o in range(n_out):
-                        code = np.rint(row[o] * inv_step + noise_scale * z[o])
+                        code = np.rint(row[o] * inv[o] + noise_steps * z[o])
                         acc[o] += min(max(code, -limit), limit)
+                elif adc_levels > 0:
+                    for o in range(n_out):
+                        code = np.rint(row[o] * inv[o] + (noise_us * inv[o]) * z[o])
+                        acc[o] += min(max(code, -limit), limit) * step[o]
                 else:
                     for o in range(n_out):
-                        acc[o] += row[o] + noise_scale * z[o]
+                        acc[o] += row[o] + noise_us * z[o]
+            elif adc_levels > 0 and uniform:
+                for o in range(n_out):
+                    code = np.rint(row[o] * inv[o])
+                    acc[o] += min(max(code, -limit), limit)
             elif adc_levels > 0:
                 for o in range(n_out):
-                    code = np.rint(row[o] * inv_step)
-                    acc[o] += min(max(code, -limit), limit)
+                    code = np.rint(row[o] * inv[o])
+                    acc[o] += min(max(code, -limit), limit) * step[o]
             else:
                 for o in range(n_out):
                     acc[o] += row[o]
-        # Digital: ADC codes back to uS, times the vector's input scale and the output's weight scale, plus bias.
-        coef = step * scale[b] if adc_levels > 0 else scale[b]
+        # Digital: the tiles' converted sums (uS; uniform steps: codes, times the step) times the vector's input
+        # scale and the output's weight scale, plus bias.
+        coef = step_us[0, 0] * scale[b] if adc_levels > 0 and uniform else scale[b]
         for o in range(n_out):
             out[b, o] = acc[o] * coef * col_scale[o] + bias[o]
 

@@ -163,13 +163,22 @@ def analog_mvm_torch(
         z = read_noise_normals_torch(key, n_tiles * settings.cycles, n_vec, n_out, device)
         return _per_cycle_accumulate(tiles, operands, settings, key, scale, col_scale, bias_vec, normals=z)
     levels = settings.adc_levels
-    step = torch.tensor(settings.step_us, dtype=torch.float32)
-    inv_step = (torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)).to(device)
-    step = step.to(device)
     sum_sq, sigma = _noise_terms_tensor(sum_sq, settings)
     noisy = sigma > 0
     z = read_noise_normals_torch(key, n_tiles, n_vec, n_out, device) if noisy else None
     acc = torch.zeros((n_vec, n_out), dtype=torch.float32, device=device)
+    if settings.adc_ranges is not None and levels > 0:  # a range per tile column (calibrated): codes x step[t]
+        steps, inv_steps = (torch.from_numpy(a).to(device) for a in settings.steps(n_tiles, n_out))
+        for t, operand in enumerate(operands):
+            value = (xq[t, :, : operand.shape[0]] @ operand) * inv_steps[t]
+            if noisy:
+                sigma_sqrt = torch.tensor(sigma, dtype=torch.float32, device=device) * torch.sqrt(sum_sq[t])
+                value = value + (sigma_sqrt[:, None] * inv_steps[t]) * z[t]
+            acc = acc + torch.clamp(torch.round(value), -float(levels), float(levels)) * steps[t]
+        return acc * scale[:, None] * col_scale[None, :] + bias_vec[None, :]
+    step = torch.tensor(settings.step_us, dtype=torch.float32)
+    inv_step = (torch.tensor(1.0, dtype=torch.float32) / step if levels > 0 else torch.tensor(1.0)).to(device)
+    step = step.to(device)
     for t, operand in enumerate(operands):
         partial = xq[t, :, : operand.shape[0]] @ operand
         value = partial * inv_step if levels > 0 else partial

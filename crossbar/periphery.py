@@ -17,9 +17,21 @@ MVM (`crossbar.mvm.analog_mvm_reference`); the fast path does the same arithmeti
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
 import torch
 
-__all__ = ["adc_quantize", "clamp_ste", "dac_quantize", "quantizer_levels", "round_ste"]
+__all__ = [
+    "ADC_GRANULARITIES",
+    "adc_quantize",
+    "check_adc_calibration",
+    "clamp_ste",
+    "dac_quantize",
+    "pooled_ranges",
+    "quantizer_levels",
+    "round_ste",
+]
 
 
 def quantizer_levels(bits: int | None, name: str = "bits") -> int:
@@ -95,3 +107,39 @@ def adc_quantize(partial: torch.Tensor, bits: int | None, full_scale: float) -> 
     step = torch.tensor(full_scale / levels, dtype=torch.float32)
     inv_step = torch.tensor(1.0, dtype=torch.float32) / step
     return clamp_ste(round_ste(partial * inv_step), -float(levels), float(levels)) * step
+
+
+# --- ADC ranges from a calibration set (`crossbar.calibration`) ------------------------------------------------
+
+AdcGranularity = Literal["column", "tile", "layer"]
+ADC_GRANULARITIES: tuple[str, ...] = ("column", "tile", "layer")
+
+
+def check_adc_calibration(percentile: float, granularity: str) -> None:
+    """Raise ValueError naming the argument unless percentile is in (0, 100] and granularity is known."""
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if granularity not in ADC_GRANULARITIES:
+        raise ValueError(f"granularity must be one of {list(ADC_GRANULARITIES)}, got {granularity!r}")
+
+
+def pooled_ranges(values: np.ndarray, percentile: float, granularity: str, group: int, fallback: float) -> np.ndarray:
+    """(T, N) float32 ADC ranges from the ADC inputs `values` (T, M, N) (normalised units, one per conversion): the
+    `percentile` of |values| per tile column, per group of `group` columns of a tile (`tile`) or over all
+    (`layer`). A range that comes out 0 (a column whose inputs were all zero) is `fallback`."""
+    check_adc_calibration(percentile, granularity)
+    n_tiles, _, n_out = values.shape
+    magnitude = np.abs(values.astype(np.float64, copy=False))
+    if magnitude.shape[1] == 0:
+        raise ValueError("the calibration set is empty")
+    if granularity == "column":
+        ranges = np.percentile(magnitude, percentile, axis=1)  # (T, N)
+    elif granularity == "tile":
+        ranges = np.empty((n_tiles, n_out))
+        for lo in range(0, n_out, group):
+            block = magnitude[:, :, lo : lo + group].reshape(n_tiles, -1)
+            ranges[:, lo : lo + group] = np.percentile(block, percentile, axis=1)[:, None]
+    else:
+        ranges = np.full((n_tiles, n_out), np.percentile(magnitude, percentile))
+    ranges = np.where(ranges > 0, ranges, fallback)
+    return ranges.astype(np.float32)

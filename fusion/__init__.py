@@ -20,7 +20,16 @@ Imports `energy` and `crossbar` only.
 
 from fusion.analog_lora import AnalogLoRALinear
 from fusion.bank import BANK_FORMAT_VERSION, LoRABank, build_bank
-from fusion.deploy import BankArrays, FusionLayers, ProgrammedBank, attach_fusion, detach_fusion, program_bank
+from fusion.deploy import (
+    BankArrays,
+    FusionLayers,
+    ProgrammedBank,
+    attach_fusion,
+    calibrate_deployed_adc,
+    calibrate_norms,
+    detach_fusion,
+    program_bank,
+)
 from fusion.fused import FusedCalibration, FusedLinear, calibrate
 from fusion.loop import evaluate_loss
 from fusion.lora import LoRALinear, attach_lora, detach_lora, extract_lora, find_linear_layers, lora_layers, train_lora
@@ -75,6 +84,8 @@ __all__ = [
     "ProgrammedBank",
     "adapt",
     "attach_fusion",
+    "calibrate_deployed_adc",
+    "calibrate_norms",
     "attach_lora",
     "build_bank",
     "calibrate",

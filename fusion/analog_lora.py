@@ -80,7 +80,13 @@ class AnalogLoRALinear(nn.Module):
         scope: LedgerScope | None,
         trainable: bool,
     ) -> AnalogLoRALinear:
-        """Build the two arrays for (A, B), program them once (recorded in `scope`), and wrap them with `base`."""
+        """Build the two arrays for (A, B), program them once (recorded in `scope`), and wrap them with `base`.
+
+        Arrays programmed during adaptation convert over the device's fixed `adc_full_scale` even when the device
+        calibrates its ADC ranges: the calibration phase runs once after deployment, and calibrating these arrays
+        from adaptation data is what the calibration phase rules out."""
+        if array_config.adc_range == "calibrated":
+            array_config = array_config.replace(adc_range="fixed")
         array_a = AnalogLinear.from_weight(
             a.detach(), None, array_config, seed=derive_seed(seed, "lora_A", name), name=f"{name}.lora_A"
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crossbar import AnalogLinear, DeviceConfig, derive_seed
+from crossbar import AnalogLinear, DeviceConfig, adc_calibration, derive_seed, record_all_to
 from energy import LedgerScope
 from fusion.bank import LoRABank
 from fusion.fused import FusedCalibration, FusedLinear, calibrate
@@ -22,7 +22,16 @@ from fusion.lora import is_linear, set_module
 from fusion.params import CoefficientSharing, coefficient_groups
 from fusion.reference import FusionForm, check_form
 
-__all__ = ["BankArrays", "FusionLayers", "ProgrammedBank", "attach_fusion", "detach_fusion", "program_bank"]
+__all__ = [
+    "BankArrays",
+    "FusionLayers",
+    "ProgrammedBank",
+    "attach_fusion",
+    "calibrate_deployed_adc",
+    "calibrate_norms",
+    "detach_fusion",
+    "program_bank",
+]
 
 
 @dataclass
@@ -135,6 +144,58 @@ def program_bank(
         calibration = calibrate(base, array_a, array_b, calibration_scope, layer=name) if calibrate_norms else None
         layers[name] = BankArrays(array_a, array_b, calibration)
     return ProgrammedBank(bank, layers, report)
+
+
+def calibrate_deployed_adc(
+    model: nn.Module,
+    bank: ProgrammedBank | None,
+    x_calibration: torch.Tensor,
+    scope: LedgerScope | None,
+    *,
+    percentile: float = 99.99,
+    granularity: str = "column",
+    forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+) -> int:
+    """The ADC calibration phase of a deployment: run the calibration set through the programmed `model` once
+    (`forward(model, x)`, default `model(x)`), calibrating every analog layer's column ADCs from its own inputs
+    (`crossbar.adc_calibration`), and each bank layer's A_stack from the same input as its base layer and B_stack
+    from A_stack's outputs (all entries weighted alike: the coefficients are not known yet, and the DAC normalises
+    each vector, so only their ratios would matter). Returns the ADC conversions observed; the calibration MVMs
+    are recorded in `scope`. Layers of a device with adc_range "fixed" are left alone."""
+    arrays_of: dict[int, BankArrays] = {}
+    if bank is not None:
+        for name, arrays in bank.layers.items():
+            arrays_of[id(_base_layer(model, name))] = arrays
+
+    def bank_arrays(name: str, layer: nn.Module, x: torch.Tensor) -> int:
+        arrays = arrays_of.get(id(layer))
+        if arrays is None or not isinstance(arrays.a, AnalogLinear):
+            return 0
+        conversions = 0
+        if arrays.a.array_config.adc_range == "calibrated":
+            conversions += arrays.a.calibrate_adc(x, percentile=percentile, granularity=granularity, scope=scope)
+        with record_all_to(arrays.a, scope):
+            u = arrays.a.mvm(x)
+        if isinstance(arrays.b, AnalogLinear) and arrays.b.array_config.adc_range == "calibrated":
+            conversions += arrays.b.calibrate_adc(u, percentile=percentile, granularity=granularity, scope=scope)
+        return conversions
+
+    run = forward or (lambda module, x: module(x))
+    with adc_calibration(model, scope, percentile=percentile, granularity=granularity, on_input=bank_arrays) as rep:
+        run(model, x_calibration)
+    return rep.conversions
+
+
+def calibrate_norms(
+    model: nn.Module, bank: ProgrammedBank, scope: LedgerScope | None, *, reads: int = 0, storage: str = "readout"
+) -> None:
+    """Read out every bank layer's row-norm calibration (`fusion.fused.calibrate`: `reads` noisy read-outs averaged,
+    0 = noise-free; `storage` = what SRAM keeps) from the programmed arrays, after the ADC calibration phase;
+    recorded in `scope` (normally phase `calibration`)."""
+    for name, arrays in bank.layers.items():
+        arrays.calibration = calibrate(
+            _base_layer(model, name), arrays.a, arrays.b, scope, layer=name, reads=reads, storage=storage
+        )
 
 
 @dataclass

@@ -19,8 +19,10 @@ class DigitalState:
     - `kept`: trained values the adapted model needs digitally at inference (fusion and lorahub: coefficients and
       magnitudes; lora_digital: its A and B). Values written into arrays (lora_program_once, lora_in_situ,
       full_finetune) are not kept.
-    - `calibration`: the fused layers' row-norm read-out (||W0||^2 per row, W0 A_stack^T, A_stack A_stack^T and
-      B_stack), held in SRAM from deployment on: adaptation and renewal after drift read it.
+    - `calibration`: the part of the fused layers' row-norm read-out that SRAM keeps (their `cal_*` buffers:
+      `calibration.norm_storage` readout = ||W0||^2 per row, W0 A_stack^T, A_stack A_stack^T and B_stack;
+      no_b_copy = without B_stack; on_demand = ||W0||^2 only, the rest read from the arrays when c changes), held
+      from deployment on: adaptation and renewal after drift read it.
     - `trainable`, `gradients`, `optimizer`: what adaptation holds at its peak: every trained value, its gradient
       and, for Adam, two moment estimates (lorahub's gradient-free search: no gradient; its optimizer's internal
       state is not counted, an undercount).

@@ -80,6 +80,8 @@ def _read_metrics(run_dir: Path) -> pd.DataFrame:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}, expected {', '.join(METRIC_COLUMNS)}")
     if frame.empty:
         raise ResultsError(f"{path}: has no rows, expected one row per method, task and drift time")
+    if "seed" not in frame.columns:  # metrics.csv from before seeds: one seed
+        frame["seed"] = 0
     for column in METRIC_COLUMNS:
         if column not in label_columns:
             values = pd.to_numeric(frame[column], errors="coerce")
@@ -155,33 +157,76 @@ def _log_axis_with_zero(ax, axis: str, values: np.ndarray, decade_ticks: bool = 
     return True
 
 
+# --- statistics for error bars (scenarios.stats: the same intervals and rounding as report.md) -------------------
+def _summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95 % CI over seeds per method x task x drift time (task `all`: mean over tasks), as in summary.csv."""
+    from scenarios.stats import summarise
+
+    return summarise(metrics)
+
+
+def _accuracy_error(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    """(lower, upper) error-bar lengths in points for summary rows, and what they are: the 95 % t interval over
+    seeds where there are several seeds, else the test set's 95 % Wilson interval (where n_test is known)."""
+    means = 100 * rows["accuracy_mean"].to_numpy(dtype=float)
+    if (rows["n_seeds"] > 1).all():
+        half = 100 * rows["accuracy_ci95"].to_numpy(dtype=float)
+        return half, half, "95 % CI over seeds"
+    if (rows["accuracy_binom_n"] > 0).all():
+        low = means - 100 * rows["accuracy_binom_low"].to_numpy(dtype=float)
+        high = 100 * rows["accuracy_binom_high"].to_numpy(dtype=float) - means
+        return low, high, "95 % Wilson interval of the test set (one seed)"
+    nothing = np.zeros_like(means)
+    return nothing, nothing, "no interval (one seed, test-set size unknown)"
+
+
+def _label(method: str, row: pd.Series | None) -> str:
+    """Legend label `method: mean ± CI %` rounded by scenarios.stats.format_mean_ci."""
+    from scenarios.stats import format_mean_ci
+
+    if row is None:
+        return method
+    binomial = (row["accuracy_binom_high"] - row["accuracy_binom_low"]) / 2 if row["accuracy_binom_n"] else None
+    text = format_mean_ci(row["accuracy_mean"], row["accuracy_ci95"], scale=100, unit=" %", fallback_half=binomial)
+    return f"{method}: {text}"
+
+
+def _overall(summary: pd.DataFrame, method: str, drift_s: float) -> pd.Series | None:
+    rows = summary[(summary["method"] == method) & (summary["task"] == "all") & (summary["drift_s"] == drift_s)]
+    return rows.iloc[0] if len(rows) else None
+
+
 # --- figures ---------------------------------------------------------------------------------------------------
 def _energy_vs_accuracy(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
     fresh = _fresh(metrics).groupby(["method", "task"], sort=False)[["adapt_energy_pj", "accuracy"]].mean()
+    summary = _summary(_fresh(metrics))
+    first_drift = float(metrics["drift_s"].min())
     fig = Figure(figsize=(7.5, 5.0))
     ax = fig.add_subplot()
+    interval = ""
     for method in methods:
         if method not in fresh.index.get_level_values(0):
             continue
         rows = fresh.loc[method]
         colour, marker = style[method]
         ax.scatter(rows["adapt_energy_pj"], 100 * rows["accuracy"], color=colour, marker=marker, s=30, alpha=0.45)
-        ax.scatter(
-            rows["adapt_energy_pj"].mean(),
-            100 * rows["accuracy"].mean(),
-            color=colour,
-            marker=marker,
-            s=140,
-            edgecolors="black",
-            linewidths=1.0,
-            label=method,
-            zorder=3,
-        )
+        overall = _overall(summary, method, first_drift)
+        low, high, interval = _accuracy_error(summary.loc[[overall.name]]) if overall is not None else (0, 0, "")
+        energy_half = overall["adapt_energy_pj_ci95"] if overall is not None else math.nan
+        ax.errorbar(
+            overall["adapt_energy_pj_mean"] if overall is not None else rows["adapt_energy_pj"].mean(),
+            100 * overall["accuracy_mean"] if overall is not None else 100 * rows["accuracy"].mean(),
+            yerr=np.array([low, high]).reshape(2, 1) if overall is not None else None,
+            xerr=energy_half if math.isfinite(energy_half) and energy_half > 0 else None,
+            color=colour, marker=marker, markersize=11, markeredgecolor="black", markeredgewidth=1.0,
+            ecolor=colour, elinewidth=1.2, capsize=3, linestyle="", label=_label(method, overall), zorder=3,
+        )  # fmt: skip
     zeros = _log_axis_with_zero(ax, "x", fresh["adapt_energy_pj"].to_numpy())
     note = " (log scale; 0 drawn at 0)" if zeros else " (log scale)"
     ax.set_xlabel(f"adaptation energy per task (pJ){note}")
     ax.set_ylabel("target-task accuracy (%)")
-    ax.set_title("Adaptation energy vs accuracy (fresh devices)")
+    ax.set_title(f"Adaptation energy vs accuracy (fresh devices; bars: {interval})" if interval else
+                 "Adaptation energy vs accuracy (fresh devices)", fontsize=10)  # fmt: skip
     ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     handles += [
@@ -194,29 +239,35 @@ def _energy_vs_accuracy(metrics: pd.DataFrame, methods: list[str], style: dict) 
 
 def _accuracy_by_task(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
     fresh = _fresh(metrics)
+    first_drift = float(fresh["drift_s"].min())
     tasks = _ordered(fresh["task"])
-    per_task = fresh.groupby(["method", "task"], sort=False)["accuracy"].agg(["mean", "std"])
+    summary = _summary(fresh)
     groups = [*tasks, "mean"]
     width = 0.8 / max(1, len(methods))
     fig = Figure(figsize=(max(7.0, 1.3 * len(groups) + 2.5), 4.8))
     ax = fig.add_subplot()
     positions = np.arange(len(groups))
+    interval = ""
     for i, method in enumerate(methods):
-        means = [per_task["mean"].get((method, task), np.nan) for task in tasks]
-        spread = [per_task["std"].get((method, task), np.nan) for task in tasks]
-        means.append(np.nanmean(means) if not np.all(np.isnan(means)) else np.nan)
-        spread.append(np.nan)
+        mine = summary[summary["method"] == method].set_index("task")
+        if mine.empty:
+            continue
+        rows = mine.reindex([*tasks, "all"])
+        present = rows["accuracy_mean"].notna().to_numpy()
+        low, high, interval = _accuracy_error(rows[present])
+        errors = np.zeros((2, len(groups)))
+        errors[:, present] = [low, high]
         colour, _ = style[method]
-        errors = None if np.all(np.isnan(spread)) else 100 * np.nan_to_num(np.asarray(spread))
-        ax.bar(positions + (i - (len(methods) - 1) / 2) * width, 100 * np.asarray(means), width, color=colour,
-               label=method, yerr=errors, capsize=2, edgecolor="white", linewidth=0.5)  # fmt: skip
+        ax.bar(positions + (i - (len(methods) - 1) / 2) * width, 100 * rows["accuracy_mean"].to_numpy(dtype=float),
+               width, color=colour, label=_label(method, _overall(summary, method, first_drift)),
+               yerr=np.nan_to_num(errors), capsize=2, edgecolor="white", linewidth=0.5)  # fmt: skip
     ax.set_xticks(positions, groups, rotation=20, ha="right")
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
     ax.set_xlabel("target task")
-    ax.set_title("Per-task accuracy by method (fresh devices; error bars: s.d. over repeats)")
+    ax.set_title(f"Per-task accuracy by method (fresh devices; error bars: {interval})", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(fontsize=8, ncols=min(3, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
     return fig
 
 
@@ -296,26 +347,28 @@ def _cell_writes_per_layer(ledger: pd.DataFrame, methods: list[str]) -> Figure:
 
 
 def _accuracy_vs_drift(metrics: pd.DataFrame, methods: list[str], style: dict) -> Figure:
-    per_task = metrics.groupby(["method", "drift_s", "task"], sort=False)["accuracy"].mean()
-    summary = per_task.groupby(level=["method", "drift_s"], sort=False).agg(["mean", "std"])
+    summary = _summary(metrics)
+    overall = summary[summary["task"] == "all"]
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
+    interval = ""
     for method in methods:
-        if method not in summary.index.get_level_values(0):
+        rows = overall[overall["method"] == method].sort_values("drift_s")
+        if rows.empty:
             continue
-        rows = summary.loc[method].sort_index()
         colour, marker = style[method]
-        times = rows.index.to_numpy(dtype=float)
-        ax.plot(times, 100 * rows["mean"], color=colour, marker=marker, label=method)
-        spread = 100 * rows["std"].fillna(0.0)
-        ax.fill_between(times, 100 * rows["mean"] - spread, 100 * rows["mean"] + spread, color=colour, alpha=0.12)
+        times = rows["drift_s"].to_numpy(dtype=float)
+        means = 100 * rows["accuracy_mean"].to_numpy(dtype=float)
+        low, high, interval = _accuracy_error(rows)
+        ax.plot(times, means, color=colour, marker=marker, label=method)
+        ax.fill_between(times, means - np.nan_to_num(low), means + np.nan_to_num(high), color=colour, alpha=0.12)
     times = np.sort(metrics["drift_s"].unique().astype(float))
     _log_axis_with_zero(ax, "x", times, decade_ticks=False)
     ax.set_xticks(times, [_duration(t) for t in times], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("time since programming (log scale; 0 = fresh)")
     ax.set_ylabel("mean target-task accuracy (%)")
-    ax.set_title("Accuracy vs conductance drift (band: s.d. across target tasks)")
+    ax.set_title(f"Accuracy vs conductance drift (band: {interval})", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return fig

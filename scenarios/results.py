@@ -28,6 +28,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "accuracy",
     "accuracy_std",
     "repeats",
+    "n_test",
     "trainable_params",
     "digital_state_words",
     "digital_state_bytes",
@@ -108,6 +109,7 @@ def metrics_rows(units: list[UnitResult], word_bits: int = 32) -> list[dict[str,
                     "accuracy": mean,
                     "accuracy_std": std,
                     "repeats": len(accuracies),
+                    "n_test": unit.n_test,
                     "trainable_params": unit.trainable_params,
                     "digital_state_words": unit.digital_state.get("words", 0),
                     "digital_state_bytes": unit.digital_state.get("words", 0) * word_bits // 8,
@@ -141,11 +143,12 @@ def write_results(
         ledger = ledger.merge(unit.ledger())
     ledger.to_csv(run_dir / "ledger.csv")
     summary = _summary(rows, scenario)
+    n_seeds = max(1, len({unit.seed for unit in units}))  # deploy_ledger sums every seed's deployment
     deploy = {
         phase: {
-            "energy_pj": deploy_ledger.total("energy_pj", phase=phase),
-            "latency_s": deploy_ledger.total("latency_ns", phase=phase) * 1e-9,
-            "cell_write_pulses": deploy_ledger.cell_write_pulses(phase=phase),
+            "energy_pj": deploy_ledger.total("energy_pj", phase=phase) / n_seeds,
+            "latency_s": deploy_ledger.total("latency_ns", phase=phase) * 1e-9 / n_seeds,
+            "cell_write_pulses": deploy_ledger.cell_write_pulses(phase=phase) / n_seeds,
         }
         for phase in ("deploy_base", "deploy_bank", "calibration")
     }
@@ -153,6 +156,7 @@ def write_results(
         "scenario": scenario.name,
         **run_stamp(),
         "seed": scenario.seed,
+        "seeds": list(scenario.seed_list),
         "device": scenario.device.preset,
         "costs": scenario.costs.preset,
         "deploy": deploy,
@@ -160,7 +164,8 @@ def write_results(
         "units": [{k: v for k, v in unit.to_json().items() if k != "ledger_records"} for unit in units],
     }
     atomic_write_text(run_dir / "results.json", json.dumps(_jsonable(results), indent=1))
-    atomic_write_text(run_dir / "report.md", _report(scenario, summary, rows, deploy))
+    statistics = write_statistics(run_dir, rows)
+    atomic_write_text(run_dir / "report.md", _report(scenario, summary, rows, deploy, statistics))
     if plots:
         from scenarios.plots import plot_run
 
@@ -198,13 +203,21 @@ def _summary(rows: list[dict[str, object]], scenario: Scenario) -> list[dict[str
     return summary
 
 
-def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dict[str, object]], deploy: dict) -> str:
+def _report(
+    scenario: Scenario,
+    summary: list[dict[str, object]],
+    rows: list[dict[str, object]],
+    deploy: dict,
+    statistics: Statistics | None = None,
+) -> str:
     first_drift = float(scenario.evaluate.drift_times_s[0])
     lines = [
         f"# {scenario.name}: results",
         "",
-        f"Device `{scenario.device.preset}`, costs `{scenario.costs.preset}`, seed {scenario.seed}. "
-        f"Means over {len(scenario.tasks.targets)} target tasks at drift time {first_drift:g} s.",
+        f"Device `{scenario.device.preset}`, costs `{scenario.costs.preset}`, "
+        f"seed{'s' if len(scenario.seed_list) > 1 else ''} {', '.join(map(str, scenario.seed_list))}. "
+        f"Means over {len(scenario.tasks.targets)} target tasks (and seeds) at drift time {first_drift:g} s; "
+        "accuracy ± its 95 % CI over seeds (see Statistics).",
         "",
         "| method | mean accuracy | trainable params | digital state (words / bytes)† | adapt peak state (words) | "
         "cell write pulses / task | adapt energy / task | inference energy / sample | task switches to wear-out* |",
@@ -213,11 +226,13 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
     for s in summary:
         switches = s["switches_to_wearout"]
         lines.append(
-            f"| {s['method']} | {100 * float(s['mean_accuracy']):.1f} % | {int(s['trainable_params']):,} | "
+            f"| {s['method']} | {_accuracy_text(statistics, str(s['method']), first_drift) or _percent(s)} | "
+            f"{int(s['trainable_params']):,} | "
             f"{int(s['digital_state_words']):,} / {int(s['digital_state_bytes']):,} B | "
-            f"{int(s['adapt_state_words']):,} | {float(s['cell_write_pulses_per_task']):,.0f} | "
-            f"{_energy(float(s['adapt_energy_pj_per_task']))} | "
-            f"{_energy(float(s['inference_energy_pj_per_sample']))} | "
+            f"{int(s['adapt_state_words']):,} | "
+            f"{_rounded(statistics, s, first_drift, 'cell_write_pulses', 'cell_write_pulses_per_task')} | "
+            f"{_rounded(statistics, s, first_drift, 'adapt_energy_pj', 'adapt_energy_pj_per_task')} | "
+            f"{_rounded(statistics, s, first_drift, 'inference_energy_pj_per_sample')} | "
             f"{'never' if math.isinf(float(switches)) else f'{float(switches):,.0f}'} |"
         )
     lines += ["", "\\* endurance / write pulses per cell of the most-written array in one adaptation: the average "
@@ -226,25 +241,186 @@ def _report(scenario: Scenario, summary: list[dict[str, object]], rows: list[dic
               "lorahub: coefficients and magnitudes; lora_digital: A and B) plus fused layers' calibration read-out "
               "(W0 A^T, A A^T, B_stack, ||W0||^2 per row). Adapt peak adds every trained value, its gradient and "
               "Adam's two moments (fusion.accounting.DigitalState)."]  # fmt: skip
-    lines += ["", "## Deployment (once, shared by every method)", "", "| phase | energy | latency | write pulses |",
-              "|---|---:|---:|---:|"]  # fmt: skip
+    n_seeds = len(scenario.seed_list)
+    per_seed = f", mean per seed over {n_seeds} seeds" if n_seeds > 1 else ""
+    lines += ["", f"## Deployment (once, shared by every method{per_seed})", "",
+              "| phase | energy | latency | write pulses |", "|---|---:|---:|---:|"]  # fmt: skip
     for phase, values in deploy.items():
         lines.append(
             f"| {phase} | {_energy(values['energy_pj'])} | {values['latency_s']:.3g} s | "
             f"{values['cell_write_pulses']:,.0f} |"
         )
-    drifts = sorted({float(r["drift_s"]) for r in rows})
-    header = "| method | task | " + " | ".join(f"{d:g} s" for d in drifts) + " |"
-    lines += ["", "## Accuracy by task and drift time", "", header, "|---|---|" + "---:|" * len(drifts)]
-    for spec in scenario.methods:
-        for task in scenario.tasks.targets:
-            cells = []
-            for d in drifts:
-                match = [r for r in rows if r["method"] == spec.key and r["task"] == task and r["drift_s"] == d]
-                cells.append(f"{100 * float(match[0]['accuracy']):.1f} %" if match else "")
-            lines.append(f"| {spec.key} | {task} | " + " | ".join(cells) + " |")
+    if statistics is not None:
+        lines += _statistics_report(statistics, scenario)
     lines += ["", "Figures: `figures/` (PNG and SVG). Every energy and pulse figure comes from `ledger.csv`.", ""]
     return "\n".join(lines)
+
+
+# --- statistics over seeds (scenarios.stats): summary.csv, summary.json, paired.csv and the report's sections -----
+STATISTICS_FILES: tuple[str, ...] = ("summary.csv", "summary.json", "paired.csv")
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """A run's summary over seeds (`scenarios.stats.summarise`) and paired comparison against fusion."""
+
+    summary: object  # pandas.DataFrame
+    paired: object  # pandas.DataFrame (empty without a fusion method)
+    reference: str = "fusion"
+
+
+def write_statistics(run_dir: Path, rows: list[dict[str, object]], reference: str = "fusion") -> Statistics:
+    """Write summary.csv (mean and 95 % CI over seeds per method x task x drift time, `all` = mean over tasks,
+    with the test set's Wilson interval), paired.csv (each method minus `reference` on the same seed and task) and
+    summary.json (both, with the definitions of every interval)."""
+    import pandas as pd
+
+    from scenarios import stats
+
+    metrics = pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+    summary = stats.summarise(metrics)
+    paired = stats.paired_differences(metrics, reference=reference)
+    atomic_write_text(run_dir / "summary.csv", _frame_csv(summary))
+    atomic_write_text(run_dir / "paired.csv", _frame_csv(paired))
+    document = {
+        "definitions": _DEFINITIONS | {"reference": reference},
+        "summary": summary.to_dict("records"),
+        "paired": paired.to_dict("records"),
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(_jsonable(_plain(document)), indent=1))
+    return Statistics(summary, paired, reference)
+
+
+_DEFINITIONS = {
+    "unit": "one metrics.csv row: (method, task, seed, drift_s); accuracy = mean over evaluate.repeats",
+    "ci95": "Student-t 95 % interval over seeds: per task of the unit values; for task 'all' of the per-seed mean "
+    "over target tasks (the target tasks are fixed, seeds are the random part); NaN with one seed",
+    "binom": "Wilson score 95 % interval of the mean accuracy on the pooled test images "
+    "(accuracy_binom_n = test images x tasks x seeds; repeats re-read the same images)",
+    "paired": "method minus reference on the same (seed, task, drift_s) units; diff_ci95 is the t interval over seeds "
+    "(task 'all': of the per-seed mean difference over tasks), t_p_value the two-sided one-sample t-test; "
+    "wins/losses/ties and sign_p_value (exact two-sided binomial, ties dropped) over the (seed, task) pairs",
+    "rounding": "half-widths to one significant digit (two if it is 1), values to the same decimal place "
+    "(scenarios.stats.format_mean_ci)",
+}  # fmt: skip
+
+
+def _accuracy_text(statistics: Statistics | None, method: str, drift_s: float, task: str = "all") -> str:
+    """A method's accuracy as `mean ± CI %` (over seeds), rounded by scenarios.stats; without an interval the
+    digits follow the test set's binomial half-width."""
+    from scenarios import stats
+
+    if statistics is None:
+        return ""
+    frame = statistics.summary
+    match = frame[(frame["method"] == method) & (frame["task"] == task) & (frame["drift_s"] == drift_s)]
+    if match.empty:
+        return ""
+    row = match.iloc[0]
+    binomial_half = (row["accuracy_binom_high"] - row["accuracy_binom_low"]) / 2
+    return stats.format_mean_ci(row["accuracy_mean"], row["accuracy_ci95"], scale=100, unit=" %",
+                                fallback_half=binomial_half)  # fmt: skip
+
+
+def _statistics_report(statistics: Statistics, scenario: Scenario) -> list[str]:
+    """The report's statistics section: accuracy with both intervals, the paired comparison, energies over seeds,
+    and accuracy by task and drift time (mean ± CI over seeds)."""
+    from scenarios import stats
+
+    summary, paired, reference = statistics.summary, statistics.paired, statistics.reference
+    seeds = scenario.seed_list
+    drifts = list(dict.fromkeys(summary["drift_s"]))
+    overall = summary[summary["task"] == "all"]
+    plural = "s" if len(seeds) > 1 else ""
+    lines = [
+        "", f"## Statistics over seeds ({len(seeds)} seed{plural}: {', '.join(map(str, seeds))})", "",
+        "Mean ± 95 % CI: Student t over seeds of the per-seed mean over target tasks (no ± with one seed). Test set: "
+        "Wilson 95 % interval on the pooled test images. Δ vs " + reference + ": the paired difference on the same "
+        "(seed, task) units, t interval over seeds, t-test p, and wins/losses over the (seed, task) pairs. Values "
+        "are rounded to their interval's first significant digit. Definitions: `summary.json`; numbers: "
+        "`summary.csv`, `paired.csv`.", "",
+    ]  # fmt: skip
+    for drift_s in drifts:
+        lines += [f"### Drift time {drift_s:g} s", "",
+                  f"| method | accuracy (95 % CI, seeds) | test set (95 % Wilson) | Δ vs {reference} (95 % CI) | "
+                  "t-test p | wins / losses | adapt energy / task | inference energy / sample | "
+                  "write pulses / task |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in overall[overall["drift_s"] == drift_s].to_dict("records"):
+            method = row["method"]
+            low, high = row["accuracy_binom_low"], row["accuracy_binom_high"]
+            decimals = stats.decimals_for(100 * (high - low) / 2)
+            wilson = f"[{100 * low:.{max(decimals or 0, 0)}f}, {100 * high:.{max(decimals or 0, 0)}f}] %"
+            delta = p_text = wins = ""
+            if len(paired) and method != reference:
+                match = paired[(paired["method"] == method) & (paired["task"] == "all")
+                               & (paired["drift_s"] == drift_s)]  # fmt: skip
+                if len(match):
+                    pair = match.iloc[0]
+                    delta = stats.format_mean_ci(pair["diff_mean"], pair["diff_ci95"], scale=100, unit=" pt",
+                                                 fallback_half=(high - low) / 2, signed=True)  # fmt: skip
+                    p_text = "n/a" if pair["t_p_value"] != pair["t_p_value"] else f"{pair['t_p_value']:.2g}"
+                    wins = f"{int(pair['wins'])} / {int(pair['losses'])}"
+            adapt = stats.format_si(row["adapt_energy_pj_mean"] * 1e-12, row["adapt_energy_pj_ci95"] * 1e-12, "J")
+            inference = stats.format_si(row["inference_energy_pj_per_sample_mean"] * 1e-12,
+                                        row["inference_energy_pj_per_sample_ci95"] * 1e-12, "J")  # fmt: skip
+            pulses = stats.format_mean_ci(row["cell_write_pulses_mean"], row["cell_write_pulses_ci95"])
+            lines.append(f"| {method} | {_accuracy_text(statistics, method, drift_s)} | {wilson} | {delta} | "
+                         f"{p_text} | {wins} | {adapt} | {inference} | {pulses} |")  # fmt: skip
+        lines.append("")
+    tasks = [t for t in dict.fromkeys(summary["task"]) if t != "all"]
+    lines += ["## Accuracy by task and drift time (mean ± 95 % CI over seeds)", "",
+              "| method | task | " + " | ".join(f"{d:g} s" for d in drifts) + " |",
+              "|---|---|" + "---:|" * len(drifts)]  # fmt: skip
+    for method in dict.fromkeys(summary["method"]):
+        for task in tasks:
+            cells = [_accuracy_text(statistics, method, d, task) for d in drifts]
+            lines.append(f"| {method} | {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _frame_csv(frame: object) -> str:
+    """A DataFrame as CSV with `repr` floats (byte-stable, like metrics.csv)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(frame.columns))  # type: ignore[attr-defined]
+    for row in frame.itertuples(index=False):  # type: ignore[attr-defined]
+        writer.writerow([repr(float(v)) if isinstance(v, float) else v for v in row])
+    return buffer.getvalue()
+
+
+def _plain(value: object) -> object:
+    """NumPy scalars as Python numbers, NaN as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()  # type: ignore[union-attr]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _rounded(statistics: Statistics | None, summary_row: dict[str, object], drift_s: float, column: str,
+             summary_key: str | None = None) -> str:  # fmt: skip
+    """A summary value rounded to its interval over seeds (value only; the ± is in the statistics section)."""
+    from scenarios import stats
+
+    value = float(summary_row[summary_key or column])  # type: ignore[arg-type]
+    half = math.nan
+    if statistics is not None:
+        frame = statistics.summary
+        match = frame[(frame["method"] == summary_row["method"]) & (frame["task"] == "all")
+                      & (frame["drift_s"] == drift_s)]  # fmt: skip
+        if len(match):
+            value, half = float(match.iloc[0][f"{column}_mean"]), float(match.iloc[0][f"{column}_ci95"])
+    if column.endswith("_pj") or column.endswith("_pj_per_sample"):
+        return stats.format_si(value * 1e-12, half * 1e-12, "J", show_half=False)
+    return stats.format_mean_ci(value, half, show_half=False)
+
+
+def _percent(summary_row: dict[str, object]) -> str:
+    return f"{100 * float(summary_row['mean_accuracy']):.1f} %"
 
 
 def _energy(pj: float) -> str:

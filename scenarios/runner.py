@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as tensors_from_bytes
@@ -43,9 +44,27 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossbar import DeviceConfig, analog_layers, convert_to_analog, derive_seed, device_preset, program, record_all_to
+from crossbar import (
+    DeviceConfig,
+    adc_calibration,
+    analog_layers,
+    convert_to_analog,
+    derive_seed,
+    device_preset,
+    program,
+    record_all_to,
+)
 from energy import WRITE_EVENTS, Ledger, atomic_write_text, cost_preset
-from fusion import FusedLinear, LoRABank, ProgrammedBank, adapt, build_bank, program_bank
+from fusion import (
+    FusedLinear,
+    LoRABank,
+    ProgrammedBank,
+    adapt,
+    build_bank,
+    calibrate_deployed_adc,
+    calibrate_norms,
+    program_bank,
+)
 from fusion.digital_state import digital_state
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
@@ -303,7 +322,8 @@ def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
     base = {"seed": resolved["seed"], "model": resolved["model"], "tasks": tasks}
     bank = {**base, "bank": resolved["bank"], "sources": resolved["tasks"]["sources"]}
     return {"base_model": base, "bank": bank,
-            "programmed": {**bank, "device": resolved["device"], "costs": resolved["costs"]}}  # fmt: skip
+            "programmed": {**bank, "device": resolved["device"], "costs": resolved["costs"],
+                           "calibration": resolved["calibration"]}}  # fmt: skip
 
 
 def _load_unit(manifest: ChecksumManifest, relative: str) -> UnitResult | None:
@@ -452,7 +472,9 @@ def _load_bank(blob: Blob) -> LoRABank:
 
 
 def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blob:
-    """Program base and bank into crossbars once; the programmed arrays (pickled) and the deployment ledger."""
+    """Program base and bank into crossbars once, then calibrate them (phase `calibration`: the ADC ranges from the
+    base task's training data when the device calibrates them, then fusion's norm read-out); the programmed arrays
+    (pickled), the calibration set and the deployment ledger."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
@@ -462,10 +484,21 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blo
         analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))
         program(analog, ledger.scope(phase="deploy_base"))
         programmed = program_bank(analog, bank, device, ledger.scope(phase="deploy_bank"),
-                                  seed=derive_seed(scenario.seed, "bank"))  # fmt: skip
+                                  seed=derive_seed(scenario.seed, "bank"), calibrate_norms=False)  # fmt: skip
+        calibration_set = None
+        if device.adc_range == "calibrated":
+            calibration_set = _calibration_set(scenario)
+            spec = scenario.calibration
+            calibrate_deployed_adc(
+                analog, programmed, calibration_set, ledger.scope(phase="calibration"),
+                percentile=spec.adc_percentile, granularity=spec.adc_granularity, forward=_calibration_forward,
+            )  # fmt: skip
+        calibrate_norms(analog, programmed, ledger.scope(phase="calibration"), reads=scenario.calibration.norm_reads,
+                        storage=scenario.calibration.norm_storage)  # fmt: skip
         buffer = io.BytesIO()
         classes = _load_encoder(base_blob).class_embeddings if "base_model.pt" in base_blob else None
-        torch.save({"analog": analog, "bank": programmed, "class_embeddings": classes}, buffer)
+        torch.save({"analog": analog, "bank": programmed, "class_embeddings": classes,
+                    "calibration_set": calibration_set}, buffer)  # fmt: skip
         return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
 
 
@@ -486,7 +519,8 @@ def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_name: str, method_
         analog = state["analog"]
         if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
             analog.set_classes(state["class_embeddings"][task_name])
-        return _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key)
+        return _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key,
+                     calibration_set=state.get("calibration_set"))  # fmt: skip
 
 
 def _target_task(scenario: Scenario, name: str) -> TaskData:
@@ -502,7 +536,38 @@ def _device(scenario: Scenario) -> DeviceConfig:
     return device_preset(scenario.device.preset, **scenario.device.overrides)
 
 
-def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: TaskData, method_key: str) -> UnitResult:
+def _calibration_set(scenario: Scenario) -> torch.Tensor:
+    """`calibration.samples` examples of the BASE task's training set (a seeded draw without replacement): the
+    only data the ADC ranges are set from. Test sets and adaptation data never enter it."""
+    base = build_tasks(scenario).base
+    n_train = len(base.x_train)
+    if n_train == 0:
+        raise ScenarioError("calibration: the base task has no training examples to calibrate the ADCs with")
+    count = min(scenario.calibration.samples, n_train)
+    rng = np.random.default_rng(derive_seed(scenario.seed, "adc_calibration_set"))
+    index = np.sort(rng.choice(n_train, size=count, replace=False))
+    return torch.as_tensor(np.asarray(base.x_train)[index])
+
+
+def _calibration_forward(model: nn.Module, x: torch.Tensor) -> None:
+    """Run the calibration set through the analog layers in one call (a text encoder: its encoder only, no task
+    head is installed at deployment)."""
+    from scenarios.encoder import TextEncoderClassifier
+
+    if isinstance(model, TextEncoderClassifier):
+        model.embed(x)
+    else:
+        model(x)
+
+
+def _unit(
+    analog: nn.Module,
+    bank: ProgrammedBank,
+    scenario: Scenario,
+    task: TaskData,
+    method_key: str,
+    calibration_set: torch.Tensor | None = None,
+) -> UnitResult:
     spec = next(s for s in scenario.methods if s.key == method_key)
     device = _device(scenario)
     seed = derive_seed(scenario.seed, "unit", task.name, spec.key)
@@ -518,7 +583,7 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
     ledger = _relabel_method(ledger, spec.name, spec.key)
     wear = _wear_pulses_per_cell(ledger, result.model)
     state = digital_state(result.model, result.trainable_params, gradient_based=spec.name != "lorahub")
-    accuracies = _evaluate(result.model, scenario, task, spec.key, seed, ledger)
+    accuracies = _evaluate(result.model, scenario, task, spec.key, seed, ledger, calibration_set)
     return UnitResult(
         task=task.name,
         method=spec.key,
@@ -535,11 +600,18 @@ def _unit(analog: nn.Module, bank: ProgrammedBank, scenario: Scenario, task: Tas
 
 
 def _evaluate(
-    model: nn.Module, scenario: Scenario, task: TaskData, method: str, seed: int, ledger: Ledger
+    model: nn.Module,
+    scenario: Scenario,
+    task: TaskData,
+    method: str,
+    seed: int,
+    ledger: Ledger,
+    calibration_set: torch.Tensor | None = None,
 ) -> dict[float, list[float]]:
     """Test accuracy per drift time and repeat. Each (drift time, repeat) evaluates its own copy with read noise and
     drift drawn from (seed, drift time, repeat); the first fresh evaluation also records the inference energy into
-    the ledger (phase `inference`)."""
+    the ledger (phase `inference`). After drift, `calibration.renew_adc_after_drift` sets the ADC ranges again from
+    the calibration set (reads only) and `evaluate.recalibrate_after_drift` re-reads fused layers' norms."""
     import copy
 
     evaluate = scenario.evaluate
@@ -552,6 +624,12 @@ def _evaluate(
             if drift_s > 0:
                 for _, layer in analog_layers(copy_):
                     layer.drift_to(float(drift_s))
+                if scenario.calibration.renew_adc_after_drift and calibration_set is not None:
+                    spec = scenario.calibration
+                    scope = ledger.scope(phase="calibration", task=task.name, method=method) if repeat == 0 else None
+                    with adc_calibration(copy_, scope, percentile=spec.adc_percentile,
+                                         granularity=spec.adc_granularity):  # fmt: skip
+                        _calibration_forward(copy_, calibration_set)
                 if evaluate.recalibrate_after_drift:
                     scope = ledger.scope(phase="calibration", task=task.name, method=method) if repeat == 0 else None
                     for module in copy_.modules():
@@ -566,7 +644,7 @@ def _evaluate(
 
 # --- the run directory -----------------------------------------------------------------------------------------
 _RESULT_FILES = ("config.json", "sweep.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log",
-                 "sweep.csv", "sweep_summary.csv")  # fmt: skip
+                 "sweep.csv", "sweep_summary.csv", "summary.csv", "summary.json", "paired.csv")  # fmt: skip
 
 
 def _prepare_run_dir(

@@ -1,10 +1,10 @@
 """The scenario file schema (DESIGN section 6): pydantic models, and the loader that turns any problem into one line.
 
 A scenario YAML has the top-level sections `name`, `seed`, `plugins`, `device`, `costs`, `model`, `tasks`, `bank`,
-`methods`, `evaluate` and `outputs`. Each option is documented once, in its `Field(description=...)`, with its unit. All
-models forbid unknown keys and use strict types (YAML already types its scalars: `4.0` is not an integer and `"3"`
-is not a number). Cross-field rules (rank against layer widths, sources disjoint from targets, ...) are checked by
-the models themselves, so `Scenario.model_validate` alone accepts only runnable scenarios.
+`methods`, `calibration`, `evaluate` and `outputs`. Each option is documented once, in its `Field(description=...)`,
+with its unit. All models forbid unknown keys and use strict types (YAML already types its scalars: `4.0` is not an
+integer and `"3"` is not a number). Cross-field rules (rank against layer widths, sources disjoint from targets, ...)
+are checked by the models themselves, so `Scenario.model_validate` alone accepts only runnable scenarios.
 
 Two sections come from registries rather than from this file: a `methods:` entry is validated by the model derived
 from its method's config dataclass (`fusion.register_method`, see `method_spec`), and `tasks.family` names a
@@ -49,6 +49,7 @@ from scenarios.plugins import load_plugins
 __all__ = [
     "ADAPTABLE_LAYERS",
     "BankSpec",
+    "CalibrationSpec",
     "CostSpec",
     "DeviceSpec",
     "EvaluateSpec",
@@ -473,6 +474,50 @@ class EvaluateSpec(_Section):
         return self
 
 
+class CalibrationSpec(_Section):
+    """The calibration phase after programming (reads only, recorded under phase `calibration`): the column ADCs'
+    ranges (when `device` has `adc_range: calibrated`) and fusion's row-norm read-out."""
+
+    samples: int = Field(
+        256,
+        ge=1,
+        description="Examples of the base task's TRAINING set (a seeded draw, never test data or an adaptation "
+        "minibatch) in the calibration set that sets the ADC ranges; at most the training set.",
+    )
+    adc_percentile: float = Field(
+        99.99,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Each ADC's full scale is this percentile (%) of the |partial sums| it converts over the "
+        "calibration set (100 = the largest: no clipping on that set).",
+    )
+    adc_granularity: Literal["column", "tile", "layer"] = Field(
+        "column",
+        description="One ADC range per tile column (`column`), per physical array (`tile`) or per layer (`layer`).",
+    )
+    renew_adc_after_drift: bool = Field(
+        False,
+        description="Before evaluating at a drift time > 0, set the ADC ranges again from the calibration set on the "
+        "drifted arrays (reads only, recorded under phase `calibration`).",
+    )
+    norm_reads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Fusion's row-norm read-out (W0 A_stack^T, A_stack A_stack^T, B_stack, ||W0 row||^2) as the "
+        "mean of this many noisy analog read-outs through the arrays' read noise and ADCs, each priced; 0 = the "
+        "noise-free read-out (an idealisation, priced as one).",
+    )
+    norm_storage: Literal["readout", "no_b_copy", "on_demand"] = Field(
+        "readout",
+        description="What fusion keeps digitally for its row norms: `readout` stores the whole read-out; "
+        "`no_b_copy` stores ||W0 row||^2, W0 A^T and A A^T and reads B_stack out again (norm_reads times) whenever "
+        "the coefficients change; `on_demand` stores nothing and recomputes the norms from probe MVMs through the "
+        "arrays whenever the coefficients change (see fusion.fused).",
+    )
+
+
 class OutputsSpec(_Section):
     """What the run writes besides results.json, metrics.csv, ledger.csv and report.md."""
 
@@ -552,6 +597,9 @@ class Scenario(_Section):
     bank: BankSpec = Field(default_factory=BankSpec, description="The LoRA bank (one module per source task).")
     methods: list[SerializeAsAny[MethodSpec]] = Field(
         min_length=1, description="Adaptation methods compared on each target task (any registered method)."
+    )
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec, description="The calibration phase after programming (ADC ranges, norms)."
     )
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation settings.")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec, description="Figures and their formats.")

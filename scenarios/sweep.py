@@ -6,7 +6,7 @@ folder per point (`points/p000/`, ... each a complete run directory) and, merged
 
 - `sweep.csv`: every point's metrics.csv rows, with one column per swept key path first (and `point`);
 - `sweep_summary.csv`: per point, method and drift time, each headline metric's mean over target tasks, then its
-  mean, standard deviation, count and 95 % confidence interval (Student t) over seeds;
+  mean, standard deviation, count and 95 % confidence interval (Student t) over seeds (`scenarios.stats`);
 - `figures/sweep_<metric>_vs_<key>.png/.svg`: each headline metric against each swept numeric key, one line per
   method with its 95 % CI band (other swept keys at their first value; fresh evaluation, drift 0 or the first).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,24 +98,11 @@ def write_sweep(run_dir: Path, study: Study, finished: dict[str, Path]) -> None:
 
 def summarise_over_seeds(metrics: Any, by: list[str]) -> Any:
     """Per (`by`..., method, drift_s): each headline metric averaged over target tasks per seed, then its mean,
-    std (ddof=1), n and 95 % CI half-width over seeds (Student t; 0 with one seed)."""
-    import pandas as pd
-    from scipy import stats
+    std (ddof=1), n and 95 % CI half-width over seeds (Student t, `scenarios.stats.t_interval`; NaN with one
+    seed: no interval)."""
+    from scenarios.stats import over_seeds
 
-    per_seed = metrics.groupby([*by, "method", "drift_s", "seed"], sort=False)[list(HEADLINE_METRICS)].mean()
-    rows = []
-    for group, frame in per_seed.groupby(level=[*by, "method", "drift_s"], sort=False):
-        row = dict(zip([*by, "method", "drift_s"], group if isinstance(group, tuple) else (group,)))
-        n = len(frame)
-        row["n_seeds"] = n
-        for metric in HEADLINE_METRICS:
-            values = frame[metric].to_numpy(dtype=float)
-            mean = float(values.mean())
-            std = float(values.std(ddof=1)) if n > 1 else 0.0
-            half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
-            row |= {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_ci95": half}
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return over_seeds(metrics, by, HEADLINE_METRICS)
 
 
 def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...]) -> None:

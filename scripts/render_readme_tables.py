@@ -5,10 +5,15 @@
 
 With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->` is replaced.
 
-Accuracy is a mean over target tasks (and seeds, where the run has several); its ± is the 95 % binomial half-width
-of the pooled test set (1.96·sqrt(p(1-p)/n), n = test images × tasks × seeds). That is the test set's sampling
-error only: with one seed it does not include training-seed variance, which the README says next to the table.
-Numbers are rounded to what that interval supports (whole percent for a half-width of one point or more).
+Numbers come from the run's `summary.csv` and `paired.csv` (written by every run; computed from `metrics.csv` with
+the same code, `scenarios.stats`, for a run directory that predates them):
+- accuracy: mean over target tasks and seeds ± the 95 % t interval over seeds of the per-seed mean over tasks;
+- test set: the 95 % Wilson interval of that mean on the pooled test images (images × tasks × seeds);
+- Δ vs fusion: the paired difference on the same (seed, task) units, its 95 % t interval over seeds, and on how
+  many of the (seed, task) pairs the method wins / loses;
+- energies, write pulses and digital state: means over tasks and seeds, rounded to their interval over seeds.
+Every value is rounded by `scenarios.stats.format_mean_ci`: the half-width to one significant digit (two if it is
+1), the value to the same decimal place; with one seed (no interval) accuracies follow the binomial half-width.
 """
 
 from __future__ import annotations
@@ -22,18 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from energy import atomic_write_text
+from scenarios import stats
 
-_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
-
-
-def _si(value: float, unit: str) -> str:
-    """Two significant digits with an SI prefix (the ledger's energies are exact, but no headline needs more)."""
-    if value == 0:
-        return "0"
-    for factor, prefix in _SI_PREFIXES:
-        if abs(value) >= factor:
-            return f"{float(f'{value / factor:.2g}'):g} {prefix}{unit}"
-    return f"{value:.2g} {unit}"
+_REFERENCE = "fusion"
 
 
 def _count(value: float) -> str:
@@ -42,51 +38,128 @@ def _count(value: float) -> str:
     return f"{float(f'{value:.2g}'):,.0f}"
 
 
-def render(run_dir: Path) -> str:
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    scenario = json.loads((run_dir / "config.json").read_text())["scenario"]
-    n_tasks = metrics["task"].nunique()
-    n_seeds = metrics["seed"].nunique() if "seed" in metrics else 1
-    n_test = int(scenario["tasks"]["test_size"]) * n_tasks * n_seeds
-    drift_times = sorted(metrics["drift_s"].unique())
-    last_drift = drift_times[-1]
-    fresh = metrics[metrics["drift_s"] == 0.0]
-    drifted = metrics[metrics["drift_s"] == last_drift]
-    methods = list(dict.fromkeys(metrics["method"]))
+def _tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(metrics, summary, paired) of a run directory."""
+    metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"method": str, "task": str}, keep_default_na=False)
+    if "seed" not in metrics.columns:
+        metrics["seed"] = 0
+    if (run_dir / "summary.csv").is_file():
+        summary = pd.read_csv(run_dir / "summary.csv", dtype={"method": str, "task": str}, keep_default_na=False)
+        summary = summary.apply(lambda c: pd.to_numeric(c, errors="coerce") if c.name not in ("method", "task") else c)
+    else:
+        scenario = json.loads((run_dir / "config.json").read_text())["scenario"]
+        summary = stats.summarise(metrics, n_test=int(scenario["tasks"]["test_size"]))
+    paired_path = run_dir / "paired.csv"
+    paired = pd.DataFrame()
+    if paired_path.is_file() and paired_path.stat().st_size > 1:
+        paired = pd.read_csv(paired_path, dtype={"method": str, "task": str}, keep_default_na=False)
+        numeric = [c for c in paired.columns if c not in ("method", "reference", "task")]
+        paired[numeric] = paired[numeric].apply(pd.to_numeric, errors="coerce")
+    elif not paired_path.is_file():
+        paired = stats.paired_differences(metrics, reference=_REFERENCE)
+    return metrics, summary, paired
 
-    lines = [
-        f"| method | mean accuracy (95 % test-set CI) | after {last_drift / 86400:.0f} days | trainable values "
-        "| digital state (words) | cell write pulses / task | adaptation energy / task | inference energy / sample "
-        "| task switches to wear-out* |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+
+def _one(frame: pd.DataFrame, **match: object) -> pd.Series | None:
+    mask = pd.Series(True, index=frame.index)
+    for column, value in match.items():
+        mask &= frame[column] == value
+    rows = frame[mask]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _accuracy(row: pd.Series) -> str:
+    binomial = (row["accuracy_binom_high"] - row["accuracy_binom_low"]) / 2 if row["accuracy_binom_n"] else None
+    return stats.format_mean_ci(row["accuracy_mean"], row["accuracy_ci95"], scale=100, unit=" %",
+                                fallback_half=binomial)  # fmt: skip
+
+
+def _wilson(row: pd.Series) -> str:
+    if not row["accuracy_binom_n"]:
+        return "n/a"
+    low, high = 100 * row["accuracy_binom_low"], 100 * row["accuracy_binom_high"]
+    decimals = max(stats.decimals_for((high - low) / 2) or 0, 0)
+    return f"{low:.{decimals}f}-{high:.{decimals}f} %"
+
+
+def _words(row: pd.Series) -> str:
+    """Digital state words: an exact count when every seed has the same, else rounded to its interval."""
+    if not row["digital_state_words_std"] > 0:  # 0, or NaN with one seed
+        return f"{int(round(row['digital_state_words_mean'])):,}"
+    return stats.format_mean_ci(*_value(row, "digital_state_words"), show_half=False)
+
+
+def _value(row: pd.Series, column: str) -> tuple[float, float]:
+    return float(row[f"{column}_mean"]), float(row[f"{column}_ci95"])
+
+
+def render(run_dir: Path) -> str:
+    metrics, summary, paired = _tables(run_dir)
+    scenario = json.loads((run_dir / "config.json").read_text())["scenario"]
+    overall = summary[summary["task"] == "all"]
+    drift_times = sorted(overall["drift_s"].unique())
+    fresh_s, last_s = drift_times[0], drift_times[-1]
+    n_tasks = int(overall["n_tasks"].max())
+    n_seeds = int(overall["n_seeds"].max())
+    seeds = sorted(metrics["seed"].unique())
+    n_test = int(overall["accuracy_binom_n"].max())
+    methods = list(dict.fromkeys(summary["method"]))
+    has_reference = _REFERENCE in methods and len(paired) > 0
+
+    after = f"after {last_s / 86400:g} days" if last_s >= 86400 else f"after {last_s:g} s"
+    header = ["method", "accuracy (95 % CI over seeds)", "test set (95 % Wilson)", after]
+    if has_reference:
+        header += [f"Δ vs {_REFERENCE} (paired, 95 % CI)", "wins / losses"]
+    header += ["trainable values", "digital state (words)", "cell write pulses / task", "adaptation energy / task",
+               "inference energy / sample", "task switches to wear-out*"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for method in methods:
-        rows = fresh[fresh["method"] == method]
-        p = rows["accuracy"].mean()
-        half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n_test) * 100
-        digits = 0 if half >= 1.0 else 1
-        p_drift = drifted[drifted["method"] == method]["accuracy"].mean()
-        lines.append(
-            f"| {method} | {p * 100:.{digits}f} ± {half:.{digits}f} % | {p_drift * 100:.{digits}f} % "
-            f"| {int(rows['trainable_params'].mean()):,} | {int(rows['digital_state_words'].mean()):,} "
-            f"| {_count(rows['cell_write_pulses'].mean())} | {_si(rows['adapt_energy_pj'].mean() * 1e-12, 'J')} "
-            f"| {_si(rows['inference_energy_pj_per_sample'].mean() * 1e-12, 'J')} "
-            f"| {_count(rows['switches_to_wearout'].min())} |"
-        )
-    lines.append("")
-    lines.append(
-        f"Rendered by `scripts/render_readme_tables.py` from a run of `{scenario['name']}` "
-        f"({n_seeds} seed{'s' if n_seeds > 1 else ''}, {n_tasks} target tasks, {n_test:,} pooled test images)."
-    )
+        row = _one(overall, method=method, drift_s=fresh_s)
+        drifted = _one(overall, method=method, drift_s=last_s)
+        if row is None:
+            continue
+        cells = [method, _accuracy(row), _wilson(row), _accuracy(drifted) if drifted is not None else ""]
+        if has_reference:
+            pair = _one(paired, method=method, task="all", drift_s=fresh_s)
+            if pair is None:
+                cells += ["—", "—"]
+            else:
+                binomial = (row["accuracy_binom_high"] - row["accuracy_binom_low"]) / 2
+                cells += [stats.format_mean_ci(pair["diff_mean"], pair["diff_ci95"], scale=100, unit=" pt",
+                                               fallback_half=binomial, signed=True),  # fmt: skip
+                          f"{int(pair['wins'])} / {int(pair['losses'])}"]
+        units = metrics[(metrics["method"] == method) & (metrics["drift_s"] == fresh_s)]
+        cells += [
+            f"{int(row['trainable_params_mean']):,}",
+            _words(row),
+            stats.format_mean_ci(*_value(row, "cell_write_pulses")),
+            stats.format_si(*(v * 1e-12 for v in _value(row, "adapt_energy_pj")), "J"),
+            stats.format_si(*(v * 1e-12 for v in _value(row, "inference_energy_pj_per_sample")), "J"),
+            _count(float(pd.to_numeric(units["switches_to_wearout"]).min())),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    seed_text = f"{n_seeds} seed{'s' if n_seeds > 1 else ''} ({', '.join(str(s) for s in seeds)})"
+    lines += [
+        "",
+        f"Rendered by `scripts/render_readme_tables.py` from a run of `{scenario['name']}` ({seed_text}, "
+        f"{n_tasks} target tasks, {n_test:,} pooled test images per method). Means over target tasks and seeds, "
+        f"fresh devices (drift {fresh_s:g} s) unless stated; ± is the 95 % t interval over seeds of the per-seed "
+        "mean over tasks"
+        + (" (none with one seed)" if n_seeds < 2 else "")
+        + (f"; Δ is the paired difference against {_REFERENCE} on the same (seed, task) units" if has_reference else "")
+        + ". Rounded to the interval's first significant digit.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--readme", type=Path, help="README to update in place")
     parser.add_argument("--marker", default="default", help="name of the <!-- results:NAME --> block")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "metrics.csv").is_file():
+        parser.error(f"{args.run_dir}: no metrics.csv (not a finished run directory)")
     table = render(args.run_dir)
     if args.readme is None:
         print(table, end="")
@@ -94,7 +167,7 @@ def main() -> None:
     text = args.readme.read_text()
     pattern = re.compile(rf"(<!-- results:{args.marker} -->\n).*?(<!-- /results:{args.marker} -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{args.readme}: no <!-- results:{args.marker} --> ... <!-- /results:{args.marker} --> block")
+        parser.error(f"{args.readme}: no <!-- results:{args.marker} --> ... <!-- /results:{args.marker} --> block")
     atomic_write_text(args.readme, pattern.sub(lambda m: m.group(1) + table + m.group(2), text))
 
 

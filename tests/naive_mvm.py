@@ -66,27 +66,29 @@ def naive_accumulate(
     key: int,
     sigma_us: float,
     adc_levels: int,
-    step_us: float,
+    step_us: np.ndarray | float,
 ) -> np.ndarray:
-    """Read noise + ADC + digital tile sum + scaling, tile by tile."""
+    """Read noise + ADC + digital tile sum + scaling, tile by tile. step_us: the ADC step (uS) per (tile, column),
+    or one value for all (then the codes are summed and scaled once, as the kernel's uniform path does)."""
     n_tiles, n_vec, n_out = partial.shape
     z = naive_normals(key, n_tiles, n_vec, n_out)
     sigma = np.float32(sigma_us)
-    step = np.float32(step_us)
-    inv_step = np.float32(1.0) / step if adc_levels > 0 else np.float32(1.0)
+    uniform = np.ndim(step_us) == 0
+    step = np.broadcast_to(np.asarray(step_us, dtype=np.float32), (n_tiles, n_out))
+    inv_step = np.float32(1.0) / step
     limit = np.float32(adc_levels)
     acc = np.zeros((n_vec, n_out), dtype=np.float32)
     for t in range(n_tiles):
-        noise_scale = (sigma * np.sqrt(sum_sq[t]) * inv_step)[:, None]
+        sigma_sqrt = (sigma * np.sqrt(sum_sq[t]))[:, None]
         if adc_levels > 0:
-            value = partial[t] * inv_step
+            value = partial[t] * inv_step[t][None, :]
             if sigma_us > 0:
-                value = value + noise_scale * z[t]
-            acc = acc + np.clip(np.rint(value), -limit, limit)
+                value = value + (sigma_sqrt * inv_step[t][None, :]) * z[t]
+            codes = np.clip(np.rint(value), -limit, limit)
+            acc = acc + (codes if uniform else codes * step[t][None, :])
         else:
-            value = partial[t] + noise_scale * z[t] if sigma_us > 0 else partial[t]
-            acc = acc + value
-    coef = step * scale if adc_levels > 0 else scale
+            acc = acc + (partial[t] + sigma_sqrt * z[t] if sigma_us > 0 else partial[t])
+    coef = step[0, 0] * scale if adc_levels > 0 and uniform else scale
     return (acc * coef[:, None]) * col_scale[None, :] + bias[None, :]
 
 
@@ -98,7 +100,7 @@ def naive_mvm(
     tile: int,
     dac_bits: int | None,
     adc_bits: int | None,
-    adc_full_scale: float,
+    adc_full_scale: float | np.ndarray,
     sigma_us: float,
     g_range_us: float,
     key: int,
@@ -113,8 +115,13 @@ def naive_mvm(
         rows = weight_g_diff[:, t * tile : (t + 1) * tile].T.astype(np.float32)
         partial[t] = applied[t, :, : rows.shape[0]] @ rows
     adc_levels = levels_of(adc_bits)
-    step = np.float32(adc_full_scale * g_range_us / adc_levels) if adc_levels else np.float32(1.0)
+    if not adc_levels:
+        step = np.float32(1.0)
+    elif np.ndim(adc_full_scale) == 0:
+        step = np.float32(adc_full_scale * g_range_us / adc_levels)
+    else:
+        step = (np.asarray(adc_full_scale, dtype=np.float64) * g_range_us / adc_levels).astype(np.float32)
     bias = np.zeros(d_out, dtype=np.float32) if bias is None else bias.astype(np.float32)
     return naive_accumulate(
-        partial, sum_sq, scale, out_scale.astype(np.float32), bias, key, sigma_us, adc_levels, float(step)
+        partial, sum_sq, scale, out_scale.astype(np.float32), bias, key, sigma_us, adc_levels, step
     )

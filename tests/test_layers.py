@@ -268,16 +268,26 @@ def test_drift_shrinks_weights_on_average():
 
 
 def test_calibrated_adc():
-    device = device_preset("reram_wan2022", programming_mode="statistical", adc_range="calibrated")
+    device = device_preset("reram_wan2022", programming_mode="statistical", adc_range="calibrated", tile_cols=8)
     layer = _programmed(_linear(64, 16), device)
-    assert layer.adc_full_scale is None
+    assert layer.adc_full_scale is None and not layer.adc_calibrated
     x = torch.randn(20, 64)
-    layer.calibrate_adc(x)
+    with pytest.raises(RuntimeError, match="never calibrated"), torch.no_grad():
+        layer(x)  # no implicit calibration on whatever batch comes first
+    conversions = layer.calibrate_adc(x, percentile=100.0)
+    assert conversions == 20 * 16  # one tile of rows: one conversion per vector and column
+    assert layer.adc_ranges.shape == (1, 16) and layer.adc_ranges.dtype == np.float32
     peak = layer.adc_full_scale
     assert 0 < peak < 64
     with torch.no_grad():
         layer(x)
-    assert layer.adc_full_scale == peak
+    assert layer.adc_full_scale == peak  # running data never changes the ranges
+    layer.calibrate_adc(x, granularity="tile")
+    assert len(np.unique(layer.adc_ranges[0, :8])) == 1 and len(np.unique(layer.adc_ranges[0, 8:])) == 1
+    layer.calibrate_adc(x, granularity="layer")
+    assert len(np.unique(layer.adc_ranges)) == 1
+    with pytest.raises(ValueError, match="percentile"):
+        layer.calibrate_adc(x, percentile=0)
     fixed = _programmed(_linear(64, 16), device_preset("reram_wan2022", programming_mode="statistical"))
     with pytest.raises(ValueError, match="adc_range"):
         fixed.calibrate_adc(x)

@@ -14,10 +14,10 @@ from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
 from crossbar.device import DeviceConfig
 from crossbar.mvm import (
     MvmSettings,
+    adc_inputs,
     analog_mvm,
     analog_mvm_reference,
     analog_mvm_transposed,
-    partial_sum_abs_max,
     read_noise_normals,
     record_mvm,
 )
@@ -94,12 +94,22 @@ def test_accumulate_kernel_matches_twin(sigma_us, adc_levels, n_out):
     scale = rng.uniform(0.1, 3, size=n_vec).astype(np.float32)
     col_scale = rng.uniform(0.01, 0.1, size=n_out).astype(np.float32)
     bias = rng.standard_normal(n_out).astype(np.float32)
-    key, step = 0xDEADBEEF12345678, 0.37
+    key = 0xDEADBEEF12345678
+    step = rng.uniform(0.1, 0.6, size=(n_tiles, n_out)).astype(np.float32)  # every tile column its own range
+    inv_step = (np.float32(1.0) / step).astype(np.float32)
     out = np.empty((n_vec, n_out), dtype=np.float32)
     adc_accumulate_kernel(
-        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, step, NORMAL_TABLE, out
-    )
+        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, step, inv_step, False,
+        NORMAL_TABLE, out,
+    )  # fmt: skip
     ref = naive_accumulate(partial, sum_sq, scale, col_scale, bias, key, sigma_us, adc_levels, step)
+    np.testing.assert_array_equal(out, ref)
+    one = np.float32(0.37)  # one range for every tile column: the uniform path
+    adc_accumulate_kernel(
+        partial, sum_sq, scale, col_scale, bias, np.uint64(key), sigma_us, adc_levels, np.full_like(step, one),
+        np.full_like(step, np.float32(1.0) / one), True, NORMAL_TABLE, out,
+    )  # fmt: skip
+    ref = naive_accumulate(partial, sum_sq, scale, col_scale, bias, key, sigma_us, adc_levels, one)
     np.testing.assert_array_equal(out, ref)
 
 
@@ -114,7 +124,8 @@ def test_noise_draws_match_twin_and_do_not_depend_on_thread_count():
         for n in sorted({1, threads}):
             numba.set_num_threads(n)
             out = np.empty((64, 40), dtype=np.float32)
-            adc_accumulate_kernel(partial, *args, np.uint64(key), 0.5, 127, 0.05, NORMAL_TABLE, out)
+            step = np.full((2, 40), 0.05, dtype=np.float32)
+            adc_accumulate_kernel(partial, *args, np.uint64(key), 0.5, 127, step, 1 / step, True, NORMAL_TABLE, out)
             outs.append(out)
     finally:
         numba.set_num_threads(threads)
@@ -220,12 +231,43 @@ def test_adc_clips_at_full_scale():
     torch.testing.assert_close(y, torch.full((2, 3), 24 * 40.0 * 0.5))
 
 
-def test_partial_sum_abs_max_is_the_normalised_peak():
+def test_adc_inputs_are_the_normalised_partial_sums():
     g = np.full((3, 24), 20.0, dtype=np.float32)  # half the range
     state = _state(g, 8)
     settings = MvmSettings.from_device(device_preset("reram_wan2022"))
-    peak = partial_sum_abs_max(torch.ones(2, 24), state, torch.ones(3), settings)
-    assert peak == pytest.approx(8 * 0.5)
+    values = adc_inputs(torch.ones(2, 24), state, torch.ones(3), settings)
+    assert values.shape == (3, 2, 3)  # (input tiles, vectors, columns): one value per conversion
+    np.testing.assert_allclose(values, 8 * 0.5)
+    per_cycle = MvmSettings.from_device(device_preset("isaac"))
+    assert per_cycle.cycles > 1
+    assert adc_inputs(torch.ones(2, 24), state, torch.ones(3), per_cycle).shape == (3, per_cycle.cycles * 2, 3)
+
+
+@pytest.mark.parametrize("scheme", ["multi_bit", "isaac"])
+def test_per_column_ranges_fast_path_matches_reference_and_numpy(scheme):
+    rng = np.random.default_rng(11)
+    device = device_preset("reram_wan2022", tile_rows=32, adc_bits=6, read_noise_frac=0.01, mvm_scheme=scheme)
+    state, g = _random_state(rng, 70, 21, device.tile_rows)
+    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
+    ranges = rng.uniform(0.5, 6.0, size=(3, 21)).astype(np.float32)  # every tile column its own range
+    settings = MvmSettings.from_device(device, adc_ranges=ranges)
+    fast = analog_mvm(x, state, out_scale, settings, key=77)
+    ref = analog_mvm_reference(x, state, out_scale, settings, key=77)
+    scale = float(fast.abs().max())
+    np.testing.assert_allclose(fast.numpy(), ref.detach().numpy(), rtol=0, atol=1e-6 * scale)
+    if scheme == "multi_bit":
+        np_ref = naive_mvm(
+            x.numpy(), g, out_scale.numpy(), tile=state.tile_rows, dac_bits=device.dac_bits, adc_bits=6,
+            adc_full_scale=ranges,
+            sigma_us=settings.sigma_us, g_range_us=device.g_range_us, key=77,
+        )  # fmt: skip
+        np.testing.assert_allclose(fast.numpy(), np_ref, rtol=0, atol=1e-6 * scale)
+    # the ranges are used: one scalar range gives another result
+    scalar = analog_mvm(x, state, out_scale, MvmSettings.from_device(device, adc_full_scale=3.0), key=77)
+    assert not torch.allclose(fast, scalar)
+    with pytest.raises(ValueError, match="adc_ranges has shape"):
+        analog_mvm(x, state, out_scale, MvmSettings.from_device(device, adc_ranges=ranges[:, :20]), key=77)
 
 
 @pytest.mark.parametrize("tile_cols", [4, 7, 64])

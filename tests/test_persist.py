@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from crossbar import AnalogLinear, analog_layers, convert_to_analog, device_preset, drift, program
+from crossbar import AnalogLinear, adc_calibration, analog_layers, convert_to_analog, device_preset, drift, program
 from crossbar.persist import load_programmed, save_programmed
 
 ARRAY_TENSORS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg", "out_scale", "bias")
@@ -22,8 +22,8 @@ def _programmed(seed: int = 0) -> nn.Module:
     device = device_preset("reram_wan2022", stuck_at_min_rate=0.01, read_noise_frac=0.02, adc_range="calibrated")
     analog = convert_to_analog(model, device, seed=seed)
     program(analog)
-    with torch.no_grad():
-        analog(torch.randn(4, 12))  # calibrates the ADCs, advances the noise streams
+    with adc_calibration(analog, None):
+        analog(torch.randn(4, 12))  # calibrates the ADCs per column, advances the noise streams
     drift(analog, 60.0)
     return analog
 

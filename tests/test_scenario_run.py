@@ -66,7 +66,8 @@ def tiny_run(tmp_path_factory, cluster) -> Path:
 
 
 def test_run_writes_every_output(tiny_run: Path) -> None:
-    for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log"):
+    for name in ("config.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log", "summary.csv",
+                 "summary.json", "paired.csv"):  # fmt: skip
         assert (tiny_run / name).is_file(), name
     for figure in ("energy_vs_accuracy", "accuracy_by_task", "energy_breakdown", "cell_writes_per_layer",
                    "accuracy_vs_drift", "endurance"):  # fmt: skip
@@ -108,6 +109,21 @@ def test_metrics_columns_and_invariants(tiny_run: Path) -> None:
         assert (group["adapt_state_words"] == 4 * group["trainable_params"]).all()
     report = (tiny_run / "report.md").read_text()
     assert "digital state (words / bytes)" in report
+
+
+def test_tiny_results_match_the_golden_file(tiny_run: Path) -> None:
+    """Regression check against tests/golden/tiny.json (tolerances in scripts/update_golden.py). After an intended
+    change of results: commit, run `python scripts/update_golden.py` (refuses a dirty tree), commit the file."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_golden.py"
+    spec = importlib.util.spec_from_file_location("update_golden", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    golden = json.loads(module.GOLDEN.read_text())
+    problems = module.compare(golden, module.extract(tiny_run))
+    assert not problems, (f"{len(problems)} difference(s) from tests/golden/tiny.json (made at git "
+                          f"{golden['git_hash'][:12]}): " + "; ".join(problems[:5]))  # fmt: skip
 
 
 def test_metrics_agree_with_the_ledger(tiny_run: Path) -> None:
@@ -308,6 +324,26 @@ def test_sweep_merges_points_and_seeds_with_confidence_intervals(sweep_run: Path
     assert (sweep_run / "figures" / "sweep_accuracy_vs_device_overrides_read_noise_frac.png").is_file()
 
 
+def test_point_with_two_seeds_reports_intervals_and_paired_differences(sweep_run: Path) -> None:
+    point = sweep_run / "points" / "p000"
+    metrics = pd.read_csv(point / "metrics.csv")
+    summary = pd.read_csv(point / "summary.csv")
+    overall = summary[summary["task"] == "all"]
+    assert set(overall["method"]) == set(metrics["method"]) and (overall["n_seeds"] == 2).all()
+    for row in overall.itertuples():  # t interval over the 2 seeds of the per-seed mean over the 2 targets
+        per_seed = metrics[metrics["method"] == row.method].groupby("seed")["accuracy"].mean()
+        assert row.accuracy_ci95 == pytest.approx(12.706 * per_seed.std(ddof=1) / 2**0.5, rel=1e-3, abs=1e-12)
+        assert row.accuracy_binom_n == 2 * 2 * int(metrics["n_test"].iloc[0])
+        assert row.accuracy_binom_low <= row.accuracy_mean <= row.accuracy_binom_high
+    paired = pd.read_csv(point / "paired.csv")
+    assert set(paired["reference"]) == {"fusion"} and "fusion" not in set(paired["method"])
+    assert (paired[paired["task"] == "all"]["n_pairs"] == 4).all()
+    document = json.loads((point / "summary.json").read_text())
+    assert {"ci95", "binom", "paired", "rounding"} <= set(document["definitions"])
+    report = (point / "report.md").read_text()
+    assert "## Statistics over seeds (2 seeds: 0, 1)" in report and "Δ vs fusion" in report
+
+
 def test_sweep_computes_each_shared_phase_once(sweep_run: Path) -> None:
     log = (sweep_run / "run.log").read_text()
     lines = [line for line in log.splitlines() if line.endswith("computed and cached")]
@@ -324,10 +360,10 @@ def test_failed_point_is_one_line_and_the_others_finish(sweep_run: Path, tmp_pat
 
     real_unit = scenarios.runner._unit
 
-    def failing(analog, bank, scenario, task, method_key):
+    def failing(analog, bank, scenario, task, method_key, **kwargs):
         if scenario.device.overrides["read_noise_frac"] == 0.02 and method_key == "fusion":
             raise FloatingPointError("simulated failure\nwith a second line")
-        return real_unit(analog, bank, scenario, task, method_key)
+        return real_unit(analog, bank, scenario, task, method_key, **kwargs)
 
     monkeypatch.setattr(scenarios.runner, "_unit", failing)
     study = load_study("tiny", [s for s in _SMALL if s != "--set"],
