@@ -2,6 +2,7 @@
 
     python scripts/render_readme_tables.py runs/multitask            # print the markdown
     python scripts/render_readme_tables.py runs/multitask --readme README.md --marker default
+    python scripts/render_readme_tables.py runs/multitask --readme README.md --marker default-tasks --per-task
 
 With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->` is replaced.
 
@@ -163,15 +164,35 @@ def render(run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_per_task(run_dir: Path) -> str:
+    """Accuracy per target task (rows) and method (columns) on fresh devices: mean ± 95 % t interval over seeds."""
+    _, summary, _ = _tables(run_dir)
+    fresh_s = sorted(summary["drift_s"].unique())[0]
+    fresh = summary[(summary["drift_s"] == fresh_s) & (summary["task"] != "all")]
+    methods = list(dict.fromkeys(summary["method"]))
+    lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for task in dict.fromkeys(fresh["task"]):
+        cells = [f"`{task}`"]
+        for method in methods:
+            row = _one(fresh, method=method, task=task)
+            cells.append("" if row is None else _accuracy(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    n_seeds = int(fresh["n_seeds"].max())
+    lines += ["", f"Accuracy per target task, fresh devices; ± is the 95 % t interval over {n_seeds} seeds "
+              "(the binomial half-width of the task's test set with one seed)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--readme", type=Path, help="README to update in place")
     parser.add_argument("--marker", default="default", help="name of the <!-- results:NAME --> block")
+    parser.add_argument("--per-task", action="store_true", help="the accuracy per target task instead")
     args = parser.parse_args(argv)
     if not (args.run_dir / "metrics.csv").is_file():
         parser.error(f"{args.run_dir}: no metrics.csv (not a finished run directory)")
-    table = render(args.run_dir)
+    table = render_per_task(args.run_dir) if args.per_task else render(args.run_dir)
     if args.readme is None:
         print(table, end="")
         return

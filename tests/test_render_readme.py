@@ -95,3 +95,13 @@ def test_missing_block_or_run_is_a_usage_error(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as done:
             module.main(argv)
         assert done.value.code == 2
+
+
+def test_per_task_table_shows_each_task_with_its_interval(tmp_path: Path) -> None:
+    table = _load().render_per_task(_run_dir(tmp_path, seeds=(0, 1, 2)))
+    lines = table.splitlines()
+    assert lines[0] == "| task | fusion | lora_in_situ |"
+    # task "a": fusion 0.40 on every seed (no spread: 40 % to the binomial digit); lora_in_situ 0.50/0.52/0.54.
+    row_a = next(line for line in lines if line.startswith("| `a` "))
+    assert "| 52 ± 5 % |" in row_a
+    assert any(line.startswith("| `b` ") for line in lines) and "3 seeds" in table
