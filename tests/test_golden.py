@@ -4,21 +4,16 @@ golden document shows it), and the golden file is never regenerated from a dirty
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "update_golden.py"
+from script_module import load_script
 
 
 def load_update_golden():
-    spec = importlib.util.spec_from_file_location("update_golden", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("update_golden")
 
 
 def _golden(tmp_path: Path) -> dict:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render_readme_tables.py"
+from script_module import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("render_readme_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("render_readme_tables")
 
 
 def _run_dir(tmp_path: Path, seeds: tuple[int, ...] = (0,)) -> Path:

@@ -114,12 +114,9 @@ def test_metrics_columns_and_invariants(tiny_run: Path) -> None:
 def test_tiny_results_match_the_golden_file(tiny_run: Path) -> None:
     """Regression check against tests/golden/tiny.json (tolerances in scripts/update_golden.py). After an intended
     change of results: commit, run `python scripts/update_golden.py` (refuses a dirty tree), commit the file."""
-    import importlib.util
+    from script_module import load_script
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "update_golden.py"
-    spec = importlib.util.spec_from_file_location("update_golden", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("update_golden")
     golden = json.loads(module.GOLDEN.read_text())
     problems = module.compare(golden, module.extract(tiny_run))
     assert not problems, (f"{len(problems)} difference(s) from tests/golden/tiny.json (made at git "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from script_module import load_script
 
 from scenarios.errors import ScenarioError
 from scenarios.text_tasks import (
@@ -49,10 +50,7 @@ def test_table_carries_the_wordnet_licence_notice_and_unique_definitions():
 
 @pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="needs Debian's wordnet-base")
 def test_build_script_reproduces_the_shipped_table_exactly():
-    spec = importlib.util.spec_from_file_location("build_wordnet_table", Path(__file__).parents[1] / "scripts" /
-                                                  "build_wordnet_table.py")  # fmt: skip
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("build_wordnet_table")
     data, counts = module.build(WORDNET_DIR, 1500)
     assert counts["synsets"] == 117_659  # WordNet 3.0's synset count
     assert data == WORDNET_TABLE.read_bytes()
