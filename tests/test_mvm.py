@@ -9,9 +9,9 @@ import numba
 import numpy as np
 import pytest
 import torch
+from mvm_states import random_state, state_of
 from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
 
-from crossbar.device import DeviceConfig
 from crossbar.mvm import (
     MvmSettings,
     adc_inputs,
@@ -26,22 +26,7 @@ from crossbar.periphery import adc_quantize, dac_quantize, quantizer_levels
 from crossbar.presets import device_preset
 from crossbar.rng import NORMAL_TABLE
 from crossbar.scheme import ConductanceSums
-from crossbar.state import ArrayState
 from energy import Ledger
-
-
-def _state(g_diff_matrix: np.ndarray, tile_rows: int) -> ArrayState:
-    """An ArrayState holding a given (d_out, d_in) conductance difference (uS), G- at 0."""
-    d_out, d_in = g_diff_matrix.shape
-    device = DeviceConfig(tile_rows=tile_rows)
-    state = ArrayState.fresh(d_in, d_out, device)
-    state.g_diff_us[...] = state.to_tiles(g_diff_matrix.astype(np.float32))
-    return state
-
-
-def _random_state(rng: np.random.Generator, d_in: int, d_out: int, tile_rows: int) -> tuple[ArrayState, np.ndarray]:
-    g = rng.uniform(-40, 40, size=(d_out, d_in)).astype(np.float32)
-    return _state(g, tile_rows), g
 
 
 def _dac(x: np.ndarray, levels: int, tile: int):
@@ -148,7 +133,7 @@ CONFIGS = [
 def test_fast_path_matches_reference_and_numpy(config):
     rng = np.random.default_rng(1)
     device = device_preset("reram_wan2022", tile_rows=32, **config)
-    state, g = _random_state(rng, 70, 21, device.tile_rows)
+    state, g = random_state(rng, 70, 21, device.tile_rows)
     out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
     bias = torch.randn(21)
     x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
@@ -170,7 +155,7 @@ def test_fast_path_matches_reference_and_numpy(config):
 def test_fresh_noise_per_call_and_same_key_same_result():
     rng = np.random.default_rng(2)
     device = device_preset("reram_wan2022", tile_rows=32)
-    state, _ = _random_state(rng, 40, 8, 32)
+    state, _ = random_state(rng, 40, 8, 32)
     x = torch.randn(3, 40)
     settings = MvmSettings.from_device(device)
     a = analog_mvm(x, state, torch.ones(8), settings, key=1)
@@ -185,7 +170,7 @@ def test_read_noise_statistics():
     (summed in quadrature over tiles), here with DAC and ADC off so the clean output is exact."""
     rng = np.random.default_rng(3)
     device = device_preset("reram_wan2022", tile_rows=16, dac_bits=None, adc_bits=None, read_noise_frac=0.02)
-    state, _ = _random_state(rng, 40, 6, 16)
+    state, _ = random_state(rng, 40, 6, 16)
     out_scale = torch.from_numpy(rng.uniform(0.5, 2.0, size=6).astype(np.float32))
     x_one = torch.from_numpy(rng.standard_normal(40).astype(np.float32))
     n = 20000
@@ -211,9 +196,9 @@ def test_two_tiles_with_ideal_adc_equal_one_tile():
     x = torch.from_numpy(rng.standard_normal((7, 60)).astype(np.float32))
     device = device_preset("reram_wan2022", dac_bits=8, adc_bits=None, read_noise_frac=0.0)
     settings = MvmSettings.from_device(device)
-    one = analog_mvm(x, _state(g, 64), torch.ones(10), settings, key=0)
-    two = analog_mvm(x, _state(g, 32), torch.ones(10), settings, key=0)
-    assert _state(g, 32).n_tiles == 2
+    one = analog_mvm(x, state_of(g, 64), torch.ones(10), settings, key=0)
+    two = analog_mvm(x, state_of(g, 32), torch.ones(10), settings, key=0)
+    assert state_of(g, 32).n_tiles == 2
     torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-4)
 
 
@@ -222,7 +207,7 @@ def test_adc_clips_at_full_scale():
     # an ADC with full scale 2 reads 2 per tile, so y = n_tiles * 2 * g_range * out_scale.
     device = device_preset("reram_wan2022", dac_bits=8, adc_bits=6, read_noise_frac=0.0, adc_full_scale=2.0)
     g = np.full((3, 24), device.g_range_us, dtype=np.float32)
-    state = _state(g, 8)
+    state = state_of(g, 8)
     y = analog_mvm(torch.ones(2, 24), state, torch.full((3,), 0.5), MvmSettings.from_device(device), key=0)
     torch.testing.assert_close(y, torch.full((2, 3), 3 * 2.0 * device.g_range_us * 0.5))
     # Unclipped with a larger range whose step (15.5 / 31 = 0.5) has 8 on the grid: 24 inputs x 40 uS x 0.5.
@@ -233,7 +218,7 @@ def test_adc_clips_at_full_scale():
 
 def test_adc_inputs_are_the_normalised_partial_sums():
     g = np.full((3, 24), 20.0, dtype=np.float32)  # half the range
-    state = _state(g, 8)
+    state = state_of(g, 8)
     settings = MvmSettings.from_device(device_preset("reram_wan2022"))
     values = adc_inputs(torch.ones(2, 24), state, torch.ones(3), settings)
     assert values.shape == (3, 2, 3)  # (input tiles, vectors, columns): one value per conversion
@@ -247,7 +232,7 @@ def test_adc_inputs_are_the_normalised_partial_sums():
 def test_per_column_ranges_fast_path_matches_reference_and_numpy(scheme):
     rng = np.random.default_rng(11)
     device = device_preset("reram_wan2022", tile_rows=32, adc_bits=6, read_noise_frac=0.01, mvm_scheme=scheme)
-    state, g = _random_state(rng, 70, 21, device.tile_rows)
+    state, g = random_state(rng, 70, 21, device.tile_rows)
     out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
     x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
     ranges = rng.uniform(0.5, 6.0, size=(3, 21)).astype(np.float32)  # every tile column its own range
@@ -273,7 +258,7 @@ def test_per_column_ranges_fast_path_matches_reference_and_numpy(scheme):
 @pytest.mark.parametrize("tile_cols", [4, 7, 64])
 def test_transposed_mvm(tile_cols):
     rng = np.random.default_rng(5)
-    state, g = _random_state(rng, 30, 13, 8)
+    state, g = random_state(rng, 30, 13, 8)
     out_scale = torch.from_numpy(rng.uniform(0.01, 0.02, size=13).astype(np.float32))
     weight = g * out_scale.numpy()[:, None]
     d = torch.from_numpy(rng.standard_normal((5, 13)).astype(np.float32))
@@ -287,7 +272,7 @@ def test_transposed_mvm(tile_cols):
 
 
 def test_bad_inputs_raise_value_errors():
-    state, _ = _random_state(np.random.default_rng(6), 10, 4, 8)
+    state, _ = random_state(np.random.default_rng(6), 10, 4, 8)
     settings = MvmSettings.from_device(device_preset())
     with pytest.raises(ValueError, match="x must have shape"):
         analog_mvm(torch.ones(2, 11), state, torch.ones(4), settings, key=0)
@@ -322,7 +307,7 @@ def test_quantisers_values_and_straight_through_gradient():
 
 def test_reference_path_is_differentiable_with_straight_through_gradient():
     rng = np.random.default_rng(7)
-    state, g = _random_state(rng, 20, 5, 8)
+    state, g = random_state(rng, 20, 5, 8)
     out_scale = torch.full((5,), 0.01)
     x = torch.randn(3, 20, requires_grad=True)
     settings = MvmSettings.from_device(device_preset("reram_wan2022"))

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mvm_states import random_state
 from naive_mvm import naive_mvm
 
 from crossbar import AnalogLinear, device_preset
-from crossbar.device import DeviceConfig
 from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_transposed, read_noise_normals
 from crossbar.mvm_torch import analog_mvm_torch, read_noise_normals_torch
-from crossbar.state import ArrayState
 
 CONFIGS = [
     dict(dac_bits=None, adc_bits=None, read_noise_frac=0.0),
@@ -22,13 +21,6 @@ CONFIGS = [
     dict(dac_bits=4, adc_bits=5, read_noise_frac=0.05, adc_full_scale=3.0),
     dict(dac_bits=4, adc_bits=6, read_noise_frac=0.02, mvm_scheme="isaac"),
 ]
-
-
-def _random_state(rng: np.random.Generator, d_in: int, d_out: int, tile_rows: int) -> tuple[ArrayState, np.ndarray]:
-    g = rng.uniform(-40.0, 40.0, size=(d_out, d_in)).astype(np.float32)
-    state = ArrayState.fresh(d_in, d_out, DeviceConfig(tile_rows=tile_rows))
-    state.g_diff_us[...] = state.to_tiles(g)
-    return state, g
 
 
 def test_noise_draws_equal_the_numpy_draws():
@@ -42,7 +34,7 @@ def test_noise_draws_equal_the_numpy_draws():
 def test_torch_path_matches_numba_path_and_numpy(config):
     rng = np.random.default_rng(3)
     device = device_preset("reram_wan2022", tile_rows=32, **config)
-    state, g = _random_state(rng, 70, 21, device.tile_rows)
+    state, g = random_state(rng, 70, 21, device.tile_rows)
     out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
     bias = torch.randn(21)
     x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
