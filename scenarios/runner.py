@@ -67,6 +67,7 @@ from fusion import (
     program_bank,
 )
 from fusion.digital_state import digital_state
+from scenarios.allocator import keep_freed_memory
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
 from scenarios.execution import Executor, Handle, SerialExecutor
@@ -807,9 +808,11 @@ def _reseed(model: nn.Module, seed: int) -> None:
 
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
-    """Run torch and the numba kernels on `n` threads, restoring both afterwards."""
+    """Run torch and the numba kernels on `n` threads, restoring both afterwards; freed memory stays in the
+    process (`scenarios.allocator`: large MVM buffers are not faulted in again on every call)."""
     import numba
 
+    keep_freed_memory()
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
