@@ -508,7 +508,7 @@ def fast_input_activity(x: torch.Tensor, dac_bits: int | None, scheme: MvmScheme
     drives, weight = np.empty(width, dtype=np.float64), np.empty(width, dtype=np.float64)
     bits = dac_bits if dac_bits is not None else (PRICED_BITS_IF_IDEAL if scheme.bit_serial else None)
     levels = 0 if bits is None else (1 << (bits - 1)) - 1
-    input_activity_kernel(xs, levels, scheme.bit_serial, drives, weight)
+    input_activity_kernel(xs, xs.view(np.int32), levels, scheme.bit_serial, drives, weight)
     return InputActivity(drives, weight)
 
 

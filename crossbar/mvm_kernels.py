@@ -134,23 +134,23 @@ def adc_accumulate_kernel(
     noisy = sigma_us > 0
     for b in prange(n_vec):
         acc = np.zeros(n_out, dtype=np.float32)
-        z = np.empty(4 * n_groups, dtype=np.float32)
+        hashes = np.empty(n_groups, dtype=np.uint64)
+        z = np.empty(n_out, dtype=np.float32)
         for t in range(n_tiles):
             row = partial[t, b]
             step = step_us[t]
             inv = inv_step[t]
             if noisy:
                 # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (uS; times 1 / step in
-                # ADC steps) times unit normals, four per hash. The normals go to a buffer first so that the loop
-                # below (noise, ADC, tile sum) vectorises.
+                # ADC steps) times unit normals, four per hash. Three simple loops rather than one, so that each
+                # vectorises: the hashes (64-bit multiplies), the 16-bit lanes looked up in the table (gathers),
+                # then noise, ADC and tile sum.
                 noise_us = sigma * np.sqrt(sum_sq[t, b])
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
-                    h = splitmix64(key ^ (counter0 + np.uint64(g)))
-                    z[4 * g] = table[h & np.uint64(0xFFFF)]
-                    z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
-                    z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
-                    z[4 * g + 3] = table[h >> np.uint64(48)]
+                    hashes[g] = splitmix64(key ^ (counter0 + np.uint64(g)))
+                for o in range(n_out):
+                    z[o] = table[(hashes[o >> 2] >> np.uint64(16 * (o & 3))) & np.uint64(0xFFFF)]
                 if adc_levels > 0 and uniform:
                     noise_steps = noise_us * inv[0]
                     for o in range(n_out):
@@ -181,45 +181,55 @@ def adc_accumulate_kernel(
             out[b, o] = acc[o] * coef * col_scale[o] + bias[o]
 
 
+@numba.njit(cache=True, inline="always")
+def _popcount(value: np.int64) -> np.int64:
+    """Number of 1-bits of a non-negative int64, branch-free (SWAR), so that the loop around it vectorises."""
+    v = np.uint64(value)
+    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
 @numba.njit(cache=True)
 def input_activity_kernel(
-    x: np.ndarray, levels: int, bit_serial: bool, drives: np.ndarray, energy_weight: np.ndarray
+    x: np.ndarray, x_bits: np.ndarray, levels: int, bit_serial: bool, drives: np.ndarray, energy_weight: np.ndarray
 ) -> None:
     """Per input line, summed over the batch, how often it is driven and with what energy weight (the ledger's
     cell-read pricing; twin: `crossbar.scheme.input_activity`, which defines the quantities).
 
-    x (B, W) float32 as the DAC sees it; levels: DAC steps per sign (0 = ideal DAC: the exact normalised value);
-    bit_serial: one cycle per magnitude bit of the code (drives = energy weight = number of 1-bits), else one
-    multi-level drive (drives = codes != 0, energy weight = (code / L)^2). Writes drives and energy_weight (W,)
-    float64, adding the vectors in batch order (as NumPy's axis-0 sum does), so both agree bit for bit.
-    Sequential: called on small per-call batches, where a parallel launch costs more than the work.
+    x (B, W) float32 as the DAC sees it, and x_bits, the same memory viewed as int32 (the per-vector max |x| is
+    taken on the bit patterns, exactly and vectorised, as in `dac_tiles_kernel`); levels: DAC steps per sign (0 =
+    ideal DAC: the exact normalised value); bit_serial: one cycle per magnitude bit of the code (drives = energy
+    weight = number of 1-bits), else one multi-level drive (drives = codes != 0, energy weight = (code / L)^2).
+    Writes drives and energy_weight (W,) float64, adding the vectors in batch order (as NumPy's axis-0 sum does),
+    so both agree bit for bit. The loops over lines are branch-free so that they vectorise. Sequential: called on
+    small per-call batches, where a parallel launch costs more than the work.
     """
     n_vec, width = x.shape
     for i in range(width):
         drives[i] = 0.0
         energy_weight[i] = 0.0
     for b in range(n_vec):
-        m = np.float32(0.0)
+        m_bits = 0
         for i in range(width):
-            m = max(m, abs(x[b, i]))
+            m_bits = max(m_bits, x_bits[b, i] & _ABS_MASK)
+        m = np.float32(_float32_from_bits(m_bits))
         if levels > 0:
             inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
-            for i in range(width):
-                code = np.int64(np.rint(x[b, i] * inv))
-                if bit_serial:
-                    ones = 0
-                    magnitude = abs(code)
-                    while magnitude:
-                        ones += magnitude & 1
-                        magnitude >>= 1
+            if bit_serial:
+                for i in range(width):
+                    ones = np.float64(_popcount(abs(np.int64(np.rint(x[b, i] * inv)))))
                     drives[i] += ones
                     energy_weight[i] += ones
-                else:
+            else:
+                for i in range(width):
+                    code = np.int64(np.rint(x[b, i] * inv))
                     fraction = np.float64(code) / np.float64(levels)
-                    drives[i] += 1.0 if code != 0 else 0.0
+                    drives[i] += np.float64(code != 0)
                     energy_weight[i] += fraction * fraction
         else:
             for i in range(width):
                 applied = np.float64(x[b, i] / m) if m > 0 else 0.0
-                drives[i] += 1.0 if applied != 0 else 0.0
+                drives[i] += np.float64(applied != 0)
                 energy_weight[i] += applied * applied
