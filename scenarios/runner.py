@@ -631,15 +631,26 @@ def _device(scenario: Scenario) -> DeviceConfig:
 
 def _calibration_set(scenario: Scenario) -> torch.Tensor:
     """`calibration.samples` examples of the BASE task's training set (a seeded draw without replacement): the
-    only data the ADC ranges are set from. Test sets and adaptation data never enter it."""
-    base = build_tasks(scenario).base
-    n_train = len(base.x_train)
-    if n_train == 0:
-        raise ScenarioError("calibration: the base task has no training examples to calibrate the ADCs with")
-    count = min(scenario.calibration.samples, n_train)
+    only data the ADC ranges are set from. Test sets and adaptation data never enter it. A base task without a
+    training set (the text families' zero-shot `wn_all`) draws instead from the bank's source tasks' training
+    pools, in the order of `tasks.sources`: data the deployment has before any target task is known, disjoint from
+    every target's few-shot and test pools."""
+    suite = build_tasks(scenario)
+    pool = np.asarray(suite.base.x_train)
+    source = "base task"
+    if len(pool) == 0:
+        parts = [np.asarray(suite.sources[name].x_train) for name in scenario.tasks.sources]
+        parts = [part for part in parts if len(part)]
+        if not parts:
+            raise ScenarioError("calibration: neither the base task nor a source task has training examples to "
+                                "calibrate the ADCs with")  # fmt: skip
+        pool = np.concatenate(parts)
+        source = "source tasks"
+    count = min(scenario.calibration.samples, len(pool))
     rng = np.random.default_rng(derive_seed(scenario.seed, "adc_calibration_set"))
-    index = np.sort(rng.choice(n_train, size=count, replace=False))
-    return torch.as_tensor(np.asarray(base.x_train)[index])
+    index = np.sort(rng.choice(len(pool), size=count, replace=False))
+    log.debug("calibration set: %d examples of the %s' training data", count, source)
+    return torch.as_tensor(pool[index])
 
 
 def _calibration_forward(model: nn.Module, x: torch.Tensor) -> None:

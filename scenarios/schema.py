@@ -507,7 +507,8 @@ class CalibrationSpec(_Section):
         256,
         ge=1,
         description="Examples of the base task's TRAINING set (a seeded draw, never test data or an adaptation "
-        "minibatch) in the calibration set that sets the ADC ranges; at most the training set.",
+        "minibatch) in the calibration set that sets the ADC ranges; at most the training set. A base task with "
+        "no training set (text families: zero-shot `wn_all`) draws from the source tasks' training pools.",
     )
     adc_percentile: float = Field(
         99.99,

@@ -9,7 +9,7 @@ With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:M
 Numbers come from the run's `summary.csv` and `paired.csv` (written by every run; computed from `metrics.csv` with
 the same code, `scenarios.stats`, for a run directory that predates them):
 - accuracy: mean over target tasks and seeds ± the 95 % t interval over seeds of the per-seed mean over tasks;
-- test set: the 95 % Wilson interval of that mean on the pooled test images (images × tasks × seeds);
+- test set: the 95 % Wilson interval of that mean on the pooled test examples (examples × tasks × seeds);
 - Δ vs fusion: the paired difference on the same (seed, task) units, its 95 % t interval over seeds, and on how
   many of the (seed, task) pairs the method wins / loses;
 - energies, write pulses and digital state: means over tasks and seeds, rounded to their interval over seeds.
@@ -154,7 +154,7 @@ def render(run_dir: Path) -> str:
     lines += [
         "",
         f"Rendered by `scripts/render_readme_tables.py` from a run of `{scenario['name']}` ({seed_text}, "
-        f"{n_tasks} target tasks, {n_test:,} pooled test images per method). Means over target tasks and seeds, "
+        f"{n_tasks} target tasks, {n_test:,} pooled test examples per method). Means over target tasks and seeds, "
         f"fresh devices (drift {fresh_s:g} s) unless stated; ± is the 95 % t interval over seeds of the per-seed "
         "mean over tasks"
         + (" (none with one seed)" if n_seeds < 2 else "")

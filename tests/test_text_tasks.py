@@ -219,3 +219,27 @@ def test_schema_ties_text_families_to_the_encoder_kind():
     raw["tasks"]["targets"] = ["wn_nope"]
     with pytest.raises(ValueError, match="one of the wordnet tasks"):
         Scenario.model_validate(raw)
+
+
+@needs_model
+def test_zero_shot_base_calibrates_the_adcs_on_source_training_texts_only():
+    from scenarios.loading import load_scenario
+    from scenarios.runner import _calibration_set
+    from scenarios.workloads import build_tasks
+
+    scenario = load_scenario("minilm_tiny")
+    suite = build_tasks(scenario)
+    assert len(suite.base.x_train) == 0  # wn_all is zero-shot: nothing to calibrate on
+    calibration = _calibration_set(scenario).numpy()
+    sources = {row.tobytes() for task in suite.sources.values() for row in np.asarray(task.x_train)}
+    targets = {
+        row.tobytes()
+        for task in suite.targets.values()
+        for split in (task.x_train, task.x_val, task.x_test)
+        for row in np.asarray(split)
+    }
+    assert len(calibration) == min(scenario.calibration.samples, sum(len(t.x_train) for t in suite.sources.values()))
+    rows = {row.tobytes() for row in calibration}
+    assert rows <= sources
+    assert not rows & targets
+    np.testing.assert_array_equal(calibration, _calibration_set(scenario).numpy())  # seeded
