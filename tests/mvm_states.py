@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from crossbar.device import DeviceConfig
 from crossbar.state import ArrayState
@@ -20,3 +21,14 @@ def random_state(rng: np.random.Generator, d_in: int, d_out: int, tile_rows: int
     """A state with conductance differences uniform in +-40 uS, and that (d_out, d_in) matrix."""
     g = rng.uniform(-40, 40, size=(d_out, d_in)).astype(np.float32)
     return state_of(g, tile_rows), g
+
+
+def random_mvm_case(
+    rng: np.random.Generator, tile_rows: int, d_in: int = 70, d_out: int = 21, batch: int = 6
+) -> tuple[ArrayState, np.ndarray, torch.Tensor, torch.Tensor]:
+    """A random MVM: (state, its (d_out, d_in) matrix, out_scale (d_out,) in 0.001-0.01, x (batch, d_in) normal),
+    drawn from `rng` in that order."""
+    state, g = random_state(rng, d_in, d_out, tile_rows)
+    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=d_out).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((batch, d_in)).astype(np.float32))
+    return state, g, out_scale, x

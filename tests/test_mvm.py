@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pytest
 import torch
-from mvm_states import random_state, state_of
+from mvm_states import random_mvm_case, random_state, state_of
 from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
 
 from crossbar.mvm import (
@@ -133,10 +133,8 @@ CONFIGS = [
 def test_fast_path_matches_reference_and_numpy(config):
     rng = np.random.default_rng(1)
     device = device_preset("reram_wan2022", tile_rows=32, **config)
-    state, g = random_state(rng, 70, 21, device.tile_rows)
-    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
+    state, g, out_scale, x = random_mvm_case(rng, device.tile_rows)
     bias = torch.randn(21)
-    x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
     settings = MvmSettings.from_device(device)
     key = 4242
     fast = analog_mvm(x, state, out_scale, settings, key=key, bias=bias)
@@ -232,9 +230,7 @@ def test_adc_inputs_are_the_normalised_partial_sums():
 def test_per_column_ranges_fast_path_matches_reference_and_numpy(scheme):
     rng = np.random.default_rng(11)
     device = device_preset("reram_wan2022", tile_rows=32, adc_bits=6, read_noise_frac=0.01, mvm_scheme=scheme)
-    state, g = random_state(rng, 70, 21, device.tile_rows)
-    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
-    x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
+    state, g, out_scale, x = random_mvm_case(rng, device.tile_rows)
     ranges = rng.uniform(0.5, 6.0, size=(3, 21)).astype(np.float32)  # every tile column its own range
     settings = MvmSettings.from_device(device, adc_ranges=ranges)
     fast = analog_mvm(x, state, out_scale, settings, key=77)

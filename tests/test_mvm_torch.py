@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mvm_states import random_state
+from mvm_states import random_mvm_case
 from naive_mvm import naive_mvm
 
 from crossbar import AnalogLinear, device_preset
@@ -34,10 +34,8 @@ def test_noise_draws_equal_the_numpy_draws():
 def test_torch_path_matches_numba_path_and_numpy(config):
     rng = np.random.default_rng(3)
     device = device_preset("reram_wan2022", tile_rows=32, **config)
-    state, g = random_state(rng, 70, 21, device.tile_rows)
-    out_scale = torch.from_numpy(rng.uniform(0.001, 0.01, size=21).astype(np.float32))
+    state, g, out_scale, x = random_mvm_case(rng, device.tile_rows)
     bias = torch.randn(21)
-    x = torch.from_numpy(rng.standard_normal((6, 70)).astype(np.float32))
     settings = MvmSettings.from_device(device)
     fast = analog_mvm(x, state, out_scale, settings, key=99, bias=bias)
     torch_y = analog_mvm_torch(x, torch.from_numpy(state.g_diff_us), 70, out_scale, settings, key=99, bias=bias)
