@@ -27,12 +27,13 @@ from torch import nn
 from crossbar.device import DeviceConfig
 from crossbar.mapping import Targets, map_weights
 from crossbar.mvm import (
+    ArrayOperands,
+    MvmPricing,
     MvmSettings,
     adc_inputs,
     analog_mvm,
     analog_mvm_transposed,
     conductance_sums,
-    record_mvm,
 )
 from crossbar.mvm_torch import analog_mvm_torch
 from crossbar.noise import apply_drift, fabricate_faults
@@ -40,7 +41,7 @@ from crossbar.periphery import check_adc_calibration, pooled_ranges
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import Recording
-from crossbar.rng import derive_seed, mix_seed
+from crossbar.rng import derive_seed, mix_seed_int
 from crossbar.scheme import ConductanceSums
 from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
@@ -240,7 +241,8 @@ class AnalogLinear(nn.Module):
     def __getstate__(self) -> dict[str, object]:
         # Copies and pickles rebuild the NumPy views of their own buffers (`_require_state_any`).
         state = dict(super().__getstate__())
-        state.pop("_views", None)
+        for derived in ("_views", "_prepared", "_pricings"):  # views of this layer's buffers, never of a copy's
+            state.pop(derived, None)
         return state
 
     def get_extra_state(self) -> dict[str, object]:
@@ -598,11 +600,10 @@ class AnalogLinear(nn.Module):
         else:
             y = self._forward_analog(x2.detach(), None, bias)
         if self.ledger is not None:
-            record_mvm(
-                self.ledger, layer=self.name, device=self.array_config, d_in=self.in_features,
-                d_out=self.out_features, n_vectors=x2.shape[0], conductance=self._conductance_sums(),
-                inputs=x2.detach(), bias=bias is not None,
-            )  # fmt: skip
+            self._pricing(self.ledger, transposed=False, bias=bias is not None).record(
+                self.ledger, layer=self.name, n_vectors=x2.shape[0], conductance=self._conductance_sums(),
+                inputs=x2.detach(),
+            )
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
     def _on_torch_path(self) -> bool:
@@ -620,8 +621,9 @@ class AnalogLinear(nn.Module):
                 g_neg_us=self.g_neg_us,
             )  # fmt: skip
         bias = bias.detach().cpu() if bias is not None else None
-        state = state if state is not None else self._require_state()
-        return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias)
+        state = state if state is not None else self._require_state_any()  # callers checked `_check_ready`
+        return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias,
+                          prepared=self._operands(state))  # fmt: skip
 
     def _transposed_analog(self, d2: torch.Tensor, state: ArrayState | None, record: bool = True) -> torch.Tensor:
         settings = self._settings(transposed=True)
@@ -634,7 +636,7 @@ class AnalogLinear(nn.Module):
         else:
             state = state if state is not None else self._require_state()
             y = analog_mvm_transposed(d2, state, self.out_scale.cpu(), settings, key=self._next_key(),
-                                      tile_cols=tile_cols)  # fmt: skip
+                                      tile_cols=tile_cols, prepared=self._operands(state))  # fmt: skip
         if record:
             self._record_transposed(d2)
         return y
@@ -644,13 +646,15 @@ class AnalogLinear(nn.Module):
         g = self.g_diff_us.reshape(-1, self.out_features)[: self.in_features]
         scaled = d2.to(device=g.device, dtype=torch.float32) * self.out_scale.to(torch.float32)[None, :]
         y = scaled @ g.T
-        self._record_transposed(d2)
+        self._record_transposed(d2, scaled)
         return y
 
-    def _record_transposed(self, d2: torch.Tensor) -> None:
+    def _record_transposed(self, d2: torch.Tensor, scaled: torch.Tensor | None = None) -> None:
+        """Record a transposed MVM of d2; `scaled` = d2 * out_scale (what the DAC sees) when already at hand."""
         if self.ledger is not None:
-            scaled = d2.detach().to(torch.float32) * self.out_scale.to(device=d2.device, dtype=torch.float32)[None, :]
-            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled)  # as the DAC sees it
+            if scaled is None or scaled.device != d2.device:
+                scaled = d2.to(torch.float32) * self.out_scale.to(device=d2.device, dtype=torch.float32)[None, :]
+            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled.detach())
 
     def record_reads(
         self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False, inputs: torch.Tensor | None = None
@@ -659,11 +663,33 @@ class AnalogLinear(nn.Module):
         read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
         random streams or its ADC calibration. `inputs` as the DAC sees them prices the cells actually conducting;
         without them every line counts as driven at full scale (`crossbar.mvm.record_mvm`)."""
-        record_mvm(
-            ledger, layer=self.name, device=self.array_config, d_in=self.in_features, d_out=self.out_features,
-            n_vectors=n_vectors, conductance=self._conductance_sums(), inputs=inputs,
-            transposed=transposed,
-        )  # fmt: skip
+        self._pricing(ledger, transposed=transposed, bias=False).record(
+            ledger, layer=self.name, n_vectors=n_vectors, conductance=self._conductance_sums(), inputs=inputs
+        )
+
+    def _pricing(self, ledger: LedgerScope, *, transposed: bool, bias: bool) -> MvmPricing:
+        """The `crossbar.mvm.MvmPricing` of one direction under the ledger's cost table (kept while the config and
+        the cost table stay the same)."""
+        cache = self.__dict__.setdefault("_pricings", {})
+        pricing = cache.get((transposed, bias))
+        if pricing is None or not pricing.matches(self.array_config, ledger.costs):
+            pricing = MvmPricing.of(self.array_config, ledger.costs, d_in=self.in_features, d_out=self.out_features,
+                                    transposed=transposed, bias=bias)  # fmt: skip
+            cache[(transposed, bias)] = pricing
+        return pricing
+
+    def _operands(self, state: ArrayState) -> ArrayOperands | None:
+        """The array's `crossbar.mvm.ArrayOperands` for the CPU kernels, rebuilt when a buffer or `out_scale` was
+        replaced (None off the CPU, where `state` is a fresh copy per call)."""
+        out_scale = self.out_scale
+        if self.g_diff_us.device.type != "cpu" or out_scale.dtype != torch.float32 or not out_scale.is_contiguous():
+            return None
+        tile_cols = self.array_config.tile_cols
+        cached = self.__dict__.get("_prepared")
+        if cached is None or not cached.valid_for(state, out_scale) or cached.tile_cols != tile_cols:
+            cached = ArrayOperands.of(state, out_scale, tile_cols)
+            self.__dict__["_prepared"] = cached
+        return cached
 
     def _settings(self, *, transposed: bool) -> MvmSettings:
         """The MVM settings of one direction with its ADC ranges (cached until the config or the ranges change)."""
@@ -690,8 +716,9 @@ class AnalogLinear(nn.Module):
 
     def _next_key(self) -> int:
         """A fresh 64-bit read-noise key: counter-based, mix_seed(noise_seed, calls so far)."""
-        self.noise_calls += 1
-        return int(mix_seed(self.noise_seed, self.noise_calls - 1))
+        calls = self.noise_calls
+        self.__dict__["noise_calls"] = calls + 1  # a plain int: skips nn.Module.__setattr__'s lookups on every MVM
+        return mix_seed_int(self.noise_seed, calls)
 
     def _conductance_sums(self) -> ConductanceSums:
         """Per-line summed G+ + G- for the ledger, computed once per programming or drift (CPU copy off-CPU)."""

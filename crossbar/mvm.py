@@ -60,6 +60,8 @@ from energy import LedgerScope, pulse_energy_pj
 
 __all__ = [
     "PRICED_BITS_IF_IDEAL",
+    "ArrayOperands",
+    "MvmPricing",
     "MvmSettings",
     "adc_inputs",
     "analog_mvm",
@@ -186,6 +188,39 @@ def _transposed_operands(state: ArrayState, tile_cols: int) -> list[torch.Tensor
     return [g[:, lo : lo + tile_cols].T for lo in range(0, state.d_out, tile_cols)]
 
 
+@dataclass(frozen=True, eq=False)
+class ArrayOperands:
+    """What every MVM of one array multiplies by, built once: the per-tile zero-copy views of `g_diff_us` (forward
+    and transposed), `out_scale` as a NumPy view, and the constant unit/zero vectors. Valid while the array's
+    buffers are the same tensors (the programming, drift and fault kernels change them in place, which the views
+    see); a layer rebuilds it when a buffer is replaced (`AnalogLinear._operands`)."""
+
+    state: ArrayState
+    out_scale: torch.Tensor
+    tile_cols: int
+    forward: list[torch.Tensor]
+    transposed: list[torch.Tensor]
+    col_scale: np.ndarray
+    zeros_out: np.ndarray
+    ones_in: np.ndarray
+    zeros_in: np.ndarray
+
+    @classmethod
+    def of(cls, state: ArrayState, out_scale: torch.Tensor, tile_cols: int) -> ArrayOperands:
+        col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
+        if col_scale.ctypes.data != out_scale.data_ptr():
+            raise ValueError("out_scale must be a contiguous float32 CPU tensor to be shared with the kernels")
+        return cls(
+            state=state, out_scale=out_scale, tile_cols=tile_cols, forward=_forward_operands(state),
+            transposed=_transposed_operands(state, tile_cols), col_scale=col_scale,
+            zeros_out=np.zeros(state.d_out, dtype=np.float32), ones_in=np.ones(state.d_in, dtype=np.float32),
+            zeros_in=np.zeros(state.d_in, dtype=np.float32),
+        )  # fmt: skip
+
+    def valid_for(self, state: ArrayState, out_scale: torch.Tensor) -> bool:
+        return self.state is state and self.out_scale is out_scale
+
+
 def _as_matrix(x: torch.Tensor, width: int, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -274,16 +309,22 @@ def analog_mvm(
     *,
     key: int,
     bias: torch.Tensor | None = None,
+    prepared: ArrayOperands | None = None,
 ) -> torch.Tensor:
     """x (B, d_in) -> (B, d_out) float32 through DAC, tiles, read noise, ADC, digital tile sum and scaling.
 
-    `key` (a 64-bit int, drawn fresh per call by the caller) selects the read-noise draws."""
+    `key` (a 64-bit int, drawn fresh per call by the caller) selects the read-noise draws. `prepared`, the
+    array's `ArrayOperands` (built for this `state` and `out_scale`), saves rebuilding the tile views per call."""
     x = _as_matrix(x, state.d_in, "x")
     key = _check_key(key)
     xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
-    col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
-    bias_np = _vector(bias, state.d_out, 0.0, "bias")
-    operands = _forward_operands(state, settings)
+    if prepared is not None and prepared.valid_for(state, out_scale) and settings.wire_resistance_ohm <= 0:
+        col_scale, operands = prepared.col_scale, prepared.forward
+        bias_np = prepared.zeros_out if bias is None else _vector(bias, state.d_out, 0.0, "bias")
+    else:
+        col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
+        bias_np = _vector(bias, state.d_out, 0.0, "bias")
+        operands = _forward_operands(state, settings)
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
         return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
@@ -299,15 +340,21 @@ def analog_mvm_transposed(
     *,
     key: int,
     tile_cols: int,
+    prepared: ArrayOperands | None = None,
 ) -> torch.Tensor:
-    """d (B, d_out) -> d @ W (B, d_in) float32 on the array, driven from its columns (see the module docstring)."""
+    """d (B, d_out) -> d @ W (B, d_in) float32 on the array, driven from its columns (see the module docstring);
+    `prepared` as in `analog_mvm`."""
     d = _as_matrix(d, state.d_out, "d")
     key = _check_key(key)
-    scaled = (d * torch.from_numpy(_vector(out_scale, state.d_out, 1.0, "out_scale"))[None, :]).contiguous()
+    if prepared is not None and prepared.valid_for(state, out_scale) and prepared.tile_cols == tile_cols:
+        col_scale, operands, ones, zeros = prepared.col_scale, prepared.transposed, prepared.ones_in, prepared.zeros_in
+    else:
+        col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
+        operands = _transposed_operands(state, tile_cols)
+        ones = np.ones(state.d_in, dtype=np.float32)
+        zeros = np.zeros(state.d_in, dtype=np.float32)
+    scaled = (d * torch.from_numpy(col_scale)[None, :]).contiguous()
     dq, sum_sq, scale = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
-    operands = _transposed_operands(state, tile_cols)
-    ones = np.ones(state.d_in, dtype=np.float32)
-    zeros = np.zeros(state.d_in, dtype=np.float32)
     if settings.per_cycle:
         tiles = [dq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
         return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), ones, zeros)
@@ -544,55 +591,128 @@ def record_mvm(
     - digital_mult: one per input (abs-max normalisation) and two per output (input and weight scale) per vector;
       digital_add: the bias, one per output. Priced at the cost table's datapath precision.
     Converters with bits None are priced at `PRICED_BITS_IF_IDEAL`.
+
+    A layer that records on every call keeps the `MvmPricing` of each direction and calls its `record` instead.
     """
-    if n_vectors == 0:
-        return
-    costs = ledger.costs
-    scheme = device.scheme
-    dac_bits = device.dac_bits or PRICED_BITS_IF_IDEAL
-    adc_bits = device.adc_bits or PRICED_BITS_IF_IDEAL
-    if transposed:
-        n_inputs, n_outputs, in_tile, out_tile = d_out, d_in, device.tile_cols, device.tile_rows
-        line_g_us, cells_per_line = conductance.col_us, 2 * d_in
-    else:
-        n_inputs, n_outputs, in_tile, out_tile = d_in, d_out, device.tile_rows, device.tile_cols
-        line_g_us, cells_per_line = conductance.row_us, 2 * d_out
-    in_tiles = -(-n_inputs // in_tile)
-    out_tiles = -(-n_outputs // out_tile)
-    cycles = scheme.cycles(device.dac_bits)
-    if inputs is not None:
-        if inputs.shape != (n_vectors, n_inputs):
-            raise ValueError(f"inputs must have shape ({n_vectors}, {n_inputs}), got {tuple(inputs.shape)}")
-        activity = fast_input_activity(inputs, device.dac_bits, scheme)
-    else:
-        full = np.full(n_inputs, float(n_vectors * cycles))
-        activity = InputActivity(full, full)
-    ledger.record(
-        "cell_read",
-        float(activity.drives.sum()) * cells_per_line,
-        layer=layer,
-        energy_pj=pulse_energy_pj(
-            device.read_voltage_v, float(activity.energy_weight @ line_g_us), device.read_pulse_ns
-        ),
-        latency_ns=n_vectors * cycles * costs.mvm_cycle_ns,
-    )
-    if scheme.bit_serial:
-        dacs = n_inputs * out_tiles * cycles * n_vectors
-        dac_pj = dacs * costs.dac_row_cycle_pj
-    else:
-        dacs = n_inputs * out_tiles * n_vectors
-        dac_pj = dacs * costs.dac_conversion_pj(dac_bits)
-    ledger.record("dac_conversion", dacs, layer=layer, energy_pj=dac_pj, latency_ns=0)
-    per_column = scheme.conversions_per_column(device.dac_bits)
-    adcs = n_outputs * in_tiles * per_column * n_vectors
-    ledger.record(
-        "adc_conversion",
-        adcs,
-        layer=layer,
-        energy_pj=adcs * costs.adc_conversion_pj(adc_bits),
-        latency_ns=n_vectors * per_column * scheme.shared_columns(min(out_tile, n_outputs)) * costs.adc_conversion_ns,
-    )
-    ledger.record("shift_add", adcs, layer=layer, latency_ns=0.0)
-    ledger.record("digital_mult", (n_inputs + 2 * n_outputs) * n_vectors, layer=layer)
-    if bias:
-        ledger.record("digital_add", n_outputs * n_vectors, layer=layer)
+    pricing = MvmPricing.of(device, ledger.costs, d_in=d_in, d_out=d_out, transposed=transposed, bias=bias)
+    pricing.record(ledger, layer=layer, n_vectors=n_vectors, conductance=conductance, inputs=inputs)
+
+
+@dataclass(frozen=True)
+class MvmPricing:
+    """The per-vector part of `record_mvm` for one array, direction and cost table: everything but the input
+    activity, computed once (a layer keeps one per direction while its config and cost table stay the same)."""
+
+    device: DeviceConfig
+    costs: object
+    """The `energy.CostTable` the unit costs were taken from (compared by identity before reuse)."""
+    transposed: bool
+    bias: bool
+    n_inputs: int
+    n_outputs: int
+    cells_per_line: int
+    cycles: int
+    dac_per_vector: int
+    dac_unit_pj: float
+    adc_per_vector: int
+    adc_unit_pj: float
+    adc_latency_factor: int
+    """Conversions per column x columns sharing an ADC: latency per vector in units of `adc_conversion_ns`."""
+    dac_bits: int | None
+    bit_serial: bool
+    levels: int
+    """DAC steps per sign the activity is counted at (0: the exact value, an ideal multi-level DAC)."""
+    cell_read_ns: float
+    """Latency per vector: cycles x the cost table's `mvm_cycle_ns`."""
+    adc_ns: float
+    """The cost table's `adc_conversion_ns`."""
+    shift_add_pj: float
+    mult_pj: float
+    mult_ns: float
+    add_pj: float
+    add_ns: float
+
+    @classmethod
+    def of(cls, device: DeviceConfig, costs: object, *, d_in: int, d_out: int, transposed: bool, bias: bool
+           ) -> MvmPricing:  # fmt: skip
+        scheme = device.scheme
+        dac_bits = device.dac_bits or PRICED_BITS_IF_IDEAL
+        adc_bits = device.adc_bits or PRICED_BITS_IF_IDEAL
+        if transposed:
+            n_inputs, n_outputs, in_tile, out_tile = d_out, d_in, device.tile_cols, device.tile_rows
+        else:
+            n_inputs, n_outputs, in_tile, out_tile = d_in, d_out, device.tile_rows, device.tile_cols
+        cells_per_line = 2 * n_outputs  # the G+ and G- cell of every weight on a driven line
+        in_tiles = -(-n_inputs // in_tile)
+        out_tiles = -(-n_outputs // out_tile)
+        cycles = scheme.cycles(device.dac_bits)
+        if scheme.bit_serial:
+            dac_per_vector, dac_unit_pj = n_inputs * out_tiles * cycles, costs.dac_row_cycle_pj
+        else:
+            dac_per_vector, dac_unit_pj = n_inputs * out_tiles, costs.dac_conversion_pj(dac_bits)
+        per_column = scheme.conversions_per_column(device.dac_bits)
+        bits = device.dac_bits if device.dac_bits is not None else (PRICED_BITS_IF_IDEAL if scheme.bit_serial else None)
+        return cls(
+            device=device, costs=costs, transposed=transposed, bias=bias, n_inputs=n_inputs, n_outputs=n_outputs,
+            cells_per_line=cells_per_line, cycles=cycles, dac_per_vector=dac_per_vector, dac_unit_pj=dac_unit_pj,
+            adc_per_vector=n_outputs * in_tiles * per_column, adc_unit_pj=costs.adc_conversion_pj(adc_bits),
+            adc_latency_factor=per_column * scheme.shared_columns(min(out_tile, n_outputs)), dac_bits=device.dac_bits,
+            bit_serial=scheme.bit_serial, levels=0 if bits is None else (1 << (bits - 1)) - 1,
+            cell_read_ns=costs.mvm_cycle_ns, adc_ns=costs.adc_conversion_ns, shift_add_pj=float(costs.shift_add_pj),
+            mult_pj=float(costs.mult_pj), mult_ns=float(costs.digital_op_ns), add_pj=float(costs.add_pj),
+            add_ns=float(costs.digital_op_ns),
+        )  # fmt: skip
+
+    def matches(self, device: DeviceConfig, costs: object) -> bool:
+        return self.costs is costs and (self.device is device or self.device == device)
+
+    def activity(self, inputs: torch.Tensor) -> InputActivity:
+        """`fast_input_activity` with this pricing's DAC levels."""
+        xs = inputs.detach()
+        if xs.dtype != torch.float32 or xs.device.type != "cpu":
+            xs = xs.to(device="cpu", dtype=torch.float32)
+        xs = xs.numpy()
+        if not xs.flags.c_contiguous:
+            xs = np.ascontiguousarray(xs)
+        drives, weight = np.empty(xs.shape[1], dtype=np.float64), np.empty(xs.shape[1], dtype=np.float64)
+        input_activity_kernel(xs, xs.view(np.int32), self.levels, self.bit_serial, drives, weight)
+        return InputActivity(drives, weight)
+
+    def record(
+        self,
+        ledger: LedgerScope,
+        *,
+        layer: str,
+        n_vectors: int,
+        conductance: ConductanceSums,
+        inputs: torch.Tensor | None = None,
+    ) -> None:
+        """Record `n_vectors` MVMs with `inputs` as the DAC sees them (None: every line at full scale). The unit
+        costs are those of the cost table this pricing was made for (`matches`)."""
+        if n_vectors == 0:
+            return
+        line_g_us = conductance.col_us if self.transposed else conductance.row_us
+        if inputs is not None:
+            if tuple(inputs.shape) != (n_vectors, self.n_inputs):
+                raise ValueError(f"inputs must have shape ({n_vectors}, {self.n_inputs}), got {tuple(inputs.shape)}")
+            activity = self.activity(inputs)
+        else:
+            full = np.full(self.n_inputs, float(n_vectors * self.cycles))
+            activity = InputActivity(full, full)
+        device = self.device
+        dacs = self.dac_per_vector * n_vectors
+        adcs = self.adc_per_vector * n_vectors
+        mults = float((self.n_inputs + 2 * self.n_outputs) * n_vectors)
+        events = [
+            ("cell_read", float(activity.drives.sum()) * self.cells_per_line,
+             pulse_energy_pj(device.read_voltage_v, float(activity.energy_weight @ line_g_us), device.read_pulse_ns),
+             n_vectors * self.cycles * self.cell_read_ns),
+            ("dac_conversion", dacs, dacs * self.dac_unit_pj, 0),
+            ("adc_conversion", adcs, adcs * self.adc_unit_pj, n_vectors * self.adc_latency_factor * self.adc_ns),
+            ("shift_add", adcs, float(adcs) * self.shift_add_pj, 0.0),
+            ("digital_mult", mults, mults * self.mult_pj, mults * self.mult_ns),
+        ]  # fmt: skip
+        if self.bias:
+            adds = float(self.n_outputs * n_vectors)
+            events.append(("digital_add", adds, adds * self.add_pj, adds * self.add_ns))
+        ledger.record_many(events, layer=layer)

@@ -23,6 +23,7 @@ __all__ = [
     "NORMAL_TABLE",
     "derive_seed",
     "mix_seed",
+    "mix_seed_int",
     "normal_from_hash_np",
     "splitmix64",
     "splitmix64_np",
@@ -62,10 +63,26 @@ def uniform_from_hash(h: np.uint64) -> float:
     return float(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _splitmix64_int(x: int) -> int:
+    """`splitmix64` on a Python int (arithmetic mod 2^64): the same bits, without NumPy scalars, for the per-call
+    keys of the MVM path."""
+    z = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def mix_seed(seed: int, stream: int) -> np.uint64:
     """A 64-bit key for one random stream (e.g. one programming call or one forward pass) of one array."""
-    with np.errstate(over="ignore"):
-        return splitmix64_np(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ splitmix64_np(np.uint64(stream)))
+    return np.uint64(mix_seed_int(seed, stream))
+
+
+def mix_seed_int(seed: int, stream: int) -> int:
+    """`mix_seed` as a Python int (the MVM path's per-call read-noise key)."""
+    return _splitmix64_int((int(seed) & _MASK64) ^ _splitmix64_int(int(stream) & _MASK64))
 
 
 def splitmix64_np(x: np.ndarray | np.uint64) -> np.ndarray:

@@ -90,23 +90,64 @@ class Ledger:
         latency_ns: float | None = None,
     ) -> None:
         """Add `count` events. Energy/latency default to count x the cost table's unit cost."""
+        if not phase:
+            raise ValueError("ledger phase must be a non-empty string")
+        self._record(event, count, energy_pj, latency_ns, (phase, task, method, layer))
+
+    def record_many(
+        self,
+        events: Iterable[tuple[str, float, float | None, float | None]],
+        *,
+        phase: str,
+        task: str = "",
+        method: str = "",
+        layer: str = "",
+    ) -> None:
+        """`record` for several (event, count, energy_pj, latency_ns) under the same labels (an MVM's events)."""
+        if not phase:
+            raise ValueError("ledger phase must be a non-empty string")
+        labels = (phase, task, method, layer)
+        rows = self._rows
+        isfinite = math.isfinite
+        for event, count, energy_pj, latency_ns in events:
+            if energy_pj is None or latency_ns is None or event not in EVENTS:
+                self._record(event, count, energy_pj, latency_ns, labels)
+                continue
+            count = float(count)  # the checks of `_record`, inline: an MVM records six events per call
+            if not (isfinite(count) and count >= 0 and isfinite(energy_pj) and energy_pj >= 0
+                    and isfinite(latency_ns) and latency_ns >= 0):  # fmt: skip
+                self._record(event, count, energy_pj, latency_ns, labels)  # raises with the reason
+            if count == 0 and energy_pj == 0 and latency_ns == 0:
+                continue
+            key = (event, *labels)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = [count, float(energy_pj), float(latency_ns)]
+            else:
+                row[0] += count
+                row[1] += energy_pj
+                row[2] += latency_ns
+
+    def _record(
+        self, event: str, count: float, energy_pj: float | None, latency_ns: float | None,
+        labels: tuple[str, str, str, str],
+    ) -> None:  # fmt: skip
         if event not in EVENTS:
             raise ValueError(f"unknown ledger event {event!r}; known: {sorted(EVENTS)}")
         count = float(count)
         if not math.isfinite(count) or count < 0:
             raise ValueError(f"ledger count for {event!r} must be finite and >= 0, got {count!r}")
-        if not phase:
-            raise ValueError("ledger phase must be a non-empty string")
         if energy_pj is None:
             energy_pj = count * self.unit_energy_pj(event)
         if latency_ns is None:
             latency_ns = count * self.unit_latency_ns(event)
-        for name, value in (("energy_pj", energy_pj), ("latency_ns", latency_ns)):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"ledger {name} for {event!r} must be finite and >= 0, got {value!r}")
+        if not (math.isfinite(energy_pj) and energy_pj >= 0):
+            raise ValueError(f"ledger energy_pj for {event!r} must be finite and >= 0, got {energy_pj!r}")
+        if not (math.isfinite(latency_ns) and latency_ns >= 0):
+            raise ValueError(f"ledger latency_ns for {event!r} must be finite and >= 0, got {latency_ns!r}")
         if count == 0 and energy_pj == 0 and latency_ns == 0:
             return
-        key = (event, phase, task, method, layer)
+        key = (event, *labels)
         row = self._rows.get(key)
         if row is None:
             self._rows[key] = [count, float(energy_pj), float(latency_ns)]
@@ -263,6 +304,10 @@ class LedgerScope:
             energy_pj=energy_pj,
             latency_ns=latency_ns,
         )
+
+    def record_many(self, events: Iterable[tuple[str, float, float | None, float | None]], *, layer: str = "") -> None:
+        """Several (event, count, energy_pj, latency_ns) of one layer (`Ledger.record_many`)."""
+        self.ledger.record_many(events, phase=self.phase, task=self.task, method=self.method, layer=layer)
 
 
 def _check_keys(keys: Iterable[str]) -> None:

@@ -49,9 +49,12 @@ def read_weight(layer: nn.Module) -> torch.Tensor:
     return layer.weight.detach().to(torch.float32)
 
 
-def layer_mvm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """W x without bias: an analog layer's `mvm`, or a digital layer's matmul."""
-    if isinstance(layer, AnalogLayer):
+def layer_mvm(layer: nn.Module, x: torch.Tensor, *, analog: bool | None = None) -> torch.Tensor:
+    """W x without bias: an analog layer's `mvm`, or a digital layer's matmul. `analog`: whether `layer` is an
+    `AnalogLayer`, when the caller knows (the protocol check costs tens of microseconds per call)."""
+    if analog is None:
+        analog = isinstance(layer, AnalogLayer)
+    if analog:
         return layer.mvm(x)
     return F.linear(x, layer.weight)
 
@@ -259,6 +262,8 @@ class FusedLinear(nn.Module):
         if use_magnitude and calibration is None:
             raise ValueError(f"FusedLinear {name!r}: the DoRA magnitude needs a calibration read-out")
         self.base, self.bank_a, self.bank_b = base, bank_a, bank_b
+        self._analog = tuple(_is_analog(m) for m in (base, bank_a, bank_b))
+        """Which of base, A_stack, B_stack are `AnalogLayer`s (checked once: the forward runs per step)."""
         for module in (base, bank_a, bank_b):
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
@@ -377,8 +382,9 @@ class FusedLinear(nn.Module):
         scope = module_ledger(self)
         n, r, d_out = self.n_entries, self.rank, self.out_features
         c = self.coefficients
-        base_out = layer_mvm(self.base, x)
-        u = layer_mvm(self.bank_a, x).unflatten(-1, (n, r))
+        analog_base, analog_a, analog_b = self._analog
+        base_out = layer_mvm(self.base, x, analog=analog_base)
+        u = layer_mvm(self.bank_a, x, analog=analog_a).unflatten(-1, (n, r))
         if self.form == "lorahub":
             u_c = torch.einsum("...nr,n->...r", u, c)  # (sum_i c_i A_i) x
             u_mix = c[:, None] * u_c.unsqueeze(-2)  # B_stack @ this = (sum_i c_i B_i) u_c
@@ -386,7 +392,7 @@ class FusedLinear(nn.Module):
         else:
             u_mix = c[:, None] * u
             combine_mults, combine_adds = n * r, 0
-        v = layer_mvm(self.bank_b, u_mix.flatten(-2))
+        v = layer_mvm(self.bank_b, u_mix.flatten(-2), analog=analog_b)
         out = base_out + self.scale * v
         if self.use_magnitude:
             out = out * (self.magnitude / self._current_norm(scope))

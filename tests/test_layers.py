@@ -307,3 +307,71 @@ def test_errors_and_repr():
         AnalogLinear(4, 4, IDEAL, seed=-1)
     with pytest.raises(ValueError, match="weight must have shape"):
         layer.reprogram(torch.zeros(3, 3))
+
+
+# --- per-array caches of the MVM path ------------------------------------------------------------------------------
+
+
+def _uncached_forward(layer: AnalogLinear, x: torch.Tensor, key: int) -> torch.Tensor:
+    """The forward MVM as `crossbar.analog_mvm` computes it from the layer's buffers, without its cached operands."""
+    from crossbar.mvm import analog_mvm
+
+    return analog_mvm(x, layer.state, layer.out_scale, layer._settings(transposed=False), key=key, bias=layer.bias)
+
+
+def test_cached_operands_follow_reprogramming_drift_and_copies():
+    """A layer keeps its tile views and out_scale between MVMs (`crossbar.mvm.ArrayOperands`); they must follow a
+    rewrite (new out_scale tensor), a drift (buffers changed in place) and never be shared by a deep copy."""
+    import copy
+
+    device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=32, tile_cols=16)
+    layer = _programmed(_linear(40, 24, seed=3), device, seed=5)
+    x = torch.randn(7, 40)
+
+    def check() -> None:
+        key = int(layer.noise_calls)
+        from crossbar.rng import mix_seed_int
+
+        expected = _uncached_forward(layer, x, mix_seed_int(layer.noise_seed, key))
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+
+    check()
+    twin = copy.deepcopy(layer)
+    layer.reprogram(_linear(40, 24, seed=4).weight.detach() * 3.0)  # new targets, new out_scale tensor
+    check()
+    layer.drift_to(86400.0)
+    check()
+    twin_key = int(twin.noise_calls)
+    with torch.no_grad():
+        twin_out = twin(x)  # the copy still holds the first programming, undrifted
+    from crossbar.rng import mix_seed_int
+
+    torch.testing.assert_close(twin_out, _uncached_forward(twin, x, mix_seed_int(twin.noise_seed, twin_key)),
+                               rtol=0, atol=0)  # fmt: skip
+    assert not torch.equal(twin.g_diff_us, layer.g_diff_us)
+
+
+def test_layer_ledger_records_equal_record_mvm_called_directly():
+    """The layer's kept `MvmPricing` records exactly what `crossbar.mvm.record_mvm` records for the same MVM,
+    forward (with bias) and transposed, and follows a change of cost table."""
+    from crossbar.mvm import conductance_sums, record_mvm
+    from energy import cost_preset
+
+    device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=32, tile_cols=16)
+    layer = _programmed(_linear(40, 24, seed=1), device)
+    x = torch.randn(9, 40)
+    d = torch.randn(9, 24)
+    changed = cost_preset("isaac_horowitz", shift_add_pj=0.05, mvm_cycle_ns=20.0, datapath="fp32")
+    for costs in (cost_preset("isaac_horowitz"), changed):
+        by_layer, direct = Ledger(costs), Ledger(costs)
+        layer.ledger = by_layer.scope(phase="inference")
+        with torch.no_grad():
+            layer(x)
+        layer.record_reads(9, by_layer.scope(phase="inference"), transposed=True, inputs=d)
+        layer.ledger = None
+        sums = conductance_sums(layer.state)
+        common = {"layer": layer.name, "device": device, "d_in": 40, "d_out": 24, "n_vectors": 9, "conductance": sums}
+        record_mvm(direct.scope(phase="inference"), inputs=x, bias=True, **common)
+        record_mvm(direct.scope(phase="inference"), inputs=d, transposed=True, **common)
+        assert by_layer.to_records() == direct.to_records()

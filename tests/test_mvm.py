@@ -380,3 +380,18 @@ def test_input_activity_kernel_matches_numpy_twin(dac_bits, scheme):
     np.testing.assert_array_equal(fast.drives, ref.drives)
     np.testing.assert_array_equal(fast.energy_weight, ref.energy_weight)
     assert fast.drives.sum() > 0
+
+
+def test_integer_mix_seed_equals_the_numpy_splitmix_twin():
+    """`mix_seed_int` (Python ints, the MVM path's per-call key) gives the bits of the NumPy `splitmix64_np`
+    composition `mix_seed` is defined by, including seeds and streams at and beyond 2^63."""
+    from crossbar.rng import mix_seed, mix_seed_int, splitmix64_np
+
+    rng = np.random.default_rng(0)
+    seeds = [0, 1, 2**63 - 1, 2**63, 2**64 - 1, *(int(v) for v in rng.integers(0, 2**63, 50))]
+    streams = [0, 1, 7, 2**32, 2**64 - 1, *(int(v) for v in rng.integers(0, 2**40, 50))]
+    for seed, stream in zip(seeds, streams):
+        with np.errstate(over="ignore"):
+            twin = splitmix64_np(np.uint64(seed) ^ splitmix64_np(np.uint64(stream)))
+        assert mix_seed_int(seed, stream) == int(twin)
+        assert mix_seed(seed, stream) == twin
