@@ -28,7 +28,7 @@ x = torch.randn(2048, 256)  # tile partial sums of 8 MB per forward
 with torch.no_grad():
     layer(x)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
+    for _ in range(30):
         layer(x)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -43,7 +43,9 @@ def _page_faults(mode: str) -> int:
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     default = _page_faults("default")
     kept = _page_faults("keep")
-    assert kept * 4 < default, (kept, default)  # mmap per buffer faults every large buffer in again
+    # mmap per buffer faults every large buffer in again (~2,600 faults per forward here); kept memory faults in
+    # at most a few buffers once, while the heap settles (0 to ~8,000 faults over the 30 forwards)
+    assert kept * 4 < default, (kept, default)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
