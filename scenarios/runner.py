@@ -77,9 +77,8 @@ from scenarios.results import UnitResult, write_results
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.sweep import Study, SweepPoint, write_sweep
-from scenarios.tasks import DIGIT_TASKS, digits_task
 from scenarios.wear import model_wear
-from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, train_classifier
+from scenarios.workloads import TaskData, accuracy, build_model, build_tasks, class_count, load_task, train_classifier
 
 __all__ = ["FAULT_KILL_ONCE_ENV", "RunOutcome", "run_scenario", "run_study"]
 
@@ -443,24 +442,26 @@ def _base_task(shipped: _Shipped) -> Blob:
     embeddings (`scenarios.encoder`), pickled."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
-        suite = build_tasks(scenario)
         spec = scenario.model
-        if spec.kind == "hf_encoder":
+        if spec.kind == "hf_encoder":  # every task's class embeddings: all tasks
             from scenarios.encoder import EncoderWorkload
 
+            suite = build_tasks(scenario)
             encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
             info = {"zero_shot_accuracy": encoder.accuracy(suite.base)}
             buffer = io.BytesIO()
             torch.save({"model": encoder.model, "class_embeddings": encoder.class_embeddings}, buffer)
             return {"base_model.pt": buffer.getvalue(), "base_model.json": json.dumps(info).encode()}
-        model = build_model(spec, suite.n_classes, suite.image_shape, seed=derive_seed(scenario.seed, "base_init"))
+        base = load_task(scenario, scenario.tasks.base, "base")
+        n_classes = class_count(scenario, base)
+        model = build_model(spec, n_classes, base.image_shape, seed=derive_seed(scenario.seed, "base_init"))
         train_classifier(
-            model, suite.base.x_train, suite.base.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
+            model, base.x_train, base.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
             batch_size=spec.batch_size, seed=derive_seed(scenario.seed, "base_train"), desc="base model",
             progress=False,
         )  # fmt: skip
-        info = {"clean_accuracy": accuracy(model, suite.base.x_test, suite.base.y_test),
-                "n_classes": suite.n_classes, "image_shape": list(suite.image_shape)}  # fmt: skip
+        info = {"clean_accuracy": accuracy(model, base.x_test, base.y_test),
+                "n_classes": n_classes, "image_shape": list(base.image_shape)}  # fmt: skip
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         return {"base_model.safetensors": tensors_to_bytes(tensors), "base_model.json": json.dumps(info).encode()}
 
@@ -500,7 +501,7 @@ def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         base = _load_base(base_blob, scenario)
-        task = build_tasks(scenario).sources[source]
+        task = load_task(scenario, source, "source")
         spec = scenario.bank
         settings = dict(
             target_modules=list(spec.modules),
@@ -617,12 +618,8 @@ def _lifetime_task(programmed_blob: Blob, shipped: _Shipped, method_key: str) ->
 
 
 def _target_task(scenario: Scenario, name: str) -> TaskData:
-    """One target task's data, as `build_tasks` makes it (digits: generated alone, without the other tasks)."""
-    spec = scenario.tasks
-    if spec.family == "digits" and name in DIGIT_TASKS:
-        return digits_task(name, seed=scenario.seed, n_train=spec.few_shot_train, n_val=spec.few_shot_val,
-                           n_test=spec.test_size)  # fmt: skip
-    return build_tasks(scenario).targets[name]
+    """One target task's data, as `build_tasks` makes it, loaded alone (`load_task`)."""
+    return load_task(scenario, name, "target")
 
 
 def _device(scenario: Scenario) -> DeviceConfig:
@@ -635,11 +632,10 @@ def _calibration_set(scenario: Scenario) -> torch.Tensor:
     training set (the text families' zero-shot `wn_all`) draws instead from the bank's source tasks' training
     pools, in the order of `tasks.sources`: data the deployment has before any target task is known, disjoint from
     every target's few-shot and test pools."""
-    suite = build_tasks(scenario)
-    pool = np.asarray(suite.base.x_train)
+    pool = np.asarray(load_task(scenario, scenario.tasks.base, "base").x_train)
     source = "base task"
     if len(pool) == 0:
-        parts = [np.asarray(suite.sources[name].x_train) for name in scenario.tasks.sources]
+        parts = [np.asarray(load_task(scenario, name, "source").x_train) for name in scenario.tasks.sources]
         parts = [part for part in parts if len(part)]
         if not parts:
             raise ScenarioError("calibration: neither the base task nor a source task has training examples to "

@@ -7,7 +7,7 @@ network, `train_classifier` for base and bank training, and `accuracy` for evalu
 from __future__ import annotations
 
 from scenarios.errors import ScenarioError
-from scenarios.families import TASK_FAMILIES, TaskData, TaskRequest, TaskSuite, get_task_family
+from scenarios.families import TASK_FAMILIES, TaskData, TaskRequest, TaskRole, TaskSuite, get_task_family
 from scenarios.models import ADAPTABLE_LAYERS, PatchTransformer, accuracy, build_model, train_classifier
 from scenarios.schema import Scenario
 from scenarios.tasks import DIGIT_TASKS, digit_pools, digits_task, load_npz_task
@@ -22,9 +22,11 @@ __all__ = [
     "accuracy",
     "build_model",
     "build_tasks",
+    "class_count",
     "digit_pools",
     "digits_task",
     "load_npz_task",
+    "load_task",
     "train_classifier",
 ]
 
@@ -34,30 +36,18 @@ def build_tasks(scenario: Scenario) -> TaskSuite:
 
     Base task: `tasks.base_train_size` training examples; sources: `bank.train_size`; targets: few-shot
     `tasks.few_shot_train` + `tasks.few_shot_val`. Every task gets up to `tasks.test_size` test examples. All
-    tasks must share one input shape (one model serves them all).
+    tasks must share one input shape (one model serves them all). A phase that needs one task loads it alone with
+    `load_task` (the same request, so the same data).
     """
     spec = scenario.tasks
     family = get_task_family(spec.family)
     roles = [(spec.base, "base"), *((name, "source") for name in spec.sources), *((n, "target") for n in spec.targets)]
-    n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
     n_classes = family.n_classes if family.n_classes is not None else spec.n_classes
     loaded: dict[str, TaskData] = {}
     for name, role in roles:
-        request = TaskRequest(
-            name=name, role=role, seed=scenario.seed, n_train=n_train_by_role[role], n_val=spec.few_shot_val,
-            n_test=spec.test_size, n_classes=n_classes, scenario=scenario,
-        )  # fmt: skip
-        task = family.load(request)
-        if role == "base" and task.classes:
-            if n_classes not in (None, len(task.classes)):
-                raise ScenarioError(
-                    f"tasks.{spec.family}.{name}: {len(task.classes)} classes, but {n_classes} were asked for"
-                )
-            n_classes = len(task.classes)
-        if role == "base" and n_classes is None:
-            n_classes = int(task.y_train.max()) + 1 if len(task.y_train) else 1
-            if n_classes < 2:
-                raise ScenarioError(f"tasks.{spec.family}.{name}: base task has a single class, expected at least 2")
+        task = family.load(_request(scenario, name, role, n_classes))
+        if role == "base":
+            n_classes = _class_count(scenario, task, n_classes)
         expected = family.input_shape or (loaded[spec.base].image_shape if loaded else task.image_shape)
         if task.image_shape != tuple(expected):
             raise ScenarioError(
@@ -73,3 +63,53 @@ def build_tasks(scenario: Scenario) -> TaskSuite:
         n_classes=n_classes,
         image_shape=loaded[spec.base].image_shape,
     )
+
+
+def load_task(scenario: Scenario, name: str, role: TaskRole) -> TaskData:
+    """One task in one role (`base`, `source` or `target`) exactly as `build_tasks` loads it, without loading the
+    others: a bank part needs its source task, the base phase its base task (generating all of the default study's
+    tasks takes seconds, per call). Only a family without a fixed class count, in a scenario without
+    `tasks.n_classes`, loads the base task too (the others' requests carry its class count). The checks across
+    tasks (one input shape) are `build_tasks`' and ran when the scenario was loaded or its base phase built."""
+    spec = scenario.tasks
+    family = get_task_family(spec.family)
+    n_classes = family.n_classes if family.n_classes is not None else spec.n_classes
+    if role == "base" or n_classes is None:
+        base = family.load(_request(scenario, spec.base, "base", n_classes))
+        if role == "base":
+            return base
+        n_classes = _class_count(scenario, base, n_classes)
+    return family.load(_request(scenario, name, role, n_classes))
+
+
+def class_count(scenario: Scenario, base: TaskData) -> int:
+    """The scenario's class count, given its base task as `load_task` returns it (`TaskSuite.n_classes`)."""
+    family = get_task_family(scenario.tasks.family)
+    n_classes = family.n_classes if family.n_classes is not None else scenario.tasks.n_classes
+    return _class_count(scenario, base, n_classes)
+
+
+def _request(scenario: Scenario, name: str, role: TaskRole, n_classes: int | None) -> TaskRequest:
+    spec = scenario.tasks
+    n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
+    return TaskRequest(
+        name=name, role=role, seed=scenario.seed, n_train=n_train_by_role[role], n_val=spec.few_shot_val,
+        n_test=spec.test_size, n_classes=n_classes, scenario=scenario,
+    )  # fmt: skip
+
+
+def _class_count(scenario: Scenario, base: TaskData, n_classes: int | None) -> int:
+    """The class count the base task sets: its named classes, else the family's or the scenario's count, else its
+    largest training label + 1."""
+    spec = scenario.tasks
+    if base.classes:
+        if n_classes not in (None, len(base.classes)):
+            raise ScenarioError(
+                f"tasks.{spec.family}.{spec.base}: {len(base.classes)} classes, but {n_classes} were asked for"
+            )
+        return len(base.classes)
+    if n_classes is None:
+        n_classes = int(base.y_train.max()) + 1 if len(base.y_train) else 1
+        if n_classes < 2:
+            raise ScenarioError(f"tasks.{spec.family}.{spec.base}: base task has a single class, expected at least 2")
+    return n_classes

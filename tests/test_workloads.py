@@ -299,3 +299,42 @@ def test_digital_work_between_linear_layers_is_recorded() -> None:
     with torch.no_grad():
         model(images)  # outside record_all_to: the ledger is detached again
     assert ledger.total("count") == recorded
+
+
+def _assert_same_task(a, b) -> None:
+    assert a.name == b.name and a.classes == b.classes
+    for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+
+
+def _npz_suite_scenario(tmp_path: Path):
+    """An npz scenario without tasks.n_classes: the class count (5) comes from the base task's labels."""
+    import yaml
+
+    rng = np.random.default_rng(3)
+    for name, top in (("a", 5), ("b", 3), ("t", 4)):
+        np.savez(tmp_path / f"{name}.npz", x_train=rng.normal(size=(30, 8, 8)).astype(np.float32),
+                 y_train=rng.integers(0, top, 30), x_test=rng.normal(size=(9, 8, 8)), y_test=rng.integers(0, top, 9))  # fmt: skip
+    tiny = load_scenario("tiny").resolved_dict()
+    tiny["tasks"] = {"family": "npz", "base": "a", "sources": ["b"], "targets": ["t"], "few_shot_train": 20,
+                     "few_shot_val": 5, "test_size": 9, "npz": {"a": "a.npz", "b": "b.npz", "t": "t.npz"}}  # fmt: skip
+    path = tmp_path / "npz.yaml"
+    path.write_text(yaml.safe_dump(tiny))
+    return load_scenario(path)
+
+
+def test_load_task_gives_each_task_as_build_tasks_does(tmp_path: Path) -> None:
+    """The run's phases load one task each (`load_task`); it must be the task `build_tasks` gives in that role,
+    with the class count the base task sets when neither the family nor the scenario fixes it."""
+    from scenarios.workloads import class_count, load_task
+
+    for scenario in (load_scenario("tiny"), _npz_suite_scenario(tmp_path)):
+        suite = build_tasks(scenario)
+        base = load_task(scenario, scenario.tasks.base, "base")
+        _assert_same_task(base, suite.base)
+        assert class_count(scenario, base) == suite.n_classes
+        for name in scenario.tasks.sources:
+            _assert_same_task(load_task(scenario, name, "source"), suite.sources[name])
+        for name in scenario.tasks.targets:
+            _assert_same_task(load_task(scenario, name, "target"), suite.targets[name])
+    assert suite.n_classes == 5  # the npz base's labels 0..4, not a source's or the target's
