@@ -56,7 +56,7 @@ from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_
 from crossbar.rng import NORMAL_TABLE, splitmix64_np
 from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, MvmScheme, bit_planes
 from crossbar.state import ArrayState
-from energy import LedgerScope, pulse_energy_pj
+from energy import CostTable, LedgerScope, pulse_energy_pj
 
 __all__ = [
     "PRICED_BITS_IF_IDEAL",
@@ -550,12 +550,24 @@ def conductance_sums(state: ArrayState) -> ConductanceSums:
 
 def fast_input_activity(x: torch.Tensor, dac_bits: int | None, scheme: MvmScheme) -> InputActivity:
     """`crossbar.scheme.input_activity` (the definition and NumPy twin) in one numba pass: equal bit for bit."""
-    xs = np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float32).numpy())
-    width = xs.shape[1]
-    drives, weight = np.empty(width, dtype=np.float64), np.empty(width, dtype=np.float64)
+    return _kernel_activity(x, _activity_levels(dac_bits, scheme), scheme.bit_serial)
+
+
+def _activity_levels(dac_bits: int | None, scheme: MvmScheme) -> int:
+    """DAC steps per sign the input activity is counted at (0: an ideal multi-level DAC, the exact value)."""
     bits = dac_bits if dac_bits is not None else (PRICED_BITS_IF_IDEAL if scheme.bit_serial else None)
-    levels = 0 if bits is None else (1 << (bits - 1)) - 1
-    input_activity_kernel(xs, xs.view(np.int32), levels, scheme.bit_serial, drives, weight)
+    return 0 if bits is None else (1 << (bits - 1)) - 1
+
+
+def _kernel_activity(x: torch.Tensor, levels: int, bit_serial: bool) -> InputActivity:
+    xs = x.detach()
+    if xs.dtype != torch.float32 or xs.device.type != "cpu":
+        xs = xs.to(device="cpu", dtype=torch.float32)
+    xs = xs.numpy()
+    if not xs.flags.c_contiguous:
+        xs = np.ascontiguousarray(xs)
+    drives, weight = np.empty(xs.shape[1], dtype=np.float64), np.empty(xs.shape[1], dtype=np.float64)
+    input_activity_kernel(xs, xs.view(np.int32), levels, bit_serial, drives, weight)
     return InputActivity(drives, weight)
 
 
@@ -604,8 +616,8 @@ class MvmPricing:
     activity, computed once (a layer keeps one per direction while its config and cost table stay the same)."""
 
     device: DeviceConfig
-    costs: object
-    """The `energy.CostTable` the unit costs were taken from (compared by identity before reuse)."""
+    costs: CostTable
+    """The cost table the unit costs below were taken from (compared by identity before reuse)."""
     transposed: bool
     bias: bool
     n_inputs: int
@@ -622,10 +634,11 @@ class MvmPricing:
     bit_serial: bool
     levels: int
     """DAC steps per sign the activity is counted at (0: the exact value, an ideal multi-level DAC)."""
+    # The cost table's unit costs, as `energy.Ledger` prices events recorded without an energy or latency:
     cell_read_ns: float
-    """Latency per vector: cycles x the cost table's `mvm_cycle_ns`."""
+    """`mvm_cycle_ns`: one read cycle of a tile (a vector takes `cycles` of them)."""
     adc_ns: float
-    """The cost table's `adc_conversion_ns`."""
+    """`adc_conversion_ns`."""
     shift_add_pj: float
     mult_pj: float
     mult_ns: float
@@ -633,7 +646,7 @@ class MvmPricing:
     add_ns: float
 
     @classmethod
-    def of(cls, device: DeviceConfig, costs: object, *, d_in: int, d_out: int, transposed: bool, bias: bool
+    def of(cls, device: DeviceConfig, costs: CostTable, *, d_in: int, d_out: int, transposed: bool, bias: bool
            ) -> MvmPricing:  # fmt: skip
         scheme = device.scheme
         dac_bits = device.dac_bits or PRICED_BITS_IF_IDEAL
@@ -651,32 +664,23 @@ class MvmPricing:
         else:
             dac_per_vector, dac_unit_pj = n_inputs * out_tiles, costs.dac_conversion_pj(dac_bits)
         per_column = scheme.conversions_per_column(device.dac_bits)
-        bits = device.dac_bits if device.dac_bits is not None else (PRICED_BITS_IF_IDEAL if scheme.bit_serial else None)
         return cls(
             device=device, costs=costs, transposed=transposed, bias=bias, n_inputs=n_inputs, n_outputs=n_outputs,
             cells_per_line=cells_per_line, cycles=cycles, dac_per_vector=dac_per_vector, dac_unit_pj=dac_unit_pj,
             adc_per_vector=n_outputs * in_tiles * per_column, adc_unit_pj=costs.adc_conversion_pj(adc_bits),
             adc_latency_factor=per_column * scheme.shared_columns(min(out_tile, n_outputs)), dac_bits=device.dac_bits,
-            bit_serial=scheme.bit_serial, levels=0 if bits is None else (1 << (bits - 1)) - 1,
+            bit_serial=scheme.bit_serial, levels=_activity_levels(device.dac_bits, scheme),
             cell_read_ns=costs.mvm_cycle_ns, adc_ns=costs.adc_conversion_ns, shift_add_pj=float(costs.shift_add_pj),
             mult_pj=float(costs.mult_pj), mult_ns=float(costs.digital_op_ns), add_pj=float(costs.add_pj),
             add_ns=float(costs.digital_op_ns),
         )  # fmt: skip
 
-    def matches(self, device: DeviceConfig, costs: object) -> bool:
+    def matches(self, device: DeviceConfig, costs: CostTable) -> bool:
         return self.costs is costs and (self.device is device or self.device == device)
 
     def activity(self, inputs: torch.Tensor) -> InputActivity:
         """`fast_input_activity` with this pricing's DAC levels."""
-        xs = inputs.detach()
-        if xs.dtype != torch.float32 or xs.device.type != "cpu":
-            xs = xs.to(device="cpu", dtype=torch.float32)
-        xs = xs.numpy()
-        if not xs.flags.c_contiguous:
-            xs = np.ascontiguousarray(xs)
-        drives, weight = np.empty(xs.shape[1], dtype=np.float64), np.empty(xs.shape[1], dtype=np.float64)
-        input_activity_kernel(xs, xs.view(np.int32), self.levels, self.bit_serial, drives, weight)
-        return InputActivity(drives, weight)
+        return _kernel_activity(inputs, self.levels, self.bit_serial)
 
     def record(
         self,

@@ -313,8 +313,9 @@ def _npz_suite_scenario(tmp_path: Path):
 
     rng = np.random.default_rng(3)
     for name, top in (("a", 5), ("b", 3), ("t", 4)):
-        np.savez(tmp_path / f"{name}.npz", x_train=rng.normal(size=(30, 8, 8)).astype(np.float32),
-                 y_train=rng.integers(0, top, 30), x_test=rng.normal(size=(9, 8, 8)), y_test=rng.integers(0, top, 9))  # fmt: skip
+        arrays = {"x_train": rng.normal(size=(30, 8, 8)).astype(np.float32), "y_train": rng.integers(0, top, 30),
+                  "x_test": rng.normal(size=(9, 8, 8)), "y_test": rng.integers(0, top, 9)}  # fmt: skip
+        np.savez(tmp_path / f"{name}.npz", **arrays)
     tiny = load_scenario("tiny").resolved_dict()
     tiny["tasks"] = {"family": "npz", "base": "a", "sources": ["b"], "targets": ["t"], "few_shot_train": 20,
                      "few_shot_val": 5, "test_size": 9, "npz": {"a": "a.npz", "b": "b.npz", "t": "t.npz"}}  # fmt: skip
