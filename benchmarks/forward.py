@@ -21,7 +21,14 @@ from _common import emit, median_ms, paired_times, time_ms
 from torch import nn
 
 from crossbar import AnalogLinear, device_preset
-from crossbar.mvm import MvmSettings, _accumulate, _dac_tiles, _forward_operands, _partial_sums
+from crossbar.mvm import (
+    MvmSettings,
+    _accumulate,
+    _dac_tiles,
+    _forward_operands,
+    _partial_sums,
+    _stacked_forward_operand,
+)
 
 TARGET_RATIO = 1.25
 D_IN = D_OUT = 768
@@ -48,14 +55,14 @@ def main() -> None:
         # Per-stage profile of the same forward, each stage timed on its own.
         state = layer.state
         settings = MvmSettings.from_device(device, layer.adc_full_scale)
-        operands = _forward_operands(state)
+        operands, stacked = _forward_operands(state), _stacked_forward_operand(state)
         xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
-        partial = _partial_sums(xq, operands)
+        partial = _partial_sums(xq, operands, stacked)
         col_scale = layer.out_scale.numpy()
         bias = layer.bias.detach().numpy()
         stages = {
             "dac_tiles": lambda: _dac_tiles(x, settings.dac_levels, state.tile_rows, "x"),
-            "tile_matmuls": lambda: _partial_sums(xq, operands),
+            "tile_matmuls": lambda: _partial_sums(xq, operands, stacked),
             "noise_adc_sum_scale": lambda: _accumulate(partial, sum_sq, scale, col_scale, bias, settings, 12345),
             "torch_linear": lambda: linear(x),
         }

@@ -180,6 +180,15 @@ def _forward_operands(state: ArrayState, settings: MvmSettings | None = None) ->
     return [g[t, :k] for t, k in enumerate(rows)]
 
 
+def _stacked_forward_operand(state: ArrayState) -> torch.Tensor | None:
+    """All input tiles' blocks as one (T, tile_rows, d_out) zero-copy view, for one batched matmul, when there are
+    several tiles and every stored row holds an input (else None: per-tile matmuls skip the padding rows). A
+    batched matmul gives each tile's partial sums bit for bit as its own matmul does (tests/test_mvm.py)."""
+    if state.n_tiles < 2 or state.d_in != state.n_tiles * state.tile_rows:
+        return None
+    return torch.from_numpy(state.g_diff_us)
+
+
 def _transposed_operands(state: ArrayState, tile_cols: int) -> list[torch.Tensor]:
     """Per column tile, the (tile columns, d_in) block of (G+ - G-)^T as a zero-copy strided view."""
     if isinstance(tile_cols, bool) or not isinstance(tile_cols, int) or tile_cols < 1:
@@ -199,6 +208,7 @@ class ArrayOperands:
     out_scale: torch.Tensor
     tile_cols: int
     forward: list[torch.Tensor]
+    forward_stacked: torch.Tensor | None
     transposed: list[torch.Tensor]
     col_scale: np.ndarray
     zeros_out: np.ndarray
@@ -212,6 +222,7 @@ class ArrayOperands:
             raise ValueError("out_scale must be a contiguous float32 CPU tensor to be shared with the kernels")
         return cls(
             state=state, out_scale=out_scale, tile_cols=tile_cols, forward=_forward_operands(state),
+            forward_stacked=_stacked_forward_operand(state),
             transposed=_transposed_operands(state, tile_cols), col_scale=col_scale,
             zeros_out=np.zeros(state.d_out, dtype=np.float32), ones_in=np.ones(state.d_in, dtype=np.float32),
             zeros_in=np.zeros(state.d_in, dtype=np.float32),
@@ -246,10 +257,13 @@ def _dac_tiles(x: torch.Tensor, levels: int, tile: int, name: str) -> tuple[torc
     return torch.from_numpy(xq), sum_sq, scale
 
 
-def _partial_sums(xq: torch.Tensor, operands: list[torch.Tensor]) -> torch.Tensor:
-    """(T, B, N) tile partial sums in uS: one BLAS matmul per tile, straight into the output buffer."""
+def _partial_sums(xq: torch.Tensor, operands: list[torch.Tensor], stacked: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, B, N) tile partial sums in uS, straight into the output buffer: one batched matmul over the tiles when
+    `stacked` (the operands as one (T, K, N) tensor) is given, else one BLAS matmul per tile."""
     n_out = operands[0].shape[1]
     partial = torch.empty((len(operands), xq.shape[1], n_out), dtype=torch.float32)
+    if stacked is not None:
+        return torch.bmm(xq, stacked, out=partial)
     for t, operand in enumerate(operands):
         torch.mm(xq[t, :, : operand.shape[0]], operand, out=partial[t])
     return partial
@@ -318,8 +332,9 @@ def analog_mvm(
     x = _as_matrix(x, state.d_in, "x")
     key = _check_key(key)
     xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
+    stacked = None
     if prepared is not None and prepared.valid_for(state, out_scale) and settings.wire_resistance_ohm <= 0:
-        col_scale, operands = prepared.col_scale, prepared.forward
+        col_scale, operands, stacked = prepared.col_scale, prepared.forward, prepared.forward_stacked
         bias_np = prepared.zeros_out if bias is None else _vector(bias, state.d_out, 0.0, "bias")
     else:
         col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
@@ -328,7 +343,7 @@ def analog_mvm(
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
         return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
-    partial = _partial_sums(xq, operands)
+    partial = _partial_sums(xq, operands, stacked)
     return _accumulate(partial, sum_sq, scale, col_scale, bias_np, settings, key)
 
 

@@ -65,6 +65,7 @@ def dac_tiles_kernel(
     """
     n_vec, d_in = x.shape
     n_tiles, _, tile = xq.shape
+    small_codes = np.int64(levels) * np.int64(levels) * np.int64(tile) < np.int64(2**31 - 1)
     for b in prange(n_vec):
         # The largest |x| compared as integers: the bit patterns of non-negative floats sort like their values, so
         # this reduction is exact and vectorises; NaN and inf have the largest patterns.
@@ -80,13 +81,24 @@ def dac_tiles_kernel(
             if levels > 0:
                 inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
                 inv_levels = np.float32(1.0) / np.float32(levels)
-                # Integer codes: their squares add exactly (and in any order), so the sum vectorises.
-                total = 0
-                for i in range(n_rows):
-                    code = np.rint(x[b, lo + i] * inv)
-                    xq[t, b, i] = code * inv_levels
-                    icode = np.int64(code)
-                    total += icode * icode
+                # Integer codes: their squares add exactly (and in any order), so the sum vectorises. In 32 bits
+                # when no sum can overflow them (every DAC up to 12 bits with 256-row tiles): AVX2 has no 64-bit
+                # vector multiply, and the 64-bit loop runs scalar there.
+                if small_codes:
+                    total32 = np.int32(0)
+                    for i in range(n_rows):
+                        code = np.rint(x[b, lo + i] * inv)
+                        xq[t, b, i] = code * inv_levels
+                        icode32 = np.int32(code)
+                        total32 += icode32 * icode32
+                    total = np.int64(total32)
+                else:
+                    total = np.int64(0)
+                    for i in range(n_rows):
+                        code = np.rint(x[b, lo + i] * inv)
+                        xq[t, b, i] = code * inv_levels
+                        icode = np.int64(code)
+                        total += icode * icode
                 sum_sq[t, b] = np.float32(np.float64(total) / (np.float64(levels) * np.float64(levels)))
             else:
                 inv = np.float32(1.0) / m if m > 0 else np.float32(0.0)
@@ -134,23 +146,24 @@ def adc_accumulate_kernel(
     noisy = sigma_us > 0
     for b in prange(n_vec):
         acc = np.zeros(n_out, dtype=np.float32)
-        hashes = np.empty(n_groups, dtype=np.uint64)
-        z = np.empty(n_out, dtype=np.float32)
+        z = np.empty(4 * n_groups, dtype=np.float32)
         for t in range(n_tiles):
             row = partial[t, b]
             step = step_us[t]
             inv = inv_step[t]
             if noisy:
                 # Output-referred read noise of this tile row: sigma_cell * sqrt(sum x^2) (uS; times 1 / step in
-                # ADC steps) times unit normals, four per hash. Three simple loops rather than one, so that each
-                # vectorises: the hashes (64-bit multiplies), the 16-bit lanes looked up in the table (gathers),
-                # then noise, ADC and tile sum.
+                # ADC steps) times unit normals, four per hash, looked up as soon as the hash is made (scalar
+                # table reads beat vector gathers with per-lane shifts); then noise, ADC and tile sum in a loop
+                # of its own, which vectorises.
                 noise_us = sigma * np.sqrt(sum_sq[t, b])
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
-                    hashes[g] = splitmix64(key ^ (counter0 + np.uint64(g)))
-                for o in range(n_out):
-                    z[o] = table[(hashes[o >> 2] >> np.uint64(16 * (o & 3))) & np.uint64(0xFFFF)]
+                    h = splitmix64(key ^ (counter0 + np.uint64(g)))
+                    z[4 * g] = table[h & np.uint64(0xFFFF)]
+                    z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
+                    z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
+                    z[4 * g + 3] = table[(h >> np.uint64(48)) & np.uint64(0xFFFF)]
                 if adc_levels > 0 and uniform:
                     noise_steps = noise_us * inv[0]
                     for o in range(n_out):
@@ -182,13 +195,14 @@ def adc_accumulate_kernel(
 
 
 @numba.njit(cache=True, inline="always")
-def _popcount(value: np.int64) -> np.int64:
-    """Number of 1-bits of a non-negative int64, branch-free (SWAR), so that the loop around it vectorises."""
-    v = np.uint64(value)
-    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
+def _popcount(value: np.int32) -> np.int32:
+    """Number of 1-bits of a non-negative int32 (a DAC code), branch-free (SWAR) in 32-bit lanes, so that the loop
+    around it vectorises (also on AVX2, which has no 64-bit vector multiply)."""
+    v = np.uint32(value)
+    v = v - ((v >> np.uint32(1)) & np.uint32(0x55555555))
+    v = (v & np.uint32(0x33333333)) + ((v >> np.uint32(2)) & np.uint32(0x33333333))
+    v = (v + (v >> np.uint32(4))) & np.uint32(0x0F0F0F0F)
+    return np.int32(((v * np.uint32(0x01010101)) & np.uint32(0xFFFFFFFF)) >> np.uint32(24))  # numba widens uint32
 
 
 @numba.njit(cache=True)
@@ -219,13 +233,13 @@ def input_activity_kernel(
             inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
             if bit_serial:
                 for i in range(width):
-                    ones = np.float64(_popcount(abs(np.int64(np.rint(x[b, i] * inv)))))
+                    ones = np.float64(_popcount(abs(np.int32(np.rint(x[b, i] * inv)))))  # |code| <= levels < 2^31
                     drives[i] += ones
                     energy_weight[i] += ones
             else:
                 for i in range(width):
-                    code = np.int64(np.rint(x[b, i] * inv))
-                    fraction = np.float64(code) / np.float64(levels)
+                    code = np.rint(x[b, i] * inv)  # an integer held exactly in float32 (no int64 conversion,
+                    fraction = np.float64(code) / np.float64(levels)  # which AVX2 cannot vectorise)
                     drives[i] += np.float64(code != 0)
                     energy_weight[i] += fraction * fraction
         else:
