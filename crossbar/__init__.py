@@ -11,7 +11,15 @@ from crossbar.calibration import ADC_GRANULARITIES, AdcCalibrationReport, adc_ca
 from crossbar.conv import AnalogConv2d
 from crossbar.convert import convert_to_analog
 from crossbar.device import DeviceConfig
-from crossbar.layers import AnalogLinear, analog_layers, drift, layer_seed, program, record_all_to
+from crossbar.layers import (
+    AnalogLinear,
+    analog_layers,
+    deferred_mvm_records,
+    drift,
+    layer_seed,
+    program,
+    record_all_to,
+)
 from crossbar.mapping import Targets, map_weights, state_weights
 from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
 from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
@@ -58,6 +66,7 @@ __all__ = [
     "program",
     "program_state",
     "programming_sigma_us",
+    "deferred_mvm_records",
     "record_all_to",
     "save_programmed",
     "state_weights",

@@ -30,6 +30,7 @@ from crossbar.mvm import (
     ArrayOperands,
     MvmPricing,
     MvmSettings,
+    MvmTally,
     adc_inputs,
     analog_mvm,
     analog_mvm_transposed,
@@ -49,6 +50,7 @@ from energy import LedgerScope
 __all__ = [
     "AnalogLinear",
     "analog_layers",
+    "deferred_mvm_records",
     "drift",
     "layer_seed",
     "program",
@@ -243,6 +245,7 @@ class AnalogLinear(nn.Module):
         state = dict(super().__getstate__())
         for derived in ("_views", "_prepared", "_pricings"):  # views of this layer's buffers, never of a copy's
             state.pop(derived, None)
+        state.pop("_tallies", None)  # MVMs this layer made and will record itself: a copy starts recording directly
         return state
 
     def get_extra_state(self) -> dict[str, object]:
@@ -600,10 +603,7 @@ class AnalogLinear(nn.Module):
         else:
             y = self._forward_analog(x2.detach(), None, bias)
         if self.ledger is not None:
-            self._pricing(self.ledger, transposed=False, bias=bias is not None).record(
-                self.ledger, layer=self.name, n_vectors=x2.shape[0], conductance=self._conductance_sums(),
-                inputs=x2.detach(),
-            )
+            self._record_mvms(self.ledger, x2.shape[0], x2.detach(), transposed=False, bias=bias is not None)
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
 
     def _on_torch_path(self) -> bool:
@@ -663,9 +663,35 @@ class AnalogLinear(nn.Module):
         read-outs whose values are taken noise-free (calibration), so that recording never changes the layer's
         random streams or its ADC calibration. `inputs` as the DAC sees them prices the cells actually conducting;
         without them every line counts as driven at full scale (`crossbar.mvm.record_mvm`)."""
-        self._pricing(ledger, transposed=transposed, bias=False).record(
-            ledger, layer=self.name, n_vectors=n_vectors, conductance=self._conductance_sums(), inputs=inputs
-        )
+        self._record_mvms(ledger, n_vectors, inputs, transposed=transposed, bias=False)
+
+    def _record_mvms(
+        self, ledger: LedgerScope, n_vectors: int, inputs: torch.Tensor | None, *, transposed: bool, bias: bool
+    ) -> None:
+        """Record `n_vectors` MVMs in `ledger` now, or while deferred recording is on (`deferred_mvm_records`) add
+        them to this direction's `crossbar.mvm.MvmTally` (recorded first if it holds MVMs under another scope,
+        cost table or conductance)."""
+        pricing = self._pricing(ledger, transposed=transposed, bias=bias)
+        conductance = self._conductance_sums()
+        tallies = self.__dict__.get("_tallies")
+        if tallies is None:
+            pricing.record(ledger, layer=self.name, n_vectors=n_vectors, conductance=conductance, inputs=inputs)
+            return
+        tally = tallies.get((transposed, bias))
+        if tally is None or not tally.holds(pricing, ledger, conductance):
+            if tally is not None:
+                tally.record(self.name)
+            tally = tallies[(transposed, bias)] = MvmTally(pricing, ledger, conductance)
+        tally.add(n_vectors, inputs)
+
+    def defer_mvm_records(self, defer: bool) -> None:
+        """Start (True) adding MVMs up per direction instead of recording each, or stop (False) and record what was
+        added up. Use `crossbar.deferred_mvm_records(model)`, which stops even when its block raises."""
+        tallies = self.__dict__.get("_tallies")
+        if tallies is not None:
+            for tally in tallies.values():
+                tally.record(self.name)
+        self.__dict__["_tallies"] = {} if defer else None
 
     def _pricing(self, ledger: LedgerScope, *, transposed: bool, bias: bool) -> MvmPricing:
         """The `crossbar.mvm.MvmPricing` of one direction under the ledger's cost table (kept while the config and
@@ -826,6 +852,23 @@ def drift(model: nn.Module, t_s: float) -> None:
     for _, layer in analog_layers(model):
         if layer.programmed:
             layer.drift_to(t_s)
+
+
+@contextlib.contextmanager
+def deferred_mvm_records(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every `AnalogLinear` of `model` adds its MVMs up per direction and records them at the end
+    (or when its ledger scope, cost table or conductances change) instead of on every call: one ledger record per
+    array and direction for a whole training loop instead of one per step. The ledger gets the same events (every
+    event is linear in the vectors and their input activity; sums may differ in the last float digits), but only
+    when the block ends: do not read the ledger inside it."""
+    layers = [layer for _, layer in analog_layers(model)]
+    for layer in layers:
+        layer.defer_mvm_records(True)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.defer_mvm_records(False)
 
 
 @contextlib.contextmanager

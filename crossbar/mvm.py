@@ -62,6 +62,7 @@ __all__ = [
     "PRICED_BITS_IF_IDEAL",
     "ArrayOperands",
     "MvmPricing",
+    "MvmTally",
     "MvmSettings",
     "adc_inputs",
     "analog_mvm",
@@ -574,16 +575,19 @@ def _activity_levels(dac_bits: int | None, scheme: MvmScheme) -> int:
     return 0 if bits is None else (1 << (bits - 1)) - 1
 
 
-def _kernel_activity(x: torch.Tensor, levels: int, bit_serial: bool) -> InputActivity:
+def _kernel_activity(x: torch.Tensor, levels: int, bit_serial: bool, into: InputActivity | None = None
+                     ) -> InputActivity:  # fmt: skip
+    """The activity of x, or (`into`) x's activity added to `into`'s sums in place."""
     xs = x.detach()
     if xs.dtype != torch.float32 or xs.device.type != "cpu":
         xs = xs.to(device="cpu", dtype=torch.float32)
     xs = xs.numpy()
     if not xs.flags.c_contiguous:
         xs = np.ascontiguousarray(xs)
-    drives, weight = np.empty(xs.shape[1], dtype=np.float64), np.empty(xs.shape[1], dtype=np.float64)
-    input_activity_kernel(xs, xs.view(np.int32), levels, bit_serial, drives, weight)
-    return InputActivity(drives, weight)
+    if into is None:
+        into = InputActivity(np.zeros(xs.shape[1], dtype=np.float64), np.zeros(xs.shape[1], dtype=np.float64))
+    input_activity_kernel(xs, xs.view(np.int32), levels, bit_serial, into.drives, into.energy_weight)
+    return into
 
 
 def record_mvm(
@@ -710,14 +714,33 @@ class MvmPricing:
         costs are those of the cost table this pricing was made for (`matches`)."""
         if n_vectors == 0:
             return
-        line_g_us = conductance.col_us if self.transposed else conductance.row_us
+        self.record_activity(ledger, layer=layer, n_vectors=n_vectors, conductance=conductance,
+                             activity=self._activity_of(n_vectors, inputs))  # fmt: skip
+
+    def _activity_of(self, n_vectors: int, inputs: torch.Tensor | None, into: InputActivity | None = None
+                     ) -> InputActivity:  # fmt: skip
+        """The input activity of `n_vectors` MVMs with `inputs` (None: every line at full scale in every cycle),
+        or added to `into` in place."""
         if inputs is not None:
             if tuple(inputs.shape) != (n_vectors, self.n_inputs):
                 raise ValueError(f"inputs must have shape ({n_vectors}, {self.n_inputs}), got {tuple(inputs.shape)}")
-            activity = self.activity(inputs)
-        else:
-            full = np.full(self.n_inputs, float(n_vectors * self.cycles))
-            activity = InputActivity(full, full)
+            return _kernel_activity(inputs, self.levels, self.bit_serial, into)
+        full = np.full(self.n_inputs, float(n_vectors * self.cycles))
+        if into is None:
+            return InputActivity(full, full.copy())
+        into.drives += full
+        into.energy_weight += full
+        return into
+
+    def record_activity(
+        self, ledger: LedgerScope, *, layer: str, n_vectors: int, conductance: ConductanceSums, activity: InputActivity
+    ) -> None:
+        """Record `n_vectors` MVMs whose inputs drove the lines with `activity` (summed over the vectors). Every
+        event is linear in the vectors and the activity, so MVMs added up first (`MvmTally`) and recorded once
+        cost what recording each would (up to float rounding)."""
+        if n_vectors == 0:
+            return
+        line_g_us = conductance.col_us if self.transposed else conductance.row_us
         device = self.device
         dacs = self.dac_per_vector * n_vectors
         adcs = self.adc_per_vector * n_vectors
@@ -735,3 +758,32 @@ class MvmPricing:
             adds = float(self.n_outputs * n_vectors)
             events.append(("digital_add", adds, adds * self.add_pj, adds * self.add_ns))
         ledger.record_many(events, layer=layer)
+
+
+@dataclass
+class MvmTally:
+    """MVMs of one array and direction added up instead of recorded one by one (`AnalogLinear`'s deferred
+    recording, `crossbar.deferred_mvm_records`): their count and summed input activity, under one pricing, ledger
+    scope and conductance summary. `record` prices them as `MvmPricing.record` would have priced each, in one
+    ledger call; a layer records its tally before adding an MVM under another scope, pricing or conductance."""
+
+    pricing: MvmPricing
+    scope: LedgerScope
+    conductance: ConductanceSums
+    n_vectors: int = 0
+    activity: InputActivity | None = None
+
+    def holds(self, pricing: MvmPricing, scope: LedgerScope, conductance: ConductanceSums) -> bool:
+        """Whether MVMs under these may be added to this tally (the same objects: same prices, same cells)."""
+        return self.pricing is pricing and self.scope is scope and self.conductance is conductance
+
+    def add(self, n_vectors: int, inputs: torch.Tensor | None) -> None:
+        if n_vectors:
+            self.activity = self.pricing._activity_of(n_vectors, inputs, self.activity)
+            self.n_vectors += n_vectors
+
+    def record(self, layer: str) -> None:
+        if self.n_vectors:
+            self.pricing.record_activity(self.scope, layer=layer, n_vectors=self.n_vectors,
+                                         conductance=self.conductance, activity=self.activity)  # fmt: skip
+        self.n_vectors, self.activity = 0, None

@@ -216,14 +216,11 @@ def input_activity_kernel(
     taken on the bit patterns, exactly and vectorised, as in `dac_tiles_kernel`); levels: DAC steps per sign (0 =
     ideal DAC: the exact normalised value); bit_serial: one cycle per magnitude bit of the code (drives = energy
     weight = number of 1-bits), else one multi-level drive (drives = codes != 0, energy weight = (code / L)^2).
-    Writes drives and energy_weight (W,) float64, adding the vectors in batch order (as NumPy's axis-0 sum does),
-    so both agree bit for bit. The loops over lines are branch-free so that they vectorise. Sequential: called on
-    small per-call batches, where a parallel launch costs more than the work.
+    Adds to drives and energy_weight (W,) float64 (zero them first for one batch's activity), the vectors in batch
+    order (as NumPy's axis-0 sum does), so both agree bit for bit. The loops over lines are branch-free so that they
+    vectorise. Sequential: called on small per-call batches, where a parallel launch costs more than the work.
     """
     n_vec, width = x.shape
-    for i in range(width):
-        drives[i] = 0.0
-        energy_weight[i] = 0.0
     for b in range(n_vec):
         m_bits = 0
         for i in range(width):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossbar import record_all_to
+from crossbar import deferred_mvm_records, record_all_to
 from energy import LedgerScope
 from fusion.accounting import record_digital, record_optimizer_step
 
@@ -171,6 +171,7 @@ def train_loop(
     with (
         _only_trainable(model, parameters),
         record_all_to(model, scope),
+        deferred_mvm_records(model),  # one ledger record per array and direction for the loop, not per step
         tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False) as bar,
     ):
         for epoch in range(epochs):
