@@ -176,10 +176,9 @@ class Ledger:
     def rows(self, **filters: str | Iterable[str]) -> Iterator[LedgerRow]:
         """Rows matching every filter (a label value, or a collection of accepted values)."""
         _check_keys(filters)
-        accepted = {k: ({v} if isinstance(v, str) else set(v)) for k, v in filters.items()}
+        accepted = [(KEYS.index(k), {v} if isinstance(v, str) else set(v)) for k, v in filters.items()]
         for key, (count, energy, latency) in self._rows.items():
-            labels = dict(zip(KEYS, key))
-            if all(labels[k] in values for k, values in accepted.items()):
+            if all(key[position] in values for position, values in accepted):
                 yield LedgerRow(*key, count, energy, latency)
 
     def total(self, field: str = "energy_pj", **filters: str | Iterable[str]) -> float:
@@ -209,9 +208,11 @@ class Ledger:
     def merge(self, other: Ledger) -> Ledger:
         """A new ledger holding the rows of both (same keys are summed). Costs are taken from `self`."""
         merged = Ledger(self.costs)
-        for source in (self, other):
-            for row in source.rows():
-                merged._add_row(row)
+        merged._rows = {key: list(values) for key, values in self._rows.items()}
+        for key, values in other._rows.items():
+            existing = merged._rows.setdefault(key, [0.0, 0.0, 0.0])
+            for i, value in enumerate(values):
+                existing[i] += value
         return merged
 
     def __add__(self, other: Ledger) -> Ledger:

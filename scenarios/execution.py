@@ -45,7 +45,9 @@ class Executor:
 
     description = "executor"
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str, **tags: Any) -> Handle:
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0, **tags: Any) -> Handle:
+        """Run `fn(*args)` (handles among `args` resolved to their values). `priority`: work with a higher value
+        starts first when several pieces are ready (executors that run at submission ignore it)."""
         raise NotImplementedError
 
     def constant(self, value: Any, *, key: str) -> Handle:
@@ -70,7 +72,7 @@ class SerialExecutor(Executor):
 
     description = "serial (this process)"
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str, **tags: Any) -> Handle:
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0, **tags: Any) -> Handle:
         handle = Handle(key=key, tags=tags)
         failed = next((a for a in args if isinstance(a, Handle) and a.error is not None), None)
         if failed is not None:
@@ -121,9 +123,9 @@ class DaskExecutor(Executor):
         future = self.client.submit(_identity, value, key=key, pure=False)
         return Handle(key=key, future=future, value=value, done=True)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str, **tags: Any) -> Handle:
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0, **tags: Any) -> Handle:
         resolved = [a.future if isinstance(a, Handle) and a.future is not None else _plain(a) for a in args]
-        future = self.client.submit(fn, *resolved, key=key, pure=False)
+        future = self.client.submit(fn, *resolved, key=key, pure=False, priority=priority)
         return Handle(key=key, future=future, tags=tags)
 
     def as_completed(self, handles: Iterable[Handle]) -> Iterator[Handle]:

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from energy import Ledger, atomic_write_text, cost_preset
@@ -84,7 +84,8 @@ class UnitResult:
         return switch_wear(self.wear)
 
     def to_json(self) -> dict[str, object]:
-        data = asdict(self)
+        # the fields themselves (JSON types already), not `asdict`'s deep copy of every ledger record
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["accuracies"] = [[drift, values] for drift, values in self.accuracies.items()]
         data["endurance_pulses"] = _json_float(self.endurance_pulses)
         return data

@@ -88,6 +88,10 @@ RUN_THREADS = 1
 """Torch and numba threads per process during a run. The default study's matrices are 64-128 wide: a second
 thread costs more in synchronisation than it saves; parallelism comes from worker processes instead."""
 
+PHASE_PRIORITY = 1_000
+"""Dask priority of the shared phases (base model, bank parts, programmed arrays): above every unit, because each
+unblocks a whole seed's units; units get the number of target tasks they cover (`_UnitPlan.priority`)."""
+
 FAULT_KILL_ONCE_ENV = "CROSSBAR_SIM_FAULT_KILL_ONCE"
 """Fault injection for tests: when this environment variable names a file that exists, the first unit to remove it
 writes its pid to `<file>.killed` and kills its own process (SIGKILL), as a crashed worker would."""
@@ -170,6 +174,12 @@ class _UnitPlan:
     checkpoints: tuple[str, ...]
 
     @property
+    def priority(self) -> int:
+        """Longest work first (a task sequence before single tasks), so that no seed's long sequence is left to
+        run alone at the end while the other workers idle."""
+        return len(self.tasks)
+
+    @property
     def label(self) -> str:
         where = f"point {self.point.label} " if self.point.values else ""
         return f"{where}seed {self.seed} {'>'.join(self.tasks)}/{self.method}"
@@ -215,6 +225,7 @@ class _Run:
                     handle = self.executor.submit(
                         _unit_task, programmed[(point_dir, seed)], _Shipped.of(scenario), plan.tasks, plan.method,
                         key=f"unit-{point.label}-s{seed}-{'-'.join(plan.tasks)}-{plan.method}-{self.token}",
+                        priority=plan.priority,
                     )  # fmt: skip
                     pending.append((plan, handle))
                 if scenario.lifetime is not None:
@@ -228,6 +239,7 @@ class _Run:
                         handle = self.executor.submit(
                             _lifetime_task, programmed[(point_dir, seed)], _Shipped.of(scenario), spec.key,
                             key=f"lifetime-{point.label}-s{seed}-{spec.key}-{self.token}",
+                            priority=len(scenario.tasks.targets),
                         )  # fmt: skip
                         life_pending[handle.key] = (point_dir, seed, spec.key)
                         pending.append((_UnitPlan(point, point_dir, seed, ("lifetime",), spec.key, ()), handle))
@@ -316,7 +328,7 @@ class _Run:
             handle.tags.update(kind=kind, cached=True)
         else:
             handle = self.executor.submit(fn, *args(), key=f"{kind}-{key[:12]}-{self.token}", kind=kind,
-                                          content_key=key, parts=parts)  # fmt: skip
+                                          content_key=key, parts=parts, priority=PHASE_PRIORITY)  # fmt: skip
         self.phases[key] = handle
         return handle
 

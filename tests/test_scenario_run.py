@@ -249,6 +249,30 @@ def test_worker_killed_mid_unit_is_retried_with_identical_results(cluster, tiny_
     assert (out / "metrics.csv").read_bytes() == (tiny_run / "metrics.csv").read_bytes()
 
 
+def test_long_work_and_shared_phases_get_the_scheduler_priority(cluster) -> None:
+    from scenarios.execution import DaskExecutor
+    from scenarios.loading import load_scenario
+    from scenarios.runner import PHASE_PRIORITY, _unit_plans
+    from scenarios.sweep import SweepPoint
+
+    scenario = load_scenario("tiny")
+    plans = _unit_plans(SweepPoint(0, "", {}, scenario), Path("point"), scenario, 0)
+    sequences = [plan for plan in plans if len(plan.tasks) > 1]
+    assert sequences, "the tiny scenario has a task-sequence method"
+    assert min(p.priority for p in sequences) > max(p.priority for p in plans if len(p.tasks) == 1)
+    assert PHASE_PRIORITY > max(p.priority for p in plans)
+
+    executor = DaskExecutor(scheduler=cluster.scheduler.address)
+    try:
+        handles = [executor.submit(time.sleep, 0.5, key=f"priority-test-{p}", priority=p) for p in (1, 4)]
+        list(executor.as_completed(handles))  # finished, still held: the scheduler keeps their task states
+        keys = [handle.key for handle in handles]
+        seen = cluster.run_on_scheduler(lambda dask_scheduler: {k: dask_scheduler.tasks[k].priority[0] for k in keys})
+    finally:
+        executor.client.close()
+    assert seen == {"priority-test-1": -1, "priority-test-4": -4}  # Dask orders by -priority: 4 starts first
+
+
 def test_corrupted_checkpoints_are_recomputed(tiny_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "corrupt"
     shutil.copytree(tiny_run, copy)
