@@ -209,21 +209,21 @@ class Ledger:
         """A new ledger holding the rows of both (same keys are summed). Costs are taken from `self`."""
         merged = Ledger(self.costs)
         merged._rows = {key: list(values) for key, values in self._rows.items()}
-        for key, values in other._rows.items():
-            existing = merged._rows.setdefault(key, [0.0, 0.0, 0.0])
-            for i, value in enumerate(values):
-                existing[i] += value
+        for key, (count, energy, latency) in other._rows.items():
+            merged._add(key, count, energy, latency)
         return merged
 
     def __add__(self, other: Ledger) -> Ledger:
         return self.merge(other)
 
     def _add_row(self, row: LedgerRow) -> None:
-        key = (row.event, row.phase, row.task, row.method, row.layer)
+        self._add((row.event, row.phase, row.task, row.method, row.layer), row.count, row.energy_pj, row.latency_ns)
+
+    def _add(self, key: tuple[str, str, str, str, str], count: float, energy_pj: float, latency_ns: float) -> None:
         existing = self._rows.setdefault(key, [0.0, 0.0, 0.0])
-        existing[0] += row.count
-        existing[1] += row.energy_pj
-        existing[2] += row.latency_ns
+        existing[0] += count
+        existing[1] += energy_pj
+        existing[2] += latency_ns
 
     # --- export / import ---------------------------------------------------------------------------------
     def to_records(self) -> list[dict[str, str | float]]:
