@@ -269,7 +269,7 @@ def test_long_work_and_shared_phases_get_the_scheduler_priority(cluster) -> None
         keys = [handle.key for handle in handles]
         seen = cluster.run_on_scheduler(lambda dask_scheduler: {k: dask_scheduler.tasks[k].priority[0] for k in keys})
     finally:
-        executor.client.close()
+        executor.close()
     assert seen == {"priority-test-1": -1, "priority-test-4": -4}  # Dask orders by -priority: 4 starts first
 
 
