@@ -15,6 +15,10 @@ from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
 from crossbar.mvm import (
     ArrayOperands,
     MvmSettings,
+    _dac_tiles,
+    _forward_operands,
+    _partial_sums,
+    _stacked_forward_operand,
     adc_inputs,
     analog_mvm,
     analog_mvm_reference,
@@ -151,19 +155,33 @@ def test_fast_path_matches_reference_and_numpy(config):
     np.testing.assert_allclose(fast.numpy(), np_ref, rtol=0, atol=1e-6 * scale)
 
 
-@pytest.mark.parametrize("d_in", [96, 95])
-def test_prepared_operands_give_the_unprepared_result_bit_for_bit(d_in):
-    """Three full tiles (96 rows) take one batched matmul over the tiles, a short last tile (95) per-tile matmuls;
+@pytest.mark.parametrize(("d_in", "batch"), [(96, 300), (96, 20), (95, 300)])
+def test_prepared_operands_give_the_unprepared_result_bit_for_bit(d_in, batch):
+    """Three full tiles (96 rows) may take one batched matmul over the tiles (always for a small batch; for a
+    large one when the tiles share out evenly between torch's threads), a short last tile (95) per-tile matmuls;
     either way the prepared path gives exactly what the unprepared per-tile path gives."""
     rng = np.random.default_rng(7)
     device = device_preset("reram_wan2022", tile_rows=32)
-    state, _, out_scale, x = random_mvm_case(rng, device.tile_rows, d_in=d_in, d_out=40, batch=300)
+    state, _, out_scale, x = random_mvm_case(rng, device.tile_rows, d_in=d_in, d_out=40, batch=batch)
     prepared = ArrayOperands.of(state, out_scale, device.tile_cols)
     assert (prepared.forward_stacked is not None) == (d_in == 96)
     settings = MvmSettings.from_device(device)
     plain = analog_mvm(x, state, out_scale, settings, key=99)
     fast = analog_mvm(x, state, out_scale, settings, key=99, prepared=prepared)
     assert torch.equal(plain, fast)
+
+
+@pytest.mark.parametrize("batch", [20, 300])
+def test_batched_and_per_tile_matmuls_give_the_same_partial_sums(batch):
+    """`_partial_sums` picks bmm or per-tile matmuls by batch size and thread count; both give the same bits."""
+    rng = np.random.default_rng(8)
+    device = device_preset("reram_wan2022", tile_rows=32)
+    state, _, out_scale, x = random_mvm_case(rng, device.tile_rows, d_in=96, d_out=40, batch=batch)
+    xq, _, _ = _dac_tiles(x, MvmSettings.from_device(device).dac_levels, state.tile_rows, "x")
+    operands, stacked = _forward_operands(state), _stacked_forward_operand(state)
+    batched = torch.bmm(xq, stacked)
+    assert torch.equal(_partial_sums(xq, operands, stacked), batched)
+    assert torch.equal(_partial_sums(xq, operands), batched)
 
 
 def test_fresh_noise_per_call_and_same_key_same_result():
