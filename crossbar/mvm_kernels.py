@@ -66,37 +66,46 @@ def dac_tiles_kernel(
     n_vec, d_in = x.shape
     n_tiles, _, tile = xq.shape
     small_codes = np.int64(levels) * np.int64(levels) * np.int64(tile) < np.int64(2**31 - 1)
+    abs_mask = np.int32(_ABS_MASK)
     for b in prange(n_vec):
+        # Loops run over 1-D row views (x[b], xq[t, b]): indexing the 2-D and 3-D arrays inside them kept LLVM from
+        # vectorising (3.3x slower at 768 inputs, 1.7x at 64; measured 2026-12-06, benchmarks/forward.py stages).
+        x_row = x[b]
+        bits_row = x_bits[b]
         # The largest |x| compared as integers: the bit patterns of non-negative floats sort like their values, so
-        # this reduction is exact and vectorises; NaN and inf have the largest patterns.
-        m_bits = 0
+        # this reduction is exact and vectorises, in int32 lanes (an int32 & a Python int would widen to int64);
+        # NaN and inf have the largest patterns.
+        m_bits = np.int32(0)
         for i in range(d_in):
-            m_bits = max(m_bits, x_bits[b, i] & _ABS_MASK)
+            m_bits = max(m_bits, bits_row[i] & abs_mask)
         bad[b] = 1 if m_bits >= _EXP_INF else 0
         m = np.float32(_float32_from_bits(m_bits)) if m_bits < _EXP_INF else np.float32(0.0)
         scale[b] = m
         for t in range(n_tiles):
             lo = t * tile
             n_rows = min(tile, d_in - lo)
+            source = x_row[lo : lo + n_rows]
+            applied = xq[t, b]
             if levels > 0:
                 inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
                 inv_levels = np.float32(1.0) / np.float32(levels)
                 # Integer codes: their squares add exactly (and in any order), so the sum vectorises. In 32 bits
-                # when no sum can overflow them (every DAC up to 12 bits with 256-row tiles): AVX2 has no 64-bit
-                # vector multiply, and the 64-bit loop runs scalar there.
+                # when no sum can overflow them (every DAC up to 12 bits with 256-row tiles; each step cast back
+                # to int32, as numba widens int32 products and sums): AVX2 has no 64-bit vector multiply, and the
+                # 64-bit loop runs scalar there.
                 if small_codes:
                     total32 = np.int32(0)
                     for i in range(n_rows):
-                        code = np.rint(x[b, lo + i] * inv)
-                        xq[t, b, i] = code * inv_levels
+                        code = np.rint(source[i] * inv)
+                        applied[i] = code * inv_levels
                         icode32 = np.int32(code)
-                        total32 += icode32 * icode32
+                        total32 = np.int32(total32 + np.int32(icode32 * icode32))
                     total = np.int64(total32)
                 else:
                     total = np.int64(0)
                     for i in range(n_rows):
-                        code = np.rint(x[b, lo + i] * inv)
-                        xq[t, b, i] = code * inv_levels
+                        code = np.rint(source[i] * inv)
+                        applied[i] = code * inv_levels
                         icode = np.int64(code)
                         total += icode * icode
                 sum_sq[t, b] = np.float32(np.float64(total) / (np.float64(levels) * np.float64(levels)))
@@ -104,12 +113,12 @@ def dac_tiles_kernel(
                 inv = np.float32(1.0) / m if m > 0 else np.float32(0.0)
                 total_f = 0.0
                 for i in range(n_rows):
-                    value = x[b, lo + i] * inv
-                    xq[t, b, i] = value
+                    value = source[i] * inv
+                    applied[i] = value
                     total_f += np.float64(value) * np.float64(value)
                 sum_sq[t, b] = np.float32(total_f)
             for i in range(n_rows, tile):
-                xq[t, b, i] = np.float32(0.0)
+                applied[i] = np.float32(0.0)
 
 
 @numba.njit(cache=True, parallel=True)
