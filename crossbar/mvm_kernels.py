@@ -69,7 +69,7 @@ def dac_tiles_kernel(
     abs_mask = np.int32(_ABS_MASK)
     for b in prange(n_vec):
         # Loops run over 1-D row views (x[b], xq[t, b]): indexing the 2-D and 3-D arrays inside them kept LLVM from
-        # vectorising (3.3x slower at 768 inputs, 1.7x at 64; measured 2026-12-06, benchmarks/forward.py stages).
+        # vectorising (3.5x slower at 768 inputs, about 1.5x at 64; one thread, measured 2026-12-06).
         x_row = x[b]
         bits_row = x_bits[b]
         # The largest |x| compared as integers: the bit patterns of non-negative floats sort like their values, so
