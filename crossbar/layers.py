@@ -35,6 +35,7 @@ from crossbar.mvm import (
     analog_mvm,
     analog_mvm_transposed,
     conductance_sums,
+    prepared_forward_mvm,
 )
 from crossbar.mvm_torch import analog_mvm_torch
 from crossbar.noise import apply_drift, fabricate_faults
@@ -241,9 +242,10 @@ class AnalogLinear(nn.Module):
         return state
 
     def __getstate__(self) -> dict[str, object]:
-        # Copies and pickles rebuild the NumPy views of their own buffers (`_require_state_any`).
+        # Copies and pickles rebuild the NumPy views of their own buffers (`_require_state_any`): the views of this
+        # layer's buffers are never a copy's.
         state = dict(super().__getstate__())
-        for derived in ("_views", "_prepared", "_pricings"):  # views of this layer's buffers, never of a copy's
+        for derived in ("_views", "_prepared", "_pricings", "_forward_plan"):
             state.pop(derived, None)
         state.pop("_tallies", None)  # MVMs this layer made and will record itself: a copy starts recording directly
         return state
@@ -614,16 +616,21 @@ class AnalogLinear(nn.Module):
         self, x2: torch.Tensor, state: ArrayState | None, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """The analog MVM of x2 (B, in): numba kernels on CPU arrays, the torch path on the arrays' device."""
+        plan = self.__dict__.get("_forward_plan")
+        if plan is not None and state is None and plan.fits(self, x2, bias):
+            return prepared_forward_mvm(x2, plan.prepared, plan.settings, plan.bias, self._next_key())
         settings = self._settings(transposed=False)
         if self._on_torch_path():
             return analog_mvm_torch(
                 x2, self.g_diff_us, self.in_features, self.out_scale, settings, key=self._next_key(), bias=bias,
                 g_neg_us=self.g_neg_us,
             )  # fmt: skip
-        bias = bias.detach().cpu() if bias is not None else None
         state = state if state is not None else self._require_state_any()  # callers checked `_check_ready`
+        prepared = self._operands(state)
+        self.__dict__["_forward_plan"] = _ForwardPlan.of(self, prepared, settings, bias)
+        bias = bias.detach().cpu() if bias is not None else None
         return analog_mvm(x2, state, self.out_scale.cpu(), settings, key=self._next_key(), bias=bias,
-                          prepared=self._operands(state))  # fmt: skip
+                          prepared=prepared)  # fmt: skip
 
     def _transposed_analog(self, d2: torch.Tensor, state: ArrayState | None, record: bool = True) -> torch.Tensor:
         settings = self._settings(transposed=True)
@@ -778,6 +785,57 @@ class AnalogLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"array_config={self.array_config.name}, tiles={n_row_tiles}x{n_col_tiles} of "
             f"{self.array_config.tile_rows}x{self.array_config.tile_cols}, programmed={self.programmed}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ForwardPlan:
+    """A layer's CPU forward MVM with every per-call lookup and conversion done once (`crossbar.mvm`'s
+    `prepared_forward_mvm`): valid while the conductance buffer, `out_scale`, the device config, the forward ADC
+    ranges, the backend and the bias are the objects it was made for (replacing any of them, e.g. reprogramming or
+    `.to(device)`, makes a new plan; in-place changes such as drift are seen through the views)."""
+
+    g_diff_us: torch.Tensor
+    g_pointer: int
+    out_scale: torch.Tensor
+    array_config: DeviceConfig
+    adc_ranges: np.ndarray | None
+    mvm_backend: str
+    bias_tensor: torch.Tensor | None
+    prepared: ArrayOperands
+    settings: MvmSettings
+    bias: np.ndarray
+
+    @classmethod
+    def of(
+        cls, layer: AnalogLinear, prepared: ArrayOperands | None, settings: MvmSettings, bias: torch.Tensor | None
+    ) -> _ForwardPlan | None:
+        """The plan of the forward MVM the layer is about to run, or None where the fast path does not apply (IR
+        drop, per-cycle conversion, arrays off the CPU, a bias that is not a float32 CPU tensor to share)."""
+        if prepared is None or settings.wire_resistance_ohm > 0 or settings.per_cycle:
+            return None
+        shareable = bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.is_contiguous())
+        if not shareable:
+            return None
+        g = layer.g_diff_us
+        bias_np = prepared.zeros_out if bias is None else bias.detach().numpy()  # shares the bias's memory
+        return cls(g, g.data_ptr(), layer.out_scale, layer.array_config, layer.adc_ranges, layer.mvm_backend, bias,
+                   prepared, settings, bias_np)  # fmt: skip
+
+    def fits(self, layer: AnalogLinear, x2: torch.Tensor, bias: torch.Tensor | None) -> bool:
+        buffers = layer._buffers
+        g = buffers["g_diff_us"]
+        return (
+            g is self.g_diff_us
+            and buffers["out_scale"] is self.out_scale
+            and bias is self.bias_tensor
+            and layer.array_config is self.array_config
+            and layer.adc_ranges is self.adc_ranges
+            and layer.mvm_backend == self.mvm_backend
+            and g.data_ptr() == self.g_pointer
+            and x2.dtype == torch.float32
+            and x2.device.type == "cpu"
+            and x2.is_contiguous()
         )
 
 

@@ -358,6 +358,17 @@ def analog_mvm(
     return _accumulate(partial, sum_sq, scale, col_scale, bias_np, settings, key)
 
 
+def prepared_forward_mvm(
+    x: torch.Tensor, prepared: ArrayOperands, settings: MvmSettings, bias: np.ndarray, key: int
+) -> torch.Tensor:
+    """`analog_mvm` without its checks, for a caller that made them once (`AnalogLinear`'s cached forward plan):
+    x (B, d_in) a contiguous float32 CPU tensor, `prepared` valid for the array, `bias` (d_out,) float32 (zeros for
+    none), `settings` without IR drop and with one conversion per vector, `key` in [0, 2^64). Same result."""
+    xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, prepared.state.tile_rows, "x")
+    partial = _partial_sums(xq, prepared.forward, prepared.forward_stacked)
+    return _accumulate(partial, sum_sq, scale, prepared.col_scale, bias, settings, key)
+
+
 def analog_mvm_transposed(
     d: torch.Tensor,
     state: ArrayState,

@@ -353,6 +353,50 @@ def test_cached_operands_follow_reprogramming_drift_and_copies():
     assert not torch.equal(twin.g_diff_us, layer.g_diff_us)
 
 
+def test_forward_plan_follows_every_change_of_the_layer():
+    """After its first forward MVM a layer runs later ones from a cached plan (`crossbar.layers._ForwardPlan`);
+    each must equal `analog_mvm` from the layer's buffers: after drift (in place), a rewrite (new out_scale), an
+    ADC calibration (new ranges), a new bias tensor, a new device config and new memory under the conductance
+    buffer, and a copy must not share it."""
+    import copy
+
+    from crossbar.rng import mix_seed_int
+
+    device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=32, adc_range="calibrated")
+    layer = _programmed(_linear(40, 24, seed=3), device, seed=5)
+    x = torch.randn(9, 40)
+    layer.calibrate_adc(x)
+
+    def check(target: AnalogLinear = layer) -> None:
+        for _ in range(2):  # the first call may build the plan, the second runs from it
+            expected = _uncached_forward(target, x, mix_seed_int(target.noise_seed, int(target.noise_calls)))
+            with torch.no_grad():
+                assert torch.equal(target(x), expected)
+        assert "_forward_plan" in target.__dict__
+
+    check()
+    layer.drift_to(3600.0)
+    check()
+    twin = copy.deepcopy(layer)
+    assert "_forward_plan" not in twin.__dict__
+    layer.reprogram(_linear(40, 24, seed=4).weight.detach() * 3.0)
+    check()
+    layer.calibrate_adc(x * 4.0)
+    check()
+    layer.bias = nn.Parameter(torch.randn(24), requires_grad=False)
+    check()
+    with torch.no_grad():
+        layer.bias.add_(1.0)  # in place: the plan shares the bias's memory
+    check()
+    layer.array_config = layer.array_config.replace(read_noise_frac=0.05)
+    check()
+    layer.g_diff_us.data = layer.g_diff_us.data * 0.5  # the same tensor object on new memory
+    check()
+    twin.drift_to(86400.0)
+    check(twin)
+    assert not torch.equal(twin.g_diff_us, layer.g_diff_us)
+
+
 def test_layer_ledger_records_equal_record_mvm_called_directly():
     """The layer's kept `MvmPricing` records exactly what `crossbar.mvm.record_mvm` records for the same MVM,
     forward (with bias) and transposed, and follows a change of cost table."""
