@@ -603,7 +603,7 @@ class AnalogLinear(nn.Module):
             if bias is not None:
                 y = y + bias
         else:
-            y = self._forward_analog(x2.detach(), None, bias)
+            y = self._forward_analog(x2.detach(), bias)
         if self.ledger is not None:
             self._record_mvms(self.ledger, x2.shape[0], x2.detach(), transposed=False, bias=bias is not None)
         return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
@@ -612,12 +612,10 @@ class AnalogLinear(nn.Module):
         backend = self.mvm_backend
         return backend == "torch" or (backend == "auto" and self.g_diff_us.device.type != "cpu")
 
-    def _forward_analog(
-        self, x2: torch.Tensor, state: ArrayState | None, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward_analog(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The analog MVM of x2 (B, in): numba kernels on CPU arrays, the torch path on the arrays' device."""
         plan = self.__dict__.get("_forward_plan")
-        if plan is not None and state is None and plan.fits(self, x2, bias):
+        if plan is not None and plan.fits(self, x2, bias):
             return prepared_forward_mvm(x2, plan.prepared, plan.settings, plan.bias, self._next_key())
         settings = self._settings(transposed=False)
         if self._on_torch_path():
@@ -625,7 +623,7 @@ class AnalogLinear(nn.Module):
                 x2, self.g_diff_us, self.in_features, self.out_scale, settings, key=self._next_key(), bias=bias,
                 g_neg_us=self.g_neg_us,
             )  # fmt: skip
-        state = state if state is not None else self._require_state_any()  # callers checked `_check_ready`
+        state = self._require_state_any()  # callers checked `_check_ready`
         prepared = self._operands(state)
         self.__dict__["_forward_plan"] = _ForwardPlan.of(self, prepared, settings, bias)
         bias = bias.detach().cpu() if bias is not None else None
@@ -848,7 +846,7 @@ class _AnalogMvmFunction(torch.autograd.Function):
         ctx.layer = layer
         ctx.input_dtype = x2.dtype
         ctx.input_device = x2.device
-        return layer._forward_analog(x2.detach(), None, None)
+        return layer._forward_analog(x2.detach(), None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
