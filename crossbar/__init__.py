@@ -3,8 +3,9 @@
 Device configs and cited presets, weight <-> conductance mapping, write-verify programming, non-idealities (read
 noise, drift, stuck-at faults, endurance), DAC/ADC peripherals, tiling, the analog MVM and the PyTorch layers built
 on it (`AnalogLinear`, `AnalogConv2d`, `convert_to_analog`), saved and loaded with their whole analog state
-(`save_programmed`, `load_programmed`). Not to be confused with the unrelated Crossbar.io router on PyPI, which
-shares the import name `crossbar`: do not install both in one environment.
+(`save_programmed`, `load_programmed`; in memory `state_files`, `load_state_files`). Not to be confused with the
+unrelated Crossbar.io router on PyPI, which shares the import name `crossbar`: do not install both in one
+environment.
 """
 
 from crossbar.calibration import ADC_GRANULARITIES, AdcCalibrationReport, adc_calibration
@@ -23,7 +24,7 @@ from crossbar.layers import (
 from crossbar.mapping import Targets, map_weights, state_weights
 from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
 from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
-from crossbar.persist import load_programmed, save_programmed
+from crossbar.persist import load_programmed, load_state_files, save_programmed, state_files
 from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.protocols import AnalogLayer, Recording
@@ -61,6 +62,7 @@ __all__ = [
     "layer_seed",
     "literal_pattern",
     "load_programmed",
+    "load_state_files",
     "map_weights",
     "name_matcher",
     "program",
@@ -69,5 +71,6 @@ __all__ = [
     "deferred_mvm_records",
     "record_all_to",
     "save_programmed",
+    "state_files",
     "state_weights",
 ]

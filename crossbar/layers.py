@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from crossbar.device import DeviceConfig
+from crossbar.extra_state import parse_extra_state
 from crossbar.mapping import Targets, map_weights
 from crossbar.mvm import (
     ArrayOperands,
@@ -64,9 +65,6 @@ MvmBackend = Literal["auto", "numba", "torch"]
 _STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
 STUCK marks a fault), in tile layout."""
-_SCALARS = ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls", "time_s",
-            "adc_ranges", "adc_ranges_transposed", "array_config")  # fmt: skip
-"""The layer's non-tensor state, saved in its `state_dict` as extra state (`get_extra_state`)."""
 
 
 class AnalogLinear(nn.Module):
@@ -262,18 +260,13 @@ class AnalogLinear(nn.Module):
         }  # fmt: skip
 
     def set_extra_state(self, state: dict[str, object]) -> None:
-        missing = [key for key in _SCALARS if key not in state]
-        if missing:
-            raise ValueError(f"AnalogLinear {self.name!r}: saved extra state lacks {missing}")
-        for key in ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls"):
-            setattr(self, key, int(state[key]))  # type: ignore[call-overload]
-        self._t_s = float(state["time_s"])  # type: ignore[arg-type]
-        config = dict(state["array_config"])  # type: ignore[call-overload]
-        self.array_config = DeviceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        for key in ("adc_ranges", "adc_ranges_transposed"):
-            setattr(self, key, _ranges_from_json(state[key]))
-        bound = state.get("weight_bound")  # absent in saves from before fixed-scale mapping
-        self.weight_bound = None if bound is None else float(bound)  # type: ignore[arg-type]
+        """Apply a saved extra state after checking every field (`crossbar.extra_state`): a bad one raises one
+        ValueError naming it and leaves the layer's extra state unchanged."""
+        parsed = parse_extra_state(state, self.name, self.in_features, self.out_features)
+        for key in ("seed", "noise_seed", "drift_seed", "program_calls", "drift_calls", "noise_calls",
+                    "array_config", "adc_ranges", "adc_ranges_transposed", "weight_bound"):  # fmt: skip
+            setattr(self, key, parsed[key])
+        self._t_s = parsed["time_s"]
         self._g_sums = None
         self._settings_cache = {}
 
@@ -948,12 +941,3 @@ def record_all_to(model: nn.Module, ledger: LedgerScope | None) -> Iterator[nn.M
 def _ranges_to_json(ranges: np.ndarray | None) -> list[list[float]] | None:
     """float32 ranges as nested lists of Python floats (exact: every float32 is a float64)."""
     return None if ranges is None else ranges.astype(np.float64).tolist()
-
-
-def _ranges_from_json(value: object) -> np.ndarray | None:
-    if value is None:
-        return None
-    ranges = np.asarray(value, dtype=np.float32)
-    if ranges.ndim != 2:
-        raise ValueError(f"saved ADC ranges must be a 2-D array, got shape {ranges.shape}")
-    return ranges

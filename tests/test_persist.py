@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from crossbar import AnalogLinear, adc_calibration, analog_layers, convert_to_analog, device_preset, drift, program
-from crossbar.persist import load_programmed, save_programmed
+from crossbar.persist import load_programmed, load_state_files, save_programmed, state_files
 
 ARRAY_TENSORS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg", "out_scale", "bias")
 
@@ -38,18 +38,25 @@ def _continue(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
-@pytest.mark.parametrize("into", ["skeleton", "converted model"])
-def test_saved_and_loaded_model_continues_exactly(tmp_path, into: str) -> None:
+def _architecture() -> nn.Module:
+    """The architecture of `_programmed`, converted with another preset and seed and never programmed."""
+    torch.manual_seed(1)  # other weights: everything must come from the files
+    fresh = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 5))
+    return convert_to_analog(fresh, device_preset("reram_wan2022", adc_range="calibrated"), seed=5)
+
+
+@pytest.mark.parametrize("via", ["directory", "in-memory files"])
+def test_saved_and_loaded_model_continues_exactly(tmp_path, via: str) -> None:
     original = _programmed()
     twin = copy.deepcopy(original)  # what the original would have done
-    save_programmed(original, tmp_path / "programmed")
-    if into == "skeleton":
-        loaded = load_programmed(tmp_path / "programmed")
+    if via == "directory":
+        save_programmed(original, tmp_path / "programmed")
+        assert sorted(p.name for p in (tmp_path / "programmed").iterdir()) == ["arrays.safetensors", "state.json"]
+        loaded = load_programmed(tmp_path / "programmed", _architecture())
     else:
-        torch.manual_seed(1)  # other weights: everything must come from the files
-        fresh = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 5))
-        target = convert_to_analog(fresh, device_preset("reram_wan2022", adc_range="calibrated"), seed=5)
-        loaded = load_programmed(tmp_path / "programmed", target)
+        files = state_files(original)
+        assert set(files) == {"arrays.safetensors", "state.json"}
+        loaded = load_state_files(files, _architecture(), source="cache entry")
     for (name, a), (_, b) in zip(analog_layers(twin), analog_layers(loaded)):
         assert a.get_extra_state() == b.get_extra_state(), name
         assert torch.equal(a.writes_pos, b.writes_pos) and b.array_config == a.array_config
@@ -73,7 +80,7 @@ def test_state_dict_round_trip_and_unprogrammed_layers(tmp_path) -> None:
     # an unprogrammed layer saves its target and loads as unprogrammed, ready to program identically
     unprogrammed = AnalogLinear.from_linear(nn.Linear(6, 4), device_preset("ideal"), seed=2)
     save_programmed(unprogrammed, tmp_path / "u")
-    back = load_programmed(tmp_path / "u")
+    back = load_programmed(tmp_path / "u", AnalogLinear(6, 4, device_preset("ideal")))
     assert not back.programmed and torch.equal(back.target_weight, unprogrammed.target_weight)
     unprogrammed.program()
     back.program()
@@ -90,6 +97,8 @@ def test_load_rejects_other_tile_layouts_and_foreign_directories(tmp_path) -> No
     retiled.load_state_dict(layer.state_dict())
     assert retiled.array_config.tile_rows == 256 and torch.equal(retiled.g_diff_us, layer.g_diff_us)
     with pytest.raises(ValueError, match="no arrays.safetensors"):
+        load_programmed(tmp_path, other)
+    with pytest.raises(ValueError, match="pass the architecture"):
         load_programmed(tmp_path)
 
 
