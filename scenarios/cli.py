@@ -5,6 +5,7 @@ User errors (bad arguments, bad scenario files) print one line on stderr and exi
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -87,7 +88,11 @@ def validate(
     overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
     sweeps: list[str] = typer.Option([], "--sweep", help=_SWEEP_HELP, metavar="KEY.PATH=V1,V2"),
 ) -> None:
-    """Check a scenario file (schema, presets, task names, npz files, every sweep point) without running it."""
+    """Check a scenario file (schema, presets, task names, npz files, every sweep point) without running it.
+
+    The scenario's `plugins:` are imported (they are Python code), since the methods and task families they
+    register are part of what is checked; the OK line names them.
+    """
     study = _load_study(scenario, overrides, sweeps)
     loaded = study.scenario
     methods = ", ".join(method.key for method in loaded.methods)
@@ -97,6 +102,7 @@ def validate(
         f"OK: scenario {loaded.name!r} ({loaded.source_path}): {len(loaded.tasks.sources)} source tasks, "
         f"{len(loaded.tasks.targets)} target tasks, methods {methods}; device {loaded.device.preset}, "
         f"costs {loaded.costs.preset}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}{points}"
+        + (f"; imported plugins {', '.join(loaded.plugins)}" if loaded.plugins else "")
     )
 
 
@@ -133,6 +139,8 @@ def run(
     from scenarios.runner import run_study
 
     run_dir = out if out is not None else Path("runs") / study.scenario.name
+    if cache is not None and cache.exists() and not cache.is_dir():
+        raise UserError(f"--cache: {cache} is a file, expected a folder (or a path where one can be made)")
     try:
         executor = open_executor(serial=serial, scheduler=scheduler, workers=workers)
     except (ConnectionError, OSError, ValueError) as error:
@@ -142,14 +150,30 @@ def run(
                             allow_version_change=allow_version_change)  # fmt: skip
     except ScenarioError as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        typer.echo(f"crossbar-sim: failed: {_disk_full(error, run_dir)}", err=True)
+        raise typer.Exit(EXIT_FAILED_UNITS) from None
     finally:
         executor.close()
     if outcome.failures:
         for line in outcome.failures:
             typer.echo(f"crossbar-sim: failed: {line}", err=True)
-        typer.echo(f"partial results in {run_dir} ({len(outcome.finished)} of {len(study.points)} point(s) finished)")
-        raise typer.Exit(1)
+        typer.echo(
+            f"crossbar-sim: {len(outcome.failures)} failure(s); partial results in {run_dir} "
+            f"({len(outcome.finished)} of {len(study.points)} point(s) finished); finished units are kept: fix the "
+            "cause and rerun the same command to resume", err=True,
+        )  # fmt: skip
+        raise typer.Exit(EXIT_FAILED_UNITS)
     typer.echo(f"results in {run_dir}")
+
+
+def _disk_full(error: OSError, run_dir: Path) -> str:
+    """One line for a full disk (or quota): where, what is kept, how to go on."""
+    where = error.filename or run_dir
+    return (f"no space left on the device writing {where}; every unit finished before it is kept in "
+            f"{run_dir / 'checkpoints'}: free some space and rerun the same command to resume")  # fmt: skip
 
 
 @app.command()
@@ -170,30 +194,44 @@ def plot(
     typer.echo(f"wrote {len(written)} figure files to {run_dir / 'figures'}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and turn user errors into one line and exit code 2.
+EXIT_OK, EXIT_FAILED_UNITS, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""The exit codes, as the README promises them: success; a run that finished with failed units (partial results
+kept), or an environment failure that left resumable work (a full disk); a user error; interrupted (Ctrl-C)."""
 
-    typer may bundle its own copy of click, so its exceptions are recognised by what they carry (click's
-    `UsageError` has `format_message()` and exit code 2) rather than imported from click.
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and exit with the code that says what happened (`EXIT_*`).
+
+    typer runs with `standalone_mode=False`, so it *returns* the code of a `typer.Exit` (raised by a command, or
+    made by typer itself from Ctrl-C: 130) instead of exiting; that return value is the exit code. typer may bundle
+    its own copy of click, so click's exceptions are recognised by what they carry (`UsageError` has
+    `format_message()` and exit code 2) rather than imported from click.
     """
     try:
-        app(args=argv, prog_name="crossbar-sim", standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("crossbar-sim: aborted", err=True)
-        sys.exit(130)
+        code = app(args=argv, prog_name="crossbar-sim", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = EXIT_INTERRUPTED
     except UserError as error:
         typer.echo(f"crossbar-sim: error: {error}", err=True)
-        sys.exit(2)
+        code = EXIT_USER_ERROR
     except Exception as error:
-        if type(error).__name__ == "NoArgsIsHelpError":
-            typer.echo(str(error.ctx.get_help()) if getattr(error, "ctx", None) else str(error))
-            sys.exit(0)
-        if hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2:
-            typer.echo(f"crossbar-sim: error: {error.format_message()}", err=True)
-            sys.exit(2)
-        raise
+        code = _click_error_code(error)
+        if code is None:
+            raise
+    if code == EXIT_INTERRUPTED:
+        typer.echo("crossbar-sim: aborted; resume with the same command", err=True)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _click_error_code(error: Exception) -> int | None:
+    """The exit code of click's own errors (printed here as one line), None for anything else."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        typer.echo(str(error.ctx.get_help()) if getattr(error, "ctx", None) else str(error))
+        return EXIT_OK
+    if hasattr(error, "format_message") and getattr(error, "exit_code", None) == EXIT_USER_ERROR:
+        typer.echo(f"crossbar-sim: error: {error.format_message()}", err=True)
+        return EXIT_USER_ERROR
+    return None
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def _import(entry: str, key: str) -> ModuleType:
             return importlib.import_module(entry)
         except ImportError as error:
             raise ScenarioError(f"plugin {entry!r}: cannot be imported ({error})") from None
+        except SystemExit as error:
+            raise ScenarioError(_exit_message(entry, error)) from None
     path = Path(key)
     if not path.is_file():
         raise ScenarioError(f"plugin {entry!r}: no such file, expected a Python file")
@@ -60,4 +62,11 @@ def _import(entry: str, key: str) -> ModuleType:
     except Exception as error:
         del sys.modules[name]
         raise ScenarioError(f"plugin {entry!r}: importing it failed: {type(error).__name__}: {error}") from None
+    except SystemExit as error:  # a plugin must not end the program, least of all with status 0
+        del sys.modules[name]
+        raise ScenarioError(_exit_message(entry, error)) from None
     return module
+
+
+def _exit_message(entry: str, error: SystemExit) -> str:
+    return f"plugin {entry!r}: called sys.exit({error.code!r}) while being imported; a plugin must only register"
