@@ -82,6 +82,8 @@ class SerialExecutor(Executor):
             handle.value = fn(*(a.value if isinstance(a, Handle) else a for a in args))
         except Exception as error:  # reported by the runner, which goes on with the other units
             handle.error = error
+        except SystemExit as error:  # plugin code calling sys.exit() fails its unit; it does not end the run
+            handle.error = RuntimeError(f"called sys.exit({error.code!r})")
         handle.done = True
         return handle
 
@@ -103,14 +105,20 @@ class DaskExecutor(Executor):
                 raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} ({error})") from None
             self.description = f"Dask cluster at {scheduler}"
         else:
+            from scenarios.dask_worker import LostWorkerNotice, quiet_resource_tracker
+
             n_workers = workers or default_workers()
+            quiet_resource_tracker()
             self.cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # the runner reports each failure itself, in one line
+                preload=["scenarios.dask_worker"],  # workers leave Ctrl-C to the driver
             )
+            self.lost_workers = LostWorkerNotice()
+            self.cluster.scheduler.add_plugin(self.lost_workers)
             self.client = Client(self.cluster)
             self.description = f"Dask LocalCluster, {n_workers} single-threaded worker process(es)"
         link = getattr(self.client, "dashboard_link", None)
@@ -151,6 +159,8 @@ class DaskExecutor(Executor):
             yield handle
 
     def close(self) -> None:
+        if self.cluster is not None:
+            self.lost_workers.closing = True
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
