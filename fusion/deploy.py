@@ -8,16 +8,18 @@ coefficient Parameters (per layer, per block or global) and DoRA magnitudes; not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from crossbar import AnalogLinear, DeviceConfig, adc_calibration, derive_seed, record_all_to
+from crossbar import AnalogLinear, DeviceConfig, ProgramReport, adc_calibration, derive_seed, record_all_to
 from energy import LedgerScope
 from fusion.bank import LoRABank
-from fusion.fused import FusedCalibration, FusedLinear, calibrate
+from fusion.fused import _PARTS, NORM_STORAGES, FusedCalibration, FusedLinear, calibrate
 from fusion.lora import is_linear, set_module
 from fusion.params import CoefficientSharing, coefficient_groups
 from fusion.reference import FusionForm, check_form
@@ -27,10 +29,14 @@ __all__ = [
     "FusionLayers",
     "ProgrammedBank",
     "attach_fusion",
+    "bank_arrays",
     "calibrate_deployed_adc",
     "calibrate_norms",
     "detach_fusion",
+    "empty_programmed_bank",
     "program_bank",
+    "readout_state",
+    "set_readout_state",
 ]
 
 
@@ -196,6 +202,105 @@ def calibrate_norms(
         arrays.calibration = calibrate(
             _base_layer(model, name), arrays.a, arrays.b, scope, layer=name, reads=reads, storage=storage
         )
+
+
+def empty_programmed_bank(bank: LoRABank, array_config: DeviceConfig | None, *, seed: int = 0) -> ProgrammedBank:
+    """`bank` on unprogrammed arrays of the shapes, names and seeds `program_bank` gives them, with no calibration
+    and no report: the structure a saved deployment's state (`bank_arrays`, `set_readout_state`) loads into, so that
+    a saved bank is rebuilt from its `LoRABank` and config instead of being programmed again or unpickled."""
+    if bank.n_entries == 0:
+        raise ValueError("cannot program an empty bank")
+    width = bank.n_entries * bank.rank
+    layers: dict[str, BankArrays] = {}
+    for shape in bank.layer_shapes():
+        name = shape.name
+        if array_config is None:
+            array_a = _digital_array(torch.zeros(width, shape.d_in), f"{name}.bank_A")
+            array_b = _digital_array(torch.zeros(shape.d_out, width), f"{name}.bank_B")
+        else:
+            array_a = AnalogLinear(shape.d_in, width, array_config, bias=False,
+                                   seed=derive_seed(seed, "bank_A", name), name=f"{name}.bank_A")  # fmt: skip
+            array_b = AnalogLinear(width, shape.d_out, array_config, bias=False,
+                                   seed=derive_seed(seed, "bank_B", name), name=f"{name}.bank_B")  # fmt: skip
+        layers[name] = BankArrays(array_a, array_b, None)
+    return ProgrammedBank(bank, layers, None)
+
+
+def bank_arrays(programmed: ProgrammedBank) -> nn.ModuleList:
+    """Every layer's A_stack and B_stack array as one module (`<i>.a`, `<i>.b`, layers in `layer_names` order):
+    its state_dict is the state of all the bank's arrays."""
+    return nn.ModuleList(nn.ModuleDict({"a": arrays.a, "b": arrays.b}) for arrays in programmed.layers.values())
+
+
+def readout_state(programmed: ProgrammedBank) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What the arrays' state does not hold, as tensors and JSON-safe values (`set_readout_state` reads them back):
+    each layer's calibration read-out (tensors `<layer>/<part>`; its reads, storage and parts) and the programming
+    report."""
+    tensors: dict[str, torch.Tensor] = {}
+    layers: dict[str, dict[str, Any] | None] = {}
+    for name, arrays in programmed.layers.items():
+        calibration = arrays.calibration
+        if calibration is None:
+            layers[name] = None
+            continue
+        parts = calibration.parts()
+        tensors.update({f"{name}/{part}": tensor for part, tensor in parts.items()})
+        layers[name] = {"reads": calibration.reads, "storage": calibration.storage, "parts": list(parts)}
+    report = None if programmed.report is None else dataclasses.asdict(programmed.report)
+    return tensors, {"layers": layers, "report": report}
+
+
+def set_readout_state(
+    programmed: ProgrammedBank, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]
+) -> ProgrammedBank:
+    """Install what `readout_state` saved into `programmed` (in place, e.g. an `empty_programmed_bank`); returns it.
+    Raises ValueError naming the first entry that does not fit the bank."""
+    layers = state.get("layers") if isinstance(state, Mapping) else None
+    if not isinstance(layers, dict) or list(layers) != programmed.layer_names:
+        raise ValueError(f"read-out state: layers must be {programmed.layer_names}, got {_keys(layers)}")
+    width = programmed.n_entries * programmed.rank
+    used: set[str] = set()
+    for name, entry in layers.items():
+        if entry is None:
+            programmed.layers[name].calibration = None
+            continue
+        d_out = programmed.layers[name].b.out_features
+        shapes = {"w0_sq": (d_out,), "cross": (d_out, width), "gram": (width, width), "b_read": (d_out, width)}
+        parts = entry.get("parts") if isinstance(entry, dict) else None
+        if not isinstance(parts, list) or not set(parts) <= set(_PARTS):
+            raise ValueError(f"read-out state: layers.{name}.parts must be a list of {list(_PARTS)}, got {parts!r}")
+        values: dict[str, torch.Tensor | None] = dict.fromkeys(_PARTS)
+        for part in parts:
+            tensor = tensors.get(f"{name}/{part}")
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shapes[part]:
+                got = None if tensor is None else tuple(getattr(tensor, "shape", ()))
+                raise ValueError(f"read-out tensor {name}/{part}: expected shape {shapes[part]}, got {got}")
+            values[part] = tensor
+            used.add(f"{name}/{part}")
+        reads, storage = entry.get("reads"), entry.get("storage")
+        if isinstance(reads, bool) or not isinstance(reads, int) or reads < 0 or storage not in NORM_STORAGES:
+            raise ValueError(f"read-out state: layers.{name}: reads {reads!r} / storage {storage!r} out of range")
+        programmed.layers[name].calibration = FusedCalibration(**values, reads=reads, storage=storage)
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise ValueError(f"read-out state: {len(extra)} tensor(s) no layer names, e.g. {extra[0]!r}")
+    programmed.report = _report(state.get("report"))
+    return programmed
+
+
+def _report(value: object) -> ProgramReport | None:
+    names = [f.name for f in dataclasses.fields(ProgramReport)]
+    if value is None:
+        return None
+    if not isinstance(value, dict) or sorted(value) != sorted(names) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+    ):  # fmt: skip
+        raise ValueError(f"read-out state: report must be null or numbers for {names}, got {value!r}"[:300])
+    return ProgramReport(**value)
+
+
+def _keys(value: object) -> object:
+    return list(value) if isinstance(value, dict) else type(value).__name__
 
 
 @dataclass

@@ -18,11 +18,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from energy import atomic_write_bytes, atomic_write_text
+from scenarios.errors import ScenarioError
+from scenarios.names import inside
 
 __all__ = ["Blob", "ChecksumManifest", "CacheStore", "content_key", "sha256"]
 
@@ -50,10 +52,39 @@ class CacheStore:
         self.root = Path(root)
 
     def entry_dir(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key[:16]}"
+        return inside(self.root, f"{kind}-{key[:16]}")
 
-    def get(self, kind: str, key: str) -> Blob | None:
-        """The entry's files, or None when it is absent, incomplete or corrupted (a corrupted one is removed)."""
+    def remove_entries(self) -> list[Path]:
+        """Delete the files of every entry (a folder `<kind>-<key[:16]>` whose manifest names that kind and key)
+        and the folders this empties; return the files removed. Files the manifests do not list stay."""
+        removed: list[Path] = []
+        for folder in sorted(self.root.iterdir()) if self.root.is_dir() else ():
+            try:
+                manifest = json.loads((folder / MANIFEST).read_text())
+                kind, key, files = manifest["kind"], manifest["key"], [str(name) for name in manifest["files"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not an entry this store wrote
+            if folder.is_symlink() or not isinstance(kind, str) or folder.name != f"{kind}-{str(key)[:16]}":
+                continue
+            for name in [*files, MANIFEST]:
+                try:
+                    path = inside(folder, name)
+                except ScenarioError:  # an edited manifest pointing elsewhere
+                    log.warning("%s lists %r, outside its folder: left alone", folder / MANIFEST, name)
+                    continue
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+            for sub in sorted({p.parent for p in removed if folder in p.parents}, key=lambda p: -len(p.parts)):
+                while sub != self.root and sub.is_dir() and not any(sub.iterdir()):
+                    sub.rmdir()
+                    sub = sub.parent
+        return removed
+
+    def get(self, kind: str, key: str, check: Callable[[Blob], str | None] | None = None) -> Blob | None:
+        """The entry's files, or None when it is absent, incomplete or corrupted (a corrupted one is removed).
+        `check(blob)` says why matching files are still not an entry of `kind` this version reads (another layout:
+        treated as corrupted), None when they are."""
         folder = self.entry_dir(kind, key)
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
@@ -62,10 +93,13 @@ class CacheStore:
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("key") != key:
                 raise ValueError("the manifest belongs to another key")
-            blob = {name: (folder / name).read_bytes() for name in manifest["files"]}
+            blob = {name: inside(folder, name).read_bytes() for name in manifest["files"]}
             bad = [name for name, digest in manifest["files"].items() if sha256(blob[name]) != digest]
             if bad:
                 raise ValueError(f"checksum mismatch in {', '.join(bad)}")
+            problem = check(blob) if check is not None else None
+            if problem is not None:
+                raise ValueError(f"not a {kind} entry of this version: {problem}")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("cache entry %s is unreadable or corrupted (%s): recomputing it", folder, error)
             shutil.rmtree(folder, ignore_errors=True)
@@ -78,7 +112,7 @@ class CacheStore:
         staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         for name, data in blob.items():
-            atomic_write_bytes(staging / name, data)
+            atomic_write_bytes(inside(staging, name), data)
         manifest = {"kind": kind, "key": key, "parts": parts, "files": {n: sha256(d) for n, d in blob.items()}}
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=str))
         shutil.rmtree(folder, ignore_errors=True)
@@ -103,13 +137,13 @@ class ChecksumManifest:
             self.entries = {}
 
     def write(self, relative: str, data: bytes) -> None:
-        atomic_write_bytes(self.folder / relative, data)
+        atomic_write_bytes(inside(self.folder, relative), data)
         self.entries[relative] = sha256(data)
         atomic_write_text(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
 
     def read(self, relative: str) -> bytes | None:
         """The checkpoint's bytes if present and matching its checksum, else None (logged when corrupted)."""
-        path = self.folder / relative
+        path = inside(self.folder, relative)
         expected = self.entries.get(relative)
         if expected is None or not path.is_file():
             return None
@@ -118,3 +152,19 @@ class ChecksumManifest:
             log.warning("checkpoint %s does not match its checksum (truncated or changed): recomputing it", path)
             return None
         return data
+
+    def remove_all(self) -> list[Path]:
+        """Delete every checkpoint the manifest lists (never a path outside its folder) and the manifest itself;
+        return the files removed. Files it does not list stay."""
+        removed: list[Path] = []
+        for relative in [*self.entries, MANIFEST]:
+            try:
+                path = inside(self.folder, relative)
+            except ScenarioError:  # an edited manifest pointing elsewhere
+                log.warning("%s lists %r, outside its folder: left alone", self.path, relative)
+                continue
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+        self.entries = {}
+        return removed

@@ -88,7 +88,8 @@ def validate(
     overrides: list[str] = typer.Option([], "--set", help=_SET_HELP, metavar="KEY.PATH=VALUE"),
     sweeps: list[str] = typer.Option([], "--sweep", help=_SWEEP_HELP, metavar="KEY.PATH=V1,V2"),
 ) -> None:
-    """Check a scenario file (schema, presets, task names, npz files, every sweep point) without running it.
+    """Check a scenario file (schema, presets, task names, npz files, every sweep point) without running it, and
+    print each phase's estimated peak memory and work (a warning where `run` would refuse them).
 
     The scenario's `plugins:` are imported (they are Python code), since the methods and task families they
     register are part of what is checked; the OK line names them.
@@ -104,6 +105,25 @@ def validate(
         f"costs {loaded.costs.preset}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}{points}"
         + (f"; imported plugins {', '.join(loaded.plugins)}" if loaded.plugins else "")
     )
+    _check_budget(study, allow_large=True, show=True)
+
+
+def _check_budget(study, allow_large: bool, show: bool = False) -> None:
+    """Print the estimate of every phase (validate), refuse a study beyond the machine's memory or the work bound
+    (run, unless `allow_large`), and warn about one that `allow_large` lets through."""
+    from scenarios.budget import check_budget, estimate_lines
+    from scenarios.errors import ScenarioError
+
+    label = study.scenario.source_path.name if study.scenario.source_path else study.scenario.name
+    if show:
+        for line in estimate_lines(study):
+            typer.echo(line)
+    try:
+        problems = check_budget(study, allow_large=allow_large)
+    except ScenarioError as error:
+        raise UserError(f"{label}: {error}") from None
+    for problem in problems:
+        typer.echo(f"crossbar-sim: warning: {label}: {problem} (`run` refuses it without --allow-large)", err=True)
 
 
 @app.command()
@@ -129,9 +149,14 @@ def run(
     allow_version_change: bool = typer.Option(
         False, "--allow-version-change", help="Resume a run started by another crossbar-sim version or git commit."
     ),
+    allow_large: bool = typer.Option(
+        False, "--allow-large", help="Run even when the estimated memory exceeds what the machine has available, or "
+        "the estimated work exceeds 24 h of a 2-core machine (see `crossbar-sim validate`)."
+    ),
 ) -> None:
     """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
     study = _load_study(scenario, [*overrides, *([f"seed={seed}"] if seed is not None else [])], sweeps)
+    _check_budget(study, allow_large)
     if serial and (scheduler or workers):
         raise UserError("--serial runs in this process: it cannot be combined with --scheduler or --workers")
     from scenarios.errors import ScenarioError
@@ -220,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
     if code == EXIT_INTERRUPTED:
         typer.echo("crossbar-sim: aborted; resume with the same command", err=True)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    if isinstance(code, int) and code != EXIT_OK:
+        sys.exit(code)  # success returns normally, so that in-process callers (tests) need not catch SystemExit
 
 
 def _click_error_code(error: Exception) -> int | None:

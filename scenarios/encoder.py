@@ -56,6 +56,7 @@ __all__ = [
     "TextEncoderClassifier",
     "encode_texts",
     "embed_texts",
+    "encoder_skeleton",
     "load_checkpoint",
     "load_encoder",
     "resolve_model_path",
@@ -119,10 +120,8 @@ class EncoderCheckpoint:
     tensors: dict[str, torch.Tensor]
 
 
-def load_checkpoint(folder: Path) -> EncoderCheckpoint:
-    """Read config.json and model.safetensors of a BERT-family checkpoint (no transformers needed)."""
-    from safetensors.torch import load_file
-
+def _read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a checkpoint folder, checked to describe a plain BERT encoder."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -132,11 +131,12 @@ def load_checkpoint(folder: Path) -> EncoderCheckpoint:
         raise ScenarioError(f"model: {folder} holds a {kind!r} model, expected a BERT-family encoder (model_type bert)")
     if config.get("hidden_act", "gelu") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
         raise ScenarioError(f"model: {folder}: only hidden_act gelu and absolute position embeddings are supported")
-    tensors = load_file(folder / "model.safetensors")
-    prefix = "bert." if any(key.startswith("bert.") for key in tensors) else ""
-    tensors = {key[len(prefix) :]: value.to(torch.float32) for key, value in tensors.items() if key.startswith(prefix)}
-    return EncoderCheckpoint(
-        path=folder,
+    return config
+
+
+def _dimensions(config: dict[str, Any]) -> dict[str, Any]:
+    """The `EncoderCheckpoint` sizes and constants of a BERT config."""
+    return dict(
         hidden=int(config["hidden_size"]),
         n_layers=int(config["num_hidden_layers"]),
         n_heads=int(config["num_attention_heads"]),
@@ -144,8 +144,42 @@ def load_checkpoint(folder: Path) -> EncoderCheckpoint:
         max_positions=int(config["max_position_embeddings"]),
         layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
         pad_id=int(config.get("pad_token_id", 0) or 0),
-        tensors=tensors,
     )
+
+
+def load_checkpoint(folder: Path) -> EncoderCheckpoint:
+    """Read config.json and model.safetensors of a BERT-family checkpoint (no transformers needed)."""
+    from safetensors.torch import load_file
+
+    config = _read_config(folder)
+    tensors = load_file(folder / "model.safetensors")
+    prefix = "bert." if any(key.startswith("bert.") for key in tensors) else ""
+    tensors = {key[len(prefix) :]: value.to(torch.float32) for key, value in tensors.items() if key.startswith(prefix)}
+    return EncoderCheckpoint(path=folder, **_dimensions(config), tensors=tensors)
+
+
+def encoder_skeleton(folder: Path) -> TextEncoderClassifier:
+    """The classifier's structure for the checkpoint in `folder`, from its config.json alone: zero tensors (built
+    on the meta device: no weights read, no random draws), frozen, in eval mode, for a saved state_dict to be
+    loaded into."""
+    config = _read_config(folder)
+    size = _dimensions(config)
+    try:
+        vocab = int(config["vocab_size"])
+    except (KeyError, TypeError, ValueError):
+        raise ScenarioError(f"model: {folder / 'config.json'} has no integer vocab_size") from None
+    with torch.device("meta"):
+        model = TextEncoderClassifier(
+            vocab=vocab, max_positions=size["max_positions"], d_model=size["hidden"], n_blocks=size["n_layers"],
+            n_heads=size["n_heads"], d_ff=size["intermediate"], eps=size["layer_norm_eps"], pad_id=size["pad_id"],
+        )  # fmt: skip
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
 
 
 def load_tokenizer(folder: Path, max_length: int) -> Tokenizer:
@@ -258,6 +292,13 @@ class TextEncoderClassifier(nn.Module):
         if embeddings.dim() != 2 or embeddings.shape[1] != self.d_model or len(embeddings) < 2:
             raise ValueError(f"class embeddings must be (classes >= 2, {self.d_model}), got {tuple(embeddings.shape)}")
         self.class_embeddings = F.normalize(embeddings.detach().to(torch.float32), dim=-1).clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):  # noqa: ANN001, ANN002, ANN202 - nn.Module's hook
+        # the class embeddings take the saved shape (a fresh model holds none: (0, d_model)); other shapes still fail
+        saved = state_dict.get(prefix + "class_embeddings")
+        if isinstance(saved, torch.Tensor) and saved.dim() == 2 and saved.shape[1] == self.d_model:
+            self.class_embeddings = torch.empty(saved.shape, dtype=saved.dtype, device=self.class_embeddings.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """L2-normalised sentence embeddings (batch, d_model) of token ids (batch, length)."""
@@ -374,15 +415,40 @@ class EncoderWorkload:
     class embeddings (computed once, digitally, from the task's class descriptions: the zero-shot head), and a bank
     built with each source task's own classes."""
 
-    def __init__(self, scenario: Any, tasks: Iterable[TaskData]) -> None:
-        spec = scenario.model
-        base = scenario.source_path.parent if scenario.source_path is not None else None
-        self.model, tokenizer = load_encoder(spec.path, spec.package, max_length=spec.max_length, base=base)
-        self.class_embeddings: dict[str, torch.Tensor] = {}
+    def __init__(self, model: TextEncoderClassifier, class_embeddings: dict[str, torch.Tensor]) -> None:
+        self.model = model
+        self.class_embeddings = class_embeddings
+
+    @classmethod
+    def from_scenario(cls, scenario: Any, tasks: Iterable[TaskData]) -> EncoderWorkload:
+        """The scenario's pretrained checkpoint and the class embeddings of `tasks` (the base phase)."""
+        path, package, base = _source(scenario)
+        model, tokenizer = load_encoder(path, package, max_length=scenario.model.max_length, base=base)
+        class_embeddings: dict[str, torch.Tensor] = {}
         for task in tasks:
             if len(task.classes) < 2:
                 raise ScenarioError(f"tasks: {task.name} has no class descriptions for the zero-shot classifier")
-            self.class_embeddings[task.name] = embed_texts(self.model, encode_texts(tokenizer, list(task.classes)))
+            class_embeddings[task.name] = embed_texts(model, encode_texts(tokenizer, list(task.classes)))
+        return cls(model, class_embeddings)
+
+    @staticmethod
+    def skeleton(scenario: Any) -> TextEncoderClassifier:
+        """The classifier's structure for the scenario's checkpoint (`encoder_skeleton`: its config.json only)."""
+        path, package, base = _source(scenario)
+        return encoder_skeleton(resolve_model_path(path, package, base=base))
+
+    @classmethod
+    def from_state(
+        cls, scenario: Any, state: dict[str, torch.Tensor], class_embeddings: dict[str, torch.Tensor]
+    ) -> EncoderWorkload:
+        """A finished base phase: the classifier rebuilt from the scenario's checkpoint config (`encoder_skeleton`)
+        with `state` (its saved state_dict) loaded, and the class embeddings the phase computed."""
+        model = cls.skeleton(scenario)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(f"encoder state does not fit the scenario's checkpoint ({_first_line(error)})") from None
+        return cls(model, class_embeddings)
 
     def for_task(self, model: nn.Module, task: str) -> nn.Module:
         """`model` (the classifier, analog or digital) with `task`'s class embeddings installed, in place."""
@@ -418,3 +484,13 @@ class EncoderWorkload:
         if bank is None:
             raise ScenarioError("tasks.sources: the bank needs at least one source task")
         return bank
+
+
+def _source(scenario: Any) -> tuple[str | Path | None, str | None, Path | None]:
+    """The scenario's checkpoint source: `model.path`, `model.package` and the folder a relative path starts from."""
+    spec = scenario.model
+    return spec.path, spec.package, scenario.source_path.parent if scenario.source_path is not None else None
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]

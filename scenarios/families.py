@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from scenarios.names import NAME_RULE, name_problem
+
 __all__ = [
     "TASK_FAMILIES",
     "TaskData",
@@ -125,8 +127,12 @@ class TaskFamily:
             raise ValueError(f"task family {self.name!r}: load must be callable, got {self.load!r}")
         if self.task_names is not None:
             names = tuple(self.task_names)
-            if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-                raise ValueError(f"task family {self.name!r}: task_names must be distinct non-empty strings")
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"task family {self.name!r}: task_names must be distinct names, got {names!r}")
+            for name in names:  # task names become file names (`scenarios.names`)
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"task family {self.name!r}: task name {problem}, expected {NAME_RULE}")
             object.__setattr__(self, "task_names", names)
         if self.n_classes is not None and (isinstance(self.n_classes, bool) or self.n_classes < 2):
             raise ValueError(f"task family {self.name!r}: n_classes must be an integer >= 2, got {self.n_classes!r}")

@@ -442,11 +442,13 @@ def _save(fig: Figure, folder: Path, stem: str, formats: Sequence[str]) -> list[
     return written
 
 
-def plot_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+def plot_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg"), *, lifetime: bool | None = None
+             ) -> list[Path]:  # fmt: skip
     """Draw every figure of a run into `run_dir/figures/` and return the files written.
 
     Needs `metrics.csv`; the energy-breakdown and cell-write figures also need `ledger.csv` and are skipped (with
-    a logged warning) without it. Raises ResultsError if a file is missing or lacks required columns.
+    a logged warning) without it. The lifetime figure is drawn with `lifetime`, or (None) when `lifetime.csv` is
+    there. Raises ResultsError if a file is missing or lacks required columns.
     """
     run_dir = Path(run_dir)
     metrics = _read_metrics(run_dir)
@@ -467,7 +469,7 @@ def plot_run(run_dir: str | Path, formats: Sequence[str] = ("png", "svg")) -> li
         draw = drawers[stem]
         if draw is not None:
             written += _save(draw(), folder, stem, formats)
-    if (run_dir / "lifetime.csv").is_file():
+    if lifetime or (lifetime is None and (run_dir / "lifetime.csv").is_file()):
         written += plot_lifetime(run_dir, formats)
     return written
 

@@ -189,7 +189,7 @@ def write_results(
     if plots:
         from scenarios.plots import plot_run
 
-        plot_run(run_dir, formats=formats)
+        plot_run(run_dir, formats=formats, lifetime=False)  # a lifetime study's: `write_lifetime`, after its table
     return run_dir
 
 

@@ -21,14 +21,11 @@ package version and git hash; resuming under another version is refused unless `
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,9 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as tensors_from_bytes
-from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -67,13 +61,16 @@ from fusion import (
     program_bank,
 )
 from fusion.digital_state import digital_state
+from scenarios import phase_blobs
 from scenarios.allocator import keep_freed_memory
 from scenarios.cache import Blob, CacheStore, ChecksumManifest, content_key
 from scenarios.errors import ScenarioError
 from scenarios.execution import Executor, Handle, SerialExecutor
 from scenarios.lifetime import LifetimeResult, simulate_lifetime, write_lifetime
 from scenarios.lock import run_lock
+from scenarios.names import check_name, inside
 from scenarios.results import UnitResult, write_results
+from scenarios.rundir import RunRecord, check_run_dir
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.sweep import Study, SweepPoint, write_sweep
@@ -139,8 +136,9 @@ def run_study(
 ) -> RunOutcome:
     """Run every point of `study` (a plain scenario is a study of one point) into `out_dir`."""
     run_dir = Path(out_dir)
+    check_run_dir(run_dir)  # before the lock file: nothing is written into a folder crossbar-sim did not write
     with run_lock(run_dir):
-        _prepare_run_dir(run_dir, study, fresh, allow_version_change, cache_dir)
+        record = _prepare_run_dir(run_dir, study, fresh, allow_version_change, cache_dir)
         with _threads(RUN_THREADS), _log_to(run_dir / "run.log"):
             log.info("run %s into %s (%d point(s))", study.scenario.name, run_dir, len(study.points))
             own = executor is None
@@ -153,7 +151,7 @@ def run_study(
                     tqdm.write(f"Dask dashboard: {dashboard}", file=sys.stderr)
             try:
                 return _Run(study, run_dir, executor, Path(cache_dir) if cache_dir else run_dir / "cache",
-                            progress).execute()  # fmt: skip
+                            progress, record).execute()  # fmt: skip
             finally:
                 if own:
                     executor.close()
@@ -186,9 +184,11 @@ class _UnitPlan:
 
 
 class _Run:
-    def __init__(self, study: Study, run_dir: Path, executor: Executor, cache_dir: Path, progress: bool) -> None:
+    def __init__(self, study: Study, run_dir: Path, executor: Executor, cache_dir: Path, progress: bool,
+                 record: RunRecord) -> None:  # fmt: skip
         self.study = study
         self.run_dir = run_dir
+        self.record = record
         self.executor = executor
         self.store = CacheStore(cache_dir)
         self.progress = progress
@@ -197,7 +197,7 @@ class _Run:
         self.phases: dict[str, Handle] = {}
 
     def point_dir(self, point: SweepPoint) -> Path:
-        return self.run_dir / "points" / point.label if self.study.is_sweep else self.run_dir
+        return inside(self.run_dir, "points", point.label) if self.study.is_sweep else self.run_dir
 
     def execute(self) -> RunOutcome:
         outcome = RunOutcome(self.run_dir)
@@ -210,8 +210,11 @@ class _Run:
         for point in self.study.points:
             point_dir = self.point_dir(point)
             if self.study.is_sweep:
-                _write_point_config(point_dir, point.scenario, self.stamp)
-            manifest = manifests.setdefault(point_dir, ChecksumManifest(point_dir / "checkpoints"))
+                _write_point_config(point_dir, point.scenario, self.stamp, self.record)
+            if point_dir not in manifests:
+                self.record.add_checkpoints(point_dir / "checkpoints")
+                manifests[point_dir] = ChecksumManifest(point_dir / "checkpoints")
+            manifest = manifests[point_dir]
             for seed in point.scenario.seed_list:
                 scenario = point.scenario.for_seed(seed)
                 for plan in _unit_plans(point, point_dir, scenario, seed):
@@ -299,17 +302,19 @@ class _Run:
                     for seed in point.scenario.seed_list:
                         ordered.append(units[(point_dir, seed, task, spec.key)])
             outputs = point.scenario.outputs
-            write_results(point_dir, point.scenario, ordered, deploy, plots=outputs.plots,
-                          formats=tuple(outputs.formats))  # fmt: skip
-            if point.scenario.lifetime is not None:
-                write_lifetime(point_dir, point.scenario,
-                               [lifetimes[(point_dir, seed, spec.key)] for spec in point.scenario.methods
-                                for seed in point.scenario.seed_list],
-                               plots=outputs.plots, formats=tuple(outputs.formats))  # fmt: skip
+            with self.record.watch(point_dir):  # the result files and figures these write, as crossbar-sim's
+                write_results(point_dir, point.scenario, ordered, deploy, plots=outputs.plots,
+                              formats=tuple(outputs.formats))  # fmt: skip
+                if point.scenario.lifetime is not None:
+                    write_lifetime(point_dir, point.scenario,
+                                   [lifetimes[(point_dir, seed, spec.key)] for spec in point.scenario.methods
+                                    for seed in point.scenario.seed_list],
+                                   plots=outputs.plots, formats=tuple(outputs.formats))  # fmt: skip
             outcome.finished.append(point_dir)
         if self.study.is_sweep:
-            write_sweep(self.run_dir, self.study, {p.label: self.point_dir(p) for p in self.study.points
-                                                    if self.point_dir(p) in outcome.finished})  # fmt: skip
+            with self.record.watch(self.run_dir):
+                write_sweep(self.run_dir, self.study, {p.label: self.point_dir(p) for p in self.study.points
+                                                        if self.point_dir(p) in outcome.finished})  # fmt: skip
         for line in outcome.failures:
             log.error("failed: %s", line)
         return outcome
@@ -321,7 +326,7 @@ class _Run:
         key = content_key({**parts, **self.stamp})
         if key in self.phases:
             return self.phases[key]
-        blob = self.store.get(kind, key)
+        blob = self.store.get(kind, key, check=lambda files: phase_blobs.blob_problem(kind, files))
         if blob is not None:
             log.info("%s %s loaded from cache %s", kind, key[:12], self.store.root)
             handle = self.executor.constant(blob, key=f"{kind}-{key[:12]}-{self.token}")
@@ -379,11 +384,13 @@ def _unit_plans(point: SweepPoint, point_dir: Path, scenario: Scenario, seed: in
 
 
 def _checkpoint(seed: int, task: str, method_key: str) -> str:
-    return f"units/seed{seed}/{task}__{method_key}.json"
+    """A unit's checkpoint path in its point's `checkpoints/` (built from names the schema checked; checked again,
+    as every path written is: `ChecksumManifest` keeps it inside its folder)."""
+    return f"units/seed{int(seed)}/{check_name(task, 'task name')}__{check_name(method_key, 'method')}.json"
 
 
 def _lifetime_checkpoint(seed: int, method_key: str) -> str:
-    return f"lifetime/seed{seed}/{method_key}.json"
+    return f"lifetime/seed{int(seed)}/{check_name(method_key, 'method')}.json"
 
 
 def _load_lifetime(manifest: ChecksumManifest, relative: str) -> LifetimeResult | None:
@@ -449,9 +456,9 @@ def _one_line(error: BaseException) -> str:
 
 # --- the pure functions the executor runs (worker side) --------------------------------------------------------
 def _base_task(shipped: _Shipped) -> Blob:
-    """Train the digital base model; its weights (safetensors) and clean accuracy. A pretrained encoder
-    (`model.kind: hf_encoder`) is not trained: its blob holds the model and every task's zero-shot class
-    embeddings (`scenarios.encoder`), pickled."""
+    """Train the digital base model; its weights and clean accuracy (`scenarios.phase_blobs`). A pretrained encoder
+    (`model.kind: hf_encoder`) is not trained: its blob holds its state and every task's zero-shot class
+    embeddings (`scenarios.encoder`)."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
         spec = scenario.model
@@ -459,11 +466,10 @@ def _base_task(shipped: _Shipped) -> Blob:
             from scenarios.encoder import EncoderWorkload
 
             suite = build_tasks(scenario)
-            encoder = EncoderWorkload(scenario, [suite.base, *suite.sources.values(), *suite.targets.values()])
+            encoder = EncoderWorkload.from_scenario(scenario, [suite.base, *suite.sources.values(),
+                                                               *suite.targets.values()])  # fmt: skip
             info = {"zero_shot_accuracy": encoder.accuracy(suite.base)}
-            buffer = io.BytesIO()
-            torch.save({"model": encoder.model, "class_embeddings": encoder.class_embeddings}, buffer)
-            return {"base_model.pt": buffer.getvalue(), "base_model.json": json.dumps(info).encode()}
+            return phase_blobs.base_blob(encoder.model, info, encoder.class_embeddings)
         base = load_task(scenario, scenario.tasks.base, "base")
         n_classes = class_count(scenario, base)
         model = build_model(spec, n_classes, base.image_shape, seed=derive_seed(scenario.seed, "base_init"))
@@ -474,36 +480,7 @@ def _base_task(shipped: _Shipped) -> Blob:
         )  # fmt: skip
         info = {"clean_accuracy": accuracy(model, base.x_test, base.y_test),
                 "n_classes": n_classes, "image_shape": list(base.image_shape)}  # fmt: skip
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        return {"base_model.safetensors": tensors_to_bytes(tensors), "base_model.json": json.dumps(info).encode()}
-
-
-def _load_base(blob: Blob, scenario: Scenario) -> nn.Module:
-    if "base_model.pt" in blob:  # a pretrained encoder
-        return _load_encoder(blob).model
-    info = json.loads(blob["base_model.json"])
-    model = build_model(scenario.model, info["n_classes"], tuple(info["image_shape"]), seed=0)
-    try:
-        model.load_state_dict(tensors_from_bytes(blob["base_model.safetensors"]))
-    except SafetensorError as error:  # the driver checks checksums; this guards against a bad in-memory copy
-        raise RuntimeError(f"base model weights unreadable ({error})") from None
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
-
-
-def _load_encoder(blob: Blob) -> Any:
-    """The `EncoderWorkload` parts a run needs after the base phase: the model and the class embeddings."""
-    from scenarios.encoder import EncoderWorkload
-
-    state = torch.load(io.BytesIO(blob["base_model.pt"]), weights_only=False)
-    encoder = EncoderWorkload.__new__(EncoderWorkload)  # without re-reading the checkpoint and tokenizer
-    encoder.model, encoder.class_embeddings = state["model"], state["class_embeddings"]
-    encoder.model.eval()
-    for parameter in encoder.model.parameters():
-        parameter.requires_grad_(False)
-    return encoder
+        return phase_blobs.base_blob(model, info)
 
 
 def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
@@ -512,7 +489,6 @@ def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
     one at a time, on any workers, gives the bank one call over all tasks would."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
-        base = _load_base(base_blob, scenario)
         task = load_task(scenario, source, "source")
         spec = scenario.bank
         settings = dict(
@@ -525,44 +501,33 @@ def _bank_part_task(base_blob: Blob, shipped: _Shipped, source: str) -> Blob:
             seed=derive_seed(scenario.seed, "bank_train"),
             progress=False,
         )
-        if "base_model.pt" in base_blob:  # the source task's LoRA trains with that task's zero-shot classes
-            bank = _load_encoder(base_blob).build_bank([task], **settings)
+        if scenario.model.kind == "hf_encoder":  # the source task's LoRA trains with its zero-shot classes
+            bank = phase_blobs.load_encoder(base_blob, scenario).build_bank([task], **settings)
         else:
-            bank = build_bank(base, {task.name: (task.x_train, task.y_train)}, **settings)
-        return _bank_blob(bank)
+            bank = build_bank(phase_blobs.load_base(base_blob, scenario), {task.name: (task.x_train, task.y_train)},
+                              **settings)  # fmt: skip
+        return phase_blobs.bank_blob(bank)
 
 
 def _bank_task(shipped: _Shipped, *parts: Blob) -> Blob:
     """The bank: the source tasks' one-entry banks joined in the scenario's order of sources."""
     scenario = shipped.scenario()
-    banks = [_load_bank(part) for part in parts]
+    banks = [phase_blobs.load_bank(part) for part in parts]
     bank = LoRABank(banks[0].rank, banks[0].alpha, banks[0].target_modules)
     for name, part in zip(scenario.tasks.sources, banks):
         bank.add(name, part.entries[name])
-    return _bank_blob(bank)
-
-
-def _bank_blob(bank: LoRABank) -> Blob:
-    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
-        bank.save(folder)
-        return {f"bank/{p.name}": p.read_bytes() for p in sorted(Path(folder).iterdir())}
-
-
-def _load_bank(blob: Blob) -> LoRABank:
-    with tempfile.TemporaryDirectory(prefix="crossbar-sim-bank-") as folder:
-        for name, data in blob.items():
-            (Path(folder) / Path(name).name).write_bytes(data)
-        return LoRABank.load(folder)
+    return phase_blobs.bank_blob(bank)
 
 
 def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blob:
     """Program base and bank into crossbars once, then calibrate them (phase `calibration`: the ADC ranges from the
-    base task's training data when the device calibrates them, then fusion's norm read-out); the programmed arrays
-    (pickled), the calibration set and the deployment ledger."""
+    base task's training data when the device calibrates them, then fusion's norm read-out); the programmed arrays'
+    state, the calibration set and the deployment ledger (`scenarios.phase_blobs`)."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
-        base = _load_base(base_blob, scenario)
-        bank = _load_bank(bank_blob)
+        encoder = phase_blobs.load_encoder(base_blob, scenario) if scenario.model.kind == "hf_encoder" else None
+        base = encoder.model if encoder is not None else phase_blobs.load_base(base_blob, scenario)
+        bank = phase_blobs.load_bank(bank_blob)
         device = _device(scenario)
         ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
         analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))
@@ -579,11 +544,10 @@ def _programmed_task(base_blob: Blob, bank_blob: Blob, shipped: _Shipped) -> Blo
             )  # fmt: skip
         calibrate_norms(analog, programmed, ledger.scope(phase="calibration"), reads=scenario.calibration.norm_reads,
                         storage=scenario.calibration.norm_storage)  # fmt: skip
-        buffer = io.BytesIO()
-        classes = _load_encoder(base_blob).class_embeddings if "base_model.pt" in base_blob else None
-        torch.save({"analog": analog, "bank": programmed, "class_embeddings": classes,
-                    "calibration_set": calibration_set}, buffer)  # fmt: skip
-        return {"programmed.pt": buffer.getvalue(), "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}
+        classes = encoder.class_embeddings if encoder is not None else None
+        phase = phase_blobs.ProgrammedPhase(analog, programmed, classes, calibration_set)
+        return {**phase_blobs.programmed_blob(phase, base_blob),
+                "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}  # fmt: skip
 
 
 def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_names: tuple[str, ...], method_key: str
@@ -601,15 +565,15 @@ def _unit_task(programmed_blob: Blob, shipped: _Shipped, task_names: tuple[str, 
             Path(f"{trigger}.killed").write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
     with _threads(RUN_THREADS):
-        state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
-        analog = state["analog"]
+        phase = phase_blobs.load_programmed_phase(programmed_blob, scenario)
+        analog = phase.analog
         results: list[UnitResult] = []
         previous: nn.Module | None = None
         for task_name in task_names:
-            if state.get("class_embeddings") is not None:  # a pretrained encoder: the task's zero-shot head
-                analog.set_classes(state["class_embeddings"][task_name])
-            unit, previous = _unit(analog, state["bank"], scenario, _target_task(scenario, task_name), method_key,
-                                   calibration_set=state.get("calibration_set"), previous=previous)  # fmt: skip
+            if phase.class_embeddings is not None:  # a pretrained encoder: the task's zero-shot head
+                analog.set_classes(phase.class_embeddings[task_name])
+            unit, previous = _unit(analog, phase.bank, scenario, _target_task(scenario, task_name), method_key,
+                                   calibration_set=phase.calibration_set, previous=previous)  # fmt: skip
             results.append(unit)
         return results
 
@@ -618,14 +582,14 @@ def _lifetime_task(programmed_blob: Blob, shipped: _Shipped, method_key: str) ->
     """One method's lifetime study (`scenarios.lifetime`) on the programmed arrays of one seed."""
     scenario = shipped.scenario()
     with _threads(RUN_THREADS):
-        state = torch.load(io.BytesIO(programmed_blob["programmed.pt"]), weights_only=False)
+        phase = phase_blobs.load_programmed_phase(programmed_blob, scenario)
         tasks = {name: _target_task(scenario, name) for name in scenario.tasks.targets}
-        embeddings = state.get("class_embeddings")
+        embeddings = phase.class_embeddings
 
         def set_task(model: nn.Module, name: str) -> None:  # a pretrained encoder: the task's zero-shot head
             model.set_classes(embeddings[name])
 
-        return simulate_lifetime(state["analog"], state["bank"], scenario, tasks, method_key,
+        return simulate_lifetime(phase.analog, phase.bank, scenario, tasks, method_key,
                                  set_task if embeddings is not None else None)  # fmt: skip
 
 
@@ -760,22 +724,17 @@ def _evaluate(
 
 
 # --- the run directory -----------------------------------------------------------------------------------------
-_RESULT_FILES = ("config.json", "sweep.json", "results.json", "metrics.csv", "ledger.csv", "report.md", "run.log",
-                 "sweep.csv", "sweep_summary.csv", "summary.csv", "summary.json", "paired.csv",
-                 "lifetime.csv")  # fmt: skip
-
-
 def _prepare_run_dir(
     run_dir: Path, study: Study, fresh: bool, allow_version_change: bool, cache_dir: Path | None
-) -> None:
-    """Create the run directory, or check that an existing one belongs to the same study and package version."""
+) -> RunRecord:
+    """Create the run directory, or check that an existing one is crossbar-sim's (`scenarios.rundir`) and belongs
+    to the same study and package version; its record of what crossbar-sim writes there. `fresh` first deletes
+    what that record lists (and the run's own cache entries unless `cache_dir` is elsewhere), nothing else."""
+    record = RunRecord.claim(run_dir)
     config_path = run_dir / ("sweep.json" if study.is_sweep else "config.json")
     resolved = study.resolved_dict()
     if fresh:
-        for name in ("checkpoints", "figures", "points", *(() if cache_dir else ("cache",))):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in _RESULT_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        record.remove_outputs(caches=cache_dir is None)
     other = run_dir / ("config.json" if study.is_sweep else "sweep.json")
     if other.is_file():
         raise ScenarioError(
@@ -801,14 +760,18 @@ def _prepare_run_dir(
                 f"{before['git_hash']}), this is {stamp['crossbar_sim_version']} (git {stamp['git_hash']}); "
                 "use --allow-version-change to resume anyway, or --fresh to start over"
             )
+    record.add_files(config_path, run_dir / "run.log")  # before they are written
+    if cache_dir is None:
+        record.add_cache(run_dir / "cache")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(config_path, json.dumps({"scenario": resolved, **stamp}, indent=1))
     except OSError as error:
         raise ScenarioError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+    return record
 
 
-def _write_point_config(point_dir: Path, scenario: Scenario, stamp: dict[str, str]) -> None:
+def _write_point_config(point_dir: Path, scenario: Scenario, stamp: dict[str, str], record: RunRecord) -> None:
+    record.add_files(point_dir / "config.json")
     point_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(point_dir / "config.json", json.dumps({"scenario": scenario.resolved_dict(), **stamp}, indent=1))
 
@@ -844,7 +807,7 @@ def _threads(n: int) -> Iterator[None]:
 
 @contextmanager
 def _log_to(path: Path) -> Iterator[None]:
-    handler = logging.FileHandler(path)
+    handler = _RunLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("crossbar_sim")
     root.addHandler(handler)
@@ -856,3 +819,11 @@ def _log_to(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.close()
+
+
+class _RunLogHandler(logging.FileHandler):
+    """`run.log`'s handler: a line that cannot be written (a full disk) is dropped, not reported with logging's
+    traceback on stderr; the error that matters reaches the user through the write that failed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass

@@ -44,6 +44,7 @@ from scenarios import text_tasks as _text_families  # noqa: F401  (registers wor
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
 from scenarios.families import TASK_FAMILIES
 from scenarios.models import ADAPTABLE_LAYERS
+from scenarios.names import NAME_RULE, name_problem
 from scenarios.plugins import load_plugins
 
 __all__ = [
@@ -91,6 +92,13 @@ def _check_unique(items: Sequence[object], field: str, expected: str = "no repea
         if item in seen:
             raise KeyedError((field, index), item, f"{expected} (it appears twice in {field})")
         seen.add(item)
+
+
+def _check_name(loc: tuple[str | int, ...], name: object) -> None:
+    """The one name rule (`scenarios.names`) for names that become file names: tasks, method keys, the run."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise KeyedError(loc, name, NAME_RULE, problem=f"got {problem}, expected {NAME_RULE}")
 
 
 def _check_overrides(preset: object, overrides: Mapping[str, Any], kind: str) -> None:
@@ -279,6 +287,12 @@ class TasksSpec(_Section):
 
     @_model_validator(mode="after")
     def _consistent(self) -> TasksSpec:
+        for key in self.npz or ():  # task names become checkpoint file names
+            _check_name(("npz",), key)
+        _check_name(("base",), self.base)
+        for field, names in (("sources", self.sources), ("targets", self.targets)):
+            for index, name in enumerate(names):
+                _check_name((field, index), name)
         _check_unique(self.sources, "sources")
         _check_unique(self.targets, "targets")
         if self.family not in TASK_FAMILIES:
@@ -353,10 +367,16 @@ class MethodSpec(_Section):
     name: str = Field(description="Registered adaptation method (fusion.METHODS).")
     label: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
         description="Name of this entry in the results (default: the method name); lets a method appear twice "
-        "with different settings.",
+        f"with different settings. {NAME_RULE[0].upper()}{NAME_RULE[1:]}.",
     )
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, label: str | None) -> str | None:
+        if label is not None:
+            _check_name((), label)
+        return label
 
     @property
     def key(self) -> str:
@@ -600,9 +620,7 @@ class Scenario(_Section):
     """A whole study: hardware, network, tasks, LoRA bank, methods compared, evaluation and outputs."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        max_length=80,
-        description="Study name; names the run directory. Letters, digits, '_', '.', '-'. Default: the file name.",
+        description=f"Study name; names the run directory: {NAME_RULE}. Default: the file name.",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random draw in the run (data, init, noise).")
     plugins: list[str] = Field(
@@ -635,6 +653,12 @@ class Scenario(_Section):
     sweep: SweepSpec | None = Field(None, description="Sweep over key paths (grid and zip); null = one point.")
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        _check_name((), name)
+        return name
 
     @_model_validator(mode="before")
     @classmethod
@@ -672,6 +696,8 @@ class Scenario(_Section):
         width = self.min_adapted_width(self.bank.modules)
         if self.bank.rank > width:
             raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")
+        for index, method in enumerate(self.methods):  # method keys become checkpoint file names
+            _check_name(("methods", index, "label" if method.label is not None else "name"), method.key)
         _check_unique([m.key for m in self.methods], "methods", "a distinct name or label per method entry")
         if isinstance(self.seeds, int) and not 1 <= self.seeds <= 1000:
             raise KeyedError(("seeds",), self.seeds, "a count of 1..1000 or a list of seeds")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from energy import atomic_write_text
+from scenarios.names import inside
 from scenarios.schema import Scenario
 
 __all__ = ["HEADLINE_METRICS", "Study", "SweepPoint", "summarise_over_seeds", "write_sweep"]
@@ -141,7 +142,7 @@ def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...])
             figure.tight_layout()
             stem = f"sweep_{metric}_vs_{key.replace('.', '_')}"
             for fmt in formats:
-                figure.savefig(folder / f"{stem}.{fmt}", dpi=120)
+                figure.savefig(inside(folder, f"{stem}.{fmt}"), dpi=120)
             plt.close(figure)
 
 

@@ -287,6 +287,37 @@ def digits_task(name: str, *, seed: int, n_train: int, n_val: int, n_test: int) 
 # --- npz tasks -------------------------------------------------------------------------------------------------
 NPZ_REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 NPZ_OPTIONAL_KEYS = ("x_val", "y_val")
+NPZ_UNUSED_BYTES_MAX = 2**30
+"""Largest npz member (bytes, as its header declares) loaded although it holds more rows than the scenario reads:
+`np.load` reads a member whole, so a larger one is refused from its header before any of its data is read."""
+
+
+def _check_npz_sizes(path: Path, n_train: int, n_val: int, n_test: int) -> str | None:
+    """From the member headers alone (nothing is decompressed): the problem with a member that holds more rows than
+    the scenario reads and more than NPZ_UNUSED_BYTES_MAX bytes, or more bytes in the rows it reads than the
+    machine has memory; None if there is none (or the archive is unreadable: loading it says so)."""
+    from scenarios.budget import available_memory_bytes, human_bytes, read_npz_headers
+
+    try:
+        headers = read_npz_headers(path)
+    except (OSError, ValueError):
+        return None
+    needed = {"train": n_train + (0 if "x_val" in headers else n_val), "val": n_val, "test": n_test}
+    for key in (*NPZ_REQUIRED_KEYS, *NPZ_OPTIONAL_KEYS):
+        shape, dtype = headers.get(key, ((), None))
+        if not shape or min(shape) < 0 or dtype is None or dtype.hasobject:
+            continue  # scalars, bad shapes and object arrays are refused when loaded, in their own words
+        rows, size = needed[key[2:]], float(min(math.prod(shape), 2**200)) * dtype.itemsize
+        read = size * min(rows, shape[0]) / max(shape[0], 1)
+        declared = f"{key} declares shape {shape} {dtype} ({human_bytes(size)})"
+        if shape[0] > rows and size > NPZ_UNUSED_BYTES_MAX:
+            return (f"{declared}, expected at most {rows} rows (what the scenario reads from it) or at most "
+                    f"{human_bytes(NPZ_UNUSED_BYTES_MAX)}; cut the file to the rows used")  # fmt: skip
+        available = available_memory_bytes()
+        if available is not None and read > available:
+            return (f"{declared}: the {min(rows, shape[0])} rows the scenario reads need {human_bytes(read)}, "
+                    f"expected at most the {human_bytes(available)} of memory available")  # fmt: skip
+    return None
 
 
 def load_npz_task(
@@ -314,6 +345,9 @@ def load_npz_task(
 
     if not path.is_file():
         raise fail("file not found, expected an .npz file with arrays " + ", ".join(NPZ_REQUIRED_KEYS))
+    too_large = _check_npz_sizes(path, n_train, n_val, n_test)
+    if too_large:
+        raise fail(too_large)
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception:  # zip, pickle-refusal and OS errors: the file is not a readable archive

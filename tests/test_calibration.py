@@ -3,8 +3,6 @@ use by the kernels, their price in the ledger, renewal after drift (reads only),
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ from torch import nn
 from crossbar import AnalogLinear, adc_calibration, analog_layers, convert_to_analog, device_preset, program
 from crossbar.mvm import MvmSettings, adc_inputs
 from energy import Ledger
+from scenarios.phase_blobs import load_programmed_phase
 
 CALIBRATED = device_preset("reram_wan2022", programming_mode="statistical", adc_range="calibrated", tile_cols=16)
 
@@ -161,10 +160,10 @@ def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
     poisoned = runner._programmed_task(base, bank, shipped)
     monkeypatch.undo()
     assert clean["deploy_ledger.json"] == poisoned["deploy_ledger.json"]
-    states = [torch.load(io.BytesIO(blob["programmed.pt"]), weights_only=False) for blob in (clean, poisoned)]
+    states = [load_programmed_phase(blob, scenario) for blob in (clean, poisoned)]
     layers = [
-        [layer for _, layer in analog_layers(s["analog"])]
-        + [a for arrays in s["bank"].layers.values() for a in (arrays.a, arrays.b)]
+        [layer for _, layer in analog_layers(s.analog)]
+        + [a for arrays in s.bank.layers.values() for a in (arrays.a, arrays.b)]
         for s in states
     ]
     assert len(layers[0]) > 4 and all(layer.adc_calibrated for layer in layers[0])
@@ -175,7 +174,7 @@ def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
     assert ledger.cell_write_pulses(phase="calibration") == 0
     task = runner._target_task(scenario, "rotate_+45")
     units = [
-        runner._unit(s["analog"], s["bank"], scenario, task, "zero_shot", calibration_set=s["calibration_set"])[0]
+        runner._unit(s.analog, s.bank, scenario, task, "zero_shot", calibration_set=s.calibration_set)[0]
         for s in states
     ]
     assert units[0].accuracies == units[1].accuracies

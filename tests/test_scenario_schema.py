@@ -201,7 +201,8 @@ def test_bundled_scenarios_validate() -> None:
 def test_validate_prints_one_ok_line(capsys) -> None:
     main(["validate", "tiny", "--set", "bank.rank=3"])
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("OK: scenario 'tiny'") and "3 source tasks" in out[0]
+    assert out[0].startswith("OK: scenario 'tiny'") and "3 source tasks" in out[0]
+    assert len(out) == 8 and all(line.startswith("estimate ") for line in out[1:])  # scenarios.budget, per phase
 
 
 def test_overrides_by_path_index_and_method_name() -> None:
