@@ -16,22 +16,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_plugins import SCENARIO as PLUGIN_SCENARIO
 
 PLUGINS = Path(__file__).parent / "plugins"
 ABORTED = "crossbar-sim: aborted; resume with the same command"
 SCENARIO = {
+    **PLUGIN_SCENARIO,
     "name": "codes",
-    "seed": 0,
     "plugins": [str(PLUGINS / "external_plugin.py"), str(PLUGINS / "exit_codes_plugin.py")],
-    "device": {"preset": "ideal"},
-    "model": {"d_model": 8, "n_blocks": 1, "n_heads": 2, "d_ff": 8, "patch_size": 2, "base_epochs": 2,
-              "batch_size": 16},
-    "tasks": {"family": "bars", "base": "bright", "sources": ["dim", "faint"], "targets": ["dimmer"],
-              "base_train_size": 64, "few_shot_train": 10, "few_shot_val": 2, "test_size": 30},
-    "bank": {"rank": 2, "alpha": 4.0, "epochs": 1, "train_size": 16},
     "methods": [{"name": "zero_shot"}, {"name": "logit_bias", "epochs": 2}],
-    "outputs": {"plots": False},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +146,9 @@ def test_a_killed_worker_is_reported_in_one_line(tmp_path: Path, cache: Path, re
     trigger = tmp_path / "kill_a_worker"
     trigger.touch()
     out = tmp_path / "run"
-    result = _cli("run", str(_scenario(tmp_path)), "--out", str(out), "--workers", "2", "--cache", str(cache),
-                  env={"CROSSBAR_SIM_FAULT_KILL_ONCE": str(trigger)})  # fmt: skip
+    plugins = [*SCENARIO["plugins"], str(PLUGINS / "fault_plugin.py")]  # kills the first unit's worker
+    result = _cli("run", str(_scenario(tmp_path, plugins=plugins)), "--out", str(out), "--workers", "2", "--cache",
+                  str(cache), env={"CROSSBAR_SIM_FAULT_KILL_ONCE": str(trigger)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert Path(f"{trigger}.killed").is_file(), "no worker was killed"
     _no_traceback(result)
