@@ -25,9 +25,9 @@ from crossbar.mvm import (
     MvmSettings,
     _accumulate,
     _dac_tiles,
-    _forward_operands,
     _partial_sums,
     _stacked_forward_operand,
+    forward_operands,
 )
 
 TARGET_RATIO = 1.25
@@ -55,7 +55,7 @@ def main() -> None:
         # Per-stage profile of the same forward, each stage timed on its own.
         state = layer.state
         settings = MvmSettings.from_device(device, layer.adc_full_scale)
-        operands, stacked = _forward_operands(state), _stacked_forward_operand(state)
+        operands, stacked = forward_operands(state), _stacked_forward_operand(state)
         xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
         partial = _partial_sums(xq, operands, stacked)
         col_scale = layer.out_scale.numpy()

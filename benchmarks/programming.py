@@ -39,9 +39,9 @@ from naive_programming import write_verify_np  # noqa: E402
 
 from crossbar.bandwidth import store_state_kernel  # noqa: E402
 from crossbar.mapping import Targets  # noqa: E402
-from crossbar.noise import DOMAIN_D2D, DOMAIN_PROGRAM, domain_key  # noqa: E402
 from crossbar.presets import device_preset  # noqa: E402
 from crossbar.programming import fitted_error_polynomial, program_state, pulse_model_params  # noqa: E402
+from crossbar.rng import DOMAIN_D2D, DOMAIN_PROGRAM, domain_key  # noqa: E402
 from crossbar.state import ArrayState, pulses_per_count  # noqa: E402
 from energy.costs import pulse_energy_pj  # noqa: E402
 

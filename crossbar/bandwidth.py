@@ -9,10 +9,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from crossbar.jit import kernel
+
 __all__ = ["store_state_kernel"]
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel
 def store_state_kernel(
     pos_us: np.ndarray,
     neg_us: np.ndarray,

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from crossbar.nonideal import DRIFT_MODELS, PROGRAMMING_NOISE_MODELS, READ_NOISE_MODELS
 from energy.configs import replace_fields
 
-__all__ = ["DeviceConfig", "ProgrammingNoiseModel"]
+__all__ = ["DeviceConfig"]
 
-ProgrammingNoiseModel = Literal["none", "wan2022", "milo2021", "cmo_hfox"]
 ProgrammingMode = Literal["write_verify", "statistical"]
-DriftModel = Literal["none", "wan2022", "cmo_hfox"]
 PulseScheme = Literal["incremental", "ideal_jump"]
 AdcRange = Literal["fixed", "calibrated"]
+_CHOICES = {"programming_mode": ProgrammingMode, "pulse_scheme": PulseScheme, "adc_range": AdcRange}
+"""Fields with a fixed set of values (their Literal type lists them)."""
+_MODELS = {"programming_noise": PROGRAMMING_NOISE_MODELS, "drift_model": DRIFT_MODELS,
+           "read_noise_model": READ_NOISE_MODELS}  # fmt: skip
+"""Fields naming a non-ideality model: valid names are those registered (`crossbar.nonideal`)."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,10 @@ class DeviceConfig:
     """Write-verify stops once |G - G_target| <= this fraction of (g_max - g_min)."""
     max_pulses: int = 255
     """Pulses after which write-verify gives up on a cell (at most 255)."""
-    programming_noise: ProgrammingNoiseModel = "wan2022"
+    programming_noise: str = "wan2022"
     """Fitted programming error sigma(G) (1 s after write-verify) that every programmed cell ends with, in both
-    modes (see `crossbar.noise.programming_sigma_us`); `none`: the state the pulses leave is final."""
+    modes, by name from `crossbar.nonideal.PROGRAMMING_NOISE_MODELS` (`wan2022`, `milo2021`, `cmo_hfox`, or a
+    plug-in's); `none`: the state the pulses leave is final."""
     # --- non-idealities ---
     read_noise_frac: float = 0.01 / math.sqrt(2.0)
     """Per-cell Gaussian read noise per MVM: sigma as a fraction of (g_max - g_min), independent per cell, so a
@@ -79,10 +85,13 @@ class DeviceConfig:
     out_noise_frac: float = 0.0
     """Output noise per tile column and MVM (aihwkit IOParameters.out_noise): sigma in the ADC's normalised units
     (inputs |x| <= 1, one weight of magnitude 1 = g_max - g_min); 0 = off."""
-    drift_model: DriftModel = "wan2022"
-    """Conductance relaxation after programming, from the device's own data (`crossbar.noise.apply_drift`):
-    `wan2022` (Wan et al. 2022 fits at 1 s / 1 day / 2 days, no mean shift), `cmo_hfox` (CMO/HfOx fit: mean,
-    sigma and 1/f term), `none`."""
+    read_noise_model: str = "gaussian"
+    """How `read_noise_frac` and `out_noise_frac` become the MVM's read noise, by name from
+    `crossbar.nonideal.READ_NOISE_MODELS` (`gaussian`: independent Gaussian noise per cell read, or a plug-in's)."""
+    drift_model: str = "wan2022"
+    """Conductance relaxation after programming, from the device's own data (`crossbar.noise.apply_drift`), by
+    name from `crossbar.nonideal.DRIFT_MODELS`: `wan2022` (Wan et al. 2022 fits at 1 s / 1 day / 2 days, no mean
+    shift), `cmo_hfox` (CMO/HfOx fit: mean, sigma and 1/f term), `none`, or a plug-in's."""
     stuck_at_min_rate: float = 0.0
     """Fraction of cells stuck at g_min (SA0), sampled per array at fabrication."""
     stuck_at_max_rate: float = 0.0
@@ -170,16 +179,14 @@ class DeviceConfig:
         need(not (per_cycle and self.dac_bits is None), "dac_bits", f"an int for the per-cycle {self.mvm_scheme!r}")
 
     def _check_choices(self) -> None:
-        choices = {
-            "programming_mode": ("write_verify", "statistical"),
-            "programming_noise": ("none", "wan2022", "milo2021", "cmo_hfox"),
-            "drift_model": ("none", "wan2022", "cmo_hfox"),
-            "pulse_scheme": ("incremental", "ideal_jump"),
-            "adc_range": ("fixed", "calibrated"),
-        }
-        for field, allowed in choices.items():
+        for field, choices in _CHOICES.items():
+            allowed = list(typing.get_args(choices))
             if getattr(self, field) not in allowed:
-                raise ValueError(f"DeviceConfig.{field} must be one of {list(allowed)}, got {getattr(self, field)!r}")
+                raise ValueError(f"DeviceConfig.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        for field, registry in _MODELS.items():
+            if getattr(self, field) not in registry:
+                raise ValueError(f"DeviceConfig.{field} must be a registered {registry.kind}, one of "
+                                 f"{registry.names()}, got {getattr(self, field)!r}")  # fmt: skip
 
     @property
     def scheme(self):  # noqa: ANN201 (crossbar.scheme.MvmScheme; imported lazily, see _check_range)

@@ -50,6 +50,7 @@ from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
 
 __all__ = [
+    "STATE_BUFFERS",
     "AnalogLinear",
     "analog_layers",
     "deferred_mvm_records",
@@ -62,7 +63,7 @@ __all__ = [
 BackwardMode = Literal["exact", "analog"]
 MvmBackend = Literal["auto", "numba", "torch"]
 
-_STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
+STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
 STUCK marks a fault), in tile layout."""
 
@@ -154,7 +155,7 @@ class AnalogLinear(nn.Module):
         d_out) uint32, G+ cells then G- cells (the uint16 counters may count in coarse steps; this never does)."""
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("out_scale", None)
-        for buffer in _STATE_BUFFERS:
+        for buffer in STATE_BUFFERS:
             self.register_buffer(buffer, None)
         self.register_buffer("target_weight", None)
         """(out, in) float32 programming target held until `program()`; None afterwards."""
@@ -197,7 +198,7 @@ class AnalogLinear(nn.Module):
     def _set_state(self, state: ArrayState) -> None:
         """Make `state`'s arrays the layer's buffers, on the device the layer lives on."""
         where = self._where()
-        for buffer in _STATE_BUFFERS:
+        for buffer in STATE_BUFFERS:
             setattr(self, buffer, torch.from_numpy(getattr(state, buffer)).to(where))
         self._g_sums = None
 
@@ -228,7 +229,7 @@ class AnalogLinear(nn.Module):
 
         On the CPU the views are built once and reused while the buffers are the same tensors on the same memory
         (the MVMs ask for them on every call); replacing or moving a buffer makes new views."""
-        tensors = tuple(self._buffers[b] for b in _STATE_BUFFERS)
+        tensors = tuple(self._buffers[b] for b in STATE_BUFFERS)
         if tensors[0].device.type != "cpu":
             return self._as_array_state(*(t.detach().cpu() for t in tensors))
         pointers = tuple(t.data_ptr() for t in tensors)
@@ -274,7 +275,7 @@ class AnalogLinear(nn.Module):
                               error_msgs):  # noqa: ANN001 - nn.Module's hook signature  # fmt: skip
         # Optional buffers (programmed or not, target held or not) take the saved layer's presence and shape.
         where = self._where()
-        for buffer in ("out_scale", *_STATE_BUFFERS, "target_weight"):
+        for buffer in ("out_scale", *STATE_BUFFERS, "target_weight"):
             saved = state_dict.get(prefix + buffer)
             if saved is None:
                 self._buffers[buffer] = None

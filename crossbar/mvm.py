@@ -39,7 +39,7 @@ MVM scheme (`crossbar.scheme`, named by `DeviceConfig.mvm_scheme`). Multi-bit in
 one conversion per vector compute the path above. Bit-serial inputs with a conversion per input bit-cycle (ISAAC)
 split each DAC code into sign-magnitude bit planes, convert every plane's tile partial sums on their own (read
 noise drawn per cycle, clipped and rounded per cycle) and shift-add the codes digitally: one torch implementation
-(`_per_cycle_accumulate`) serves both the fast and the reference path. `record_mvm` prices the same scheme.
+(`per_cycle_accumulate`) serves both the fast and the reference path. `record_mvm` prices the same scheme.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ import torch
 from crossbar.device import DeviceConfig
 from crossbar.ir_drop import ir_drop_conductances
 from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel, input_activity_kernel
+from crossbar.nonideal import READ_NOISE_MODELS
 from crossbar.periphery import clamp_ste, dac_quantize, quantizer_levels, round_ste
-from crossbar.rng import NORMAL_TABLE, splitmix64_np
+from crossbar.rng import NORMAL_TABLE, normal_from_hash_np, splitmix64_np
 from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, MvmScheme, bit_planes
 from crossbar.state import ArrayState
 from energy import CostTable, LedgerScope, pulse_energy_pj
@@ -107,13 +108,14 @@ class MvmSettings:
         full_scale = device.adc_full_scale if adc_full_scale is None else float(adc_full_scale)
         if not np.isfinite(full_scale) or full_scale <= 0:
             raise ValueError(f"adc_full_scale must be finite and > 0, got {full_scale!r}")
+        noise = READ_NOISE_MODELS[device.read_noise_model].params(device)
         return cls(
             dac_bits=device.dac_bits,
             adc_bits=device.adc_bits,
             adc_full_scale=full_scale,
-            sigma_us=np.sqrt(2.0) * device.read_noise_frac * device.g_range_us,
+            sigma_us=noise.sigma_pair_us,
             g_range_us=device.g_range_us,
-            out_noise_us=device.out_noise_frac * device.g_range_us,
+            out_noise_us=noise.out_noise_us,
             wire_resistance_ohm=device.wire_resistance_ohm,
             tile_cols=device.tile_cols,
             cycles=device.scheme.cycles(device.dac_bits) if device.scheme.per_cycle else 1,
@@ -168,7 +170,7 @@ class MvmSettings:
 # --- operands --------------------------------------------------------------------------------------------------
 
 
-def _forward_operands(state: ArrayState, settings: MvmSettings | None = None) -> list[torch.Tensor]:
+def forward_operands(state: ArrayState, settings: MvmSettings | None = None) -> list[torch.Tensor]:
     """Per input tile, the (real rows, d_out) block of G+ - G- as a zero-copy torch view (with IR drop on: of the
     first-order effective conductance difference, `crossbar.ir_drop`)."""
     if settings is not None and settings.wire_resistance_ohm > 0:
@@ -222,7 +224,7 @@ class ArrayOperands:
         if col_scale.ctypes.data != out_scale.data_ptr():
             raise ValueError("out_scale must be a contiguous float32 CPU tensor to be shared with the kernels")
         return cls(
-            state=state, out_scale=out_scale, tile_cols=tile_cols, forward=_forward_operands(state),
+            state=state, out_scale=out_scale, tile_cols=tile_cols, forward=forward_operands(state),
             forward_stacked=_stacked_forward_operand(state),
             transposed=_transposed_operands(state, tile_cols), col_scale=col_scale,
             zeros_out=np.zeros(state.d_out, dtype=np.float32), ones_in=np.ones(state.d_in, dtype=np.float32),
@@ -350,10 +352,10 @@ def analog_mvm(
     else:
         col_scale = _vector(out_scale, state.d_out, 1.0, "out_scale")
         bias_np = _vector(bias, state.d_out, 0.0, "bias")
-        operands = _forward_operands(state, settings)
+        operands = forward_operands(state, settings)
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
-        return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
+        return per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), col_scale, bias_np)
     partial = _partial_sums(xq, operands, stacked)
     return _accumulate(partial, sum_sq, scale, col_scale, bias_np, settings, key)
 
@@ -394,7 +396,7 @@ def analog_mvm_transposed(
     dq, sum_sq, scale = _dac_tiles(scaled, settings.dac_levels, tile_cols, "d")
     if settings.per_cycle:
         tiles = [dq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
-        return _per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), ones, zeros)
+        return per_cycle_accumulate(tiles, operands, settings, key, torch.from_numpy(scale), ones, zeros)
     partial = _partial_sums(dq, operands)
     return _accumulate(partial, sum_sq, scale, ones, zeros, settings, key)
 
@@ -404,7 +406,7 @@ def _adc_round(value: torch.Tensor) -> torch.Tensor:
     return round_ste(value)
 
 
-def _per_cycle_accumulate(
+def per_cycle_accumulate(
     tiles: list[torch.Tensor],
     operands: list[torch.Tensor],
     settings: MvmSettings,
@@ -438,7 +440,7 @@ def _per_cycle_accumulate(
         k = operand.shape[0]
         partial = (planes.reshape(n_cycles * n_vec, k) @ operand.detach()).reshape(n_cycles, n_vec, n_out)
         driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
-        sum_sq, sigma_t = _noise_terms_tensor(driven, settings)  # read noise, plus output noise per conversion
+        sum_sq, sigma_t = noise_terms_tensor(driven, settings)  # read noise, plus output noise per conversion
         sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32, device=where) * torch.sqrt(sum_sq))[..., None]
         z_t = z[t * n_cycles : (t + 1) * n_cycles]
         if levels > 0:  # each tile column converts with its own range: step[t] broadcasts over cycles and vectors
@@ -457,7 +459,7 @@ def _per_cycle_accumulate(
     return y
 
 
-def _noise_terms_tensor(sum_sq: torch.Tensor, settings: MvmSettings) -> tuple[torch.Tensor, float]:
+def noise_terms_tensor(sum_sq: torch.Tensor, settings: MvmSettings) -> tuple[torch.Tensor, float]:
     """`_noise_terms` on a tensor, on its device (same float64 arithmetic)."""
     if settings.out_noise_us <= 0:
         return sum_sq, float(settings.sigma_us)
@@ -485,7 +487,7 @@ def adc_inputs(
         operands = _transposed_operands(state, tile_cols)
     else:
         xq, _, _ = _dac_tiles(_as_matrix(x, state.d_in, "x"), settings.dac_levels, state.tile_rows, "x")
-        operands = _forward_operands(state, settings)
+        operands = forward_operands(state, settings)
     if settings.per_cycle:  # the ADC sees each bit-cycle's partial sum
         per_tile = []
         for t, operand in enumerate(operands):
@@ -503,9 +505,8 @@ def read_noise_normals(key: int, n_tiles: int, n_vec: int, n_out: int) -> np.nda
     n_groups = (n_out + 3) // 4
     counters = np.arange(n_tiles * n_vec * n_groups, dtype=np.uint64).reshape(n_tiles, n_vec, n_groups)
     hashes = splitmix64_np(np.uint64(_check_key(key)) ^ counters)
-    lanes = [(hashes >> np.uint64(16 * lane)) & np.uint64(0xFFFF) for lane in range(4)]
-    index = np.stack(lanes, axis=-1).reshape(n_tiles, n_vec, 4 * n_groups)[..., :n_out]
-    return NORMAL_TABLE[index.astype(np.int64)]
+    normals = np.stack([normal_from_hash_np(hashes, lane) for lane in range(4)], axis=-1)
+    return np.ascontiguousarray(normals.reshape(n_tiles, n_vec, 4 * n_groups)[..., :n_out])
 
 
 def analog_mvm_reference(
@@ -532,7 +533,7 @@ def analog_mvm_reference(
     else:
         if x.dim() != 2 or x.shape[1] != state.d_in:
             raise ValueError(f"x must have shape (batch, {state.d_in}), got {tuple(x.shape)}")
-        operands, tile, n_out = _forward_operands(state, settings), state.tile_rows, state.d_out
+        operands, tile, n_out = forward_operands(state, settings), state.tile_rows, state.d_out
         col_scale = torch.as_tensor(out_scale, dtype=torch.float32)
     applied, scale = dac_quantize(x, settings.dac_bits)
     n_vec = x.shape[0]
@@ -542,7 +543,7 @@ def analog_mvm_reference(
             xt = torch.zeros((n_vec, tile), dtype=torch.float32)  # the fast path's tile layout
             xt[:, : operand.shape[0]] = applied[:, t * tile : t * tile + operand.shape[0]]
             tiles.append(xt[:, : operand.shape[0]])
-        return _per_cycle_accumulate(tiles, operands, settings, key, scale.reshape(-1), col_scale, bias)
+        return per_cycle_accumulate(tiles, operands, settings, key, scale.reshape(-1), col_scale, bias)
     z = torch.from_numpy(read_noise_normals(key, len(operands), n_vec, n_out))
     levels = settings.adc_levels
     steps, inv_steps = (torch.from_numpy(a) for a in settings.steps(len(operands), n_out))

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
-from crossbar.rng import splitmix64
+from crossbar.jit import inline, kernel, serial_kernel
+from crossbar.rng import normal_from_hash, splitmix64
 
 __all__ = ["adc_accumulate_kernel", "dac_tiles_kernel", "input_activity_kernel"]
 
@@ -36,7 +36,7 @@ _ABS_MASK = 0x7FFFFFFF  # float32 sign bit cleared
 _EXP_INF = 0x7F800000  # float32 exponent all ones: inf or NaN
 
 
-@numba.njit(cache=True, inline="always")
+@inline
 def _float32_from_bits(bits: int) -> float:
     """The float32 whose (non-negative, finite) bit pattern is `bits`, exactly (ldexp of the integer mantissa)."""
     exponent = bits >> 23
@@ -46,7 +46,7 @@ def _float32_from_bits(bits: int) -> float:
     return math.ldexp(float(mantissa | 0x800000), exponent - 150)
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel
 def dac_tiles_kernel(
     x: np.ndarray,
     x_bits: np.ndarray,
@@ -121,7 +121,7 @@ def dac_tiles_kernel(
                 applied[i] = np.float32(0.0)
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel
 def adc_accumulate_kernel(
     partial: np.ndarray,
     sum_sq: np.ndarray,
@@ -169,10 +169,10 @@ def adc_accumulate_kernel(
                 counter0 = np.uint64((t * n_vec + b) * n_groups)
                 for g in range(n_groups):
                     h = splitmix64(key ^ (counter0 + np.uint64(g)))
-                    z[4 * g] = table[h & np.uint64(0xFFFF)]
-                    z[4 * g + 1] = table[(h >> np.uint64(16)) & np.uint64(0xFFFF)]
-                    z[4 * g + 2] = table[(h >> np.uint64(32)) & np.uint64(0xFFFF)]
-                    z[4 * g + 3] = table[(h >> np.uint64(48)) & np.uint64(0xFFFF)]
+                    z[4 * g] = normal_from_hash(h, 0, table)
+                    z[4 * g + 1] = normal_from_hash(h, 1, table)
+                    z[4 * g + 2] = normal_from_hash(h, 2, table)
+                    z[4 * g + 3] = normal_from_hash(h, 3, table)
                 if adc_levels > 0 and uniform:
                     noise_steps = noise_us * inv[0]
                     for o in range(n_out):
@@ -203,7 +203,7 @@ def adc_accumulate_kernel(
             out[b, o] = acc[o] * coef * col_scale[o] + bias[o]
 
 
-@numba.njit(cache=True, inline="always")
+@inline
 def _popcount(value: np.int32) -> np.int32:
     """Number of 1-bits of a non-negative int32 (a DAC code), branch-free (SWAR) in 32-bit lanes, so that the loop
     around it vectorises (also on AVX2, which has no 64-bit vector multiply)."""
@@ -214,7 +214,7 @@ def _popcount(value: np.int32) -> np.int32:
     return np.int32(((v * np.uint32(0x01010101)) & np.uint32(0xFFFFFFFF)) >> np.uint32(24))  # numba widens uint32
 
 
-@numba.njit(cache=True)
+@serial_kernel
 def input_activity_kernel(
     x: np.ndarray, x_bits: np.ndarray, levels: int, bit_serial: bool, drives: np.ndarray, energy_weight: np.ndarray
 ) -> None:

@@ -10,7 +10,7 @@ function with torch operations on the arrays' own device, so a layer moved with 
   multiplies; logical right shifts done as arithmetic shifts masked to the low bits), looked up in
   `crossbar.rng.NORMAL_TABLE`, so the same key gives the same normals on every device;
 - ADC: round, clip and add the tile codes in tile order, then input scale, output scale and bias in the kernel's
-  float32 order; bit-serial per-cycle schemes use the shared `crossbar.mvm._per_cycle_accumulate`.
+  float32 order; bit-serial per-cycle schemes use the shared `crossbar.mvm.per_cycle_accumulate`.
 
 Numerics equal the reference (`tests/naive_mvm.py`, `crossbar.mvm.analog_mvm_reference`) up to the order in
 which BLAS sums a tile's products (1-ulp partial sums): tests force this path on the CPU and compare. IR drop
@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossbar.mvm import MvmSettings, _forward_operands, _noise_terms_tensor, _per_cycle_accumulate
-from crossbar.rng import NORMAL_TABLE
+from crossbar.mvm import MvmSettings, forward_operands, noise_terms_tensor, per_cycle_accumulate
+from crossbar.rng import LANE_BITS, NORMAL_TABLE, SPLITMIX64_GAMMA, SPLITMIX64_MIX1, SPLITMIX64_MIX2
 from crossbar.state import ArrayState
 
 __all__ = ["analog_mvm_torch", "read_noise_normals_torch", "splitmix64_torch"]
@@ -35,9 +35,10 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-_GOLDEN = _signed(0x9E3779B97F4A7C15)
-_M1 = _signed(0xBF58476D1CE4E5B9)
-_M2 = _signed(0x94D049BB133111EB)
+_GOLDEN = _signed(SPLITMIX64_GAMMA)
+_M1 = _signed(SPLITMIX64_MIX1)
+_M2 = _signed(SPLITMIX64_MIX2)
+_LANE_MASK = (1 << LANE_BITS) - 1
 _TABLES: dict[torch.device, torch.Tensor] = {}
 
 
@@ -66,7 +67,7 @@ def read_noise_normals_torch(key: int, n_tiles: int, n_vec: int, n_out: int, dev
     n_groups = (n_out + 3) // 4
     counters = torch.arange(n_tiles * n_vec * n_groups, dtype=torch.int64, device=device)
     hashes = splitmix64_torch(counters ^ _signed(int(key)))
-    lanes = torch.stack([(hashes >> (16 * lane)) & 0xFFFF for lane in range(4)], dim=-1)
+    lanes = torch.stack([(hashes >> (LANE_BITS * lane)) & _LANE_MASK for lane in range(4)], dim=-1)
     index = lanes.reshape(n_tiles, n_vec, 4 * n_groups)[..., :n_out]
     return _normal_table(device)[index]
 
@@ -110,7 +111,7 @@ def _operands(
         cpu = [t.detach().cpu().numpy() for t in (g_diff, g_neg)]
         blank = np.zeros(cpu[0].shape, dtype=np.uint16)
         state = ArrayState(d_in, d_out, rows, cpu[0], cpu[1], blank, blank)
-        return [op.to(g_diff.device) for op in _forward_operands(state, settings)]
+        return [op.to(g_diff.device) for op in forward_operands(state, settings)]
     return [g_diff[t, : min(rows, d_in - t * rows)] for t in range(n_tiles)]
 
 
@@ -161,9 +162,9 @@ def analog_mvm_torch(
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
         z = read_noise_normals_torch(key, n_tiles * settings.cycles, n_vec, n_out, device)
-        return _per_cycle_accumulate(tiles, operands, settings, key, scale, col_scale, bias_vec, normals=z)
+        return per_cycle_accumulate(tiles, operands, settings, key, scale, col_scale, bias_vec, normals=z)
     levels = settings.adc_levels
-    sum_sq, sigma = _noise_terms_tensor(sum_sq, settings)
+    sum_sq, sigma = noise_terms_tensor(sum_sq, settings)
     noisy = sigma > 0
     z = read_noise_normals_torch(key, n_tiles, n_vec, n_out, device) if noisy else None
     acc = torch.zeros((n_vec, n_out), dtype=torch.float32, device=device)

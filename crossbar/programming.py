@@ -61,22 +61,15 @@ from crossbar.kernels import (
     PM_MAX_STEP,
     PM_SIGMA,
     PM_SIZE,
+    ProgramSettings,
     pulse_table_kernel,
     statistical_kernel,
     write_verify_kernel,
 )
 from crossbar.mapping import Targets
-from crossbar.noise import (
-    DOMAIN_D2D,
-    DOMAIN_PROGRAM,
-    DOMAIN_TABLE,
-    _check_int,
-    domain_key,
-    sigma_polynomial,
-    state_views,
-)
-from crossbar.rng import NORMAL_TABLE
-from crossbar.state import ArrayState, pulses_per_count
+from crossbar.nonideal import PROGRAMMING_NOISE_MODELS, SigmaPolynomial
+from crossbar.rng import DOMAIN_D2D, DOMAIN_PROGRAM, DOMAIN_TABLE, NORMAL_TABLE, check_seed, domain_key
+from crossbar.state import ArrayState, kernel_views, pulses_per_count
 from energy.costs import pulse_energy_pj
 from energy.ledger import LedgerScope
 
@@ -151,9 +144,9 @@ def program_state(
     so results do not depend on the number of threads. With `return_pulses`, also returns the per-cell pulse
     counts (uint8, tile layout) of the G+ and G- cells (zero where not targeted).
     """
-    g_diff, g_neg, writes_pos, writes_neg = state_views(state, device)
-    _check_int("seed", seed)
-    _check_int("stream", stream)
+    views = kernel_views(state, device)
+    check_seed("seed", seed)
+    check_seed("stream", stream)
     if ledger is not None and not isinstance(ledger, LedgerScope):
         raise ValueError(f"ledger must be a LedgerScope or None, got {type(ledger).__name__}")
     if not isinstance(layer, str):
@@ -169,42 +162,49 @@ def program_state(
                 f"changed must be a bool array of the tile shape {shape}, got "
                 f"{getattr(changed, 'dtype', type(changed).__name__)} {getattr(changed, 'shape', '')}"
             )
-        changed_view, use_changed = np.ascontiguousarray(changed).reshape(g_diff.shape), True
-    pulses_shape = g_diff.shape if return_pulses else (1, 1)
+        changed_view, use_changed = np.ascontiguousarray(changed).reshape(views[0].shape), True
+    pulses_shape = views[0].shape if return_pulses else (1, 1)
     pulses_pos = np.zeros(pulses_shape, dtype=np.uint8)
     pulses_neg = np.zeros(pulses_shape, dtype=np.uint8)
     counts = np.zeros((state.d_in, 5), dtype=np.int64)
     energies = np.zeros((state.d_in, 3), dtype=np.float64)
 
-    span = device.g_range_us
-    common = (
-        g_diff, g_neg, writes_pos, writes_neg, target_pos, target_neg, changed_view, use_changed, state.d_in,
-        float(device.g_min_us), float(device.g_max_us), device.verify_tolerance_frac * span,
-    )  # fmt: skip
-    wear = (float(device.endurance_pulses), pulses_per_count(device), domain_key(seed, stream, DOMAIN_PROGRAM))
     # NeuroSim's E = V^2 t / mean(R_old, R_new) is linear in the harmonic-mean conductance: the kernels sum those
     # and multiply by these per-uS energies (energy.pulse_energy_pj, E = V^2 G t).
-    write_coef = pulse_energy_pj(device.write_voltage_v, 1.0, device.write_pulse_ns)
-    read_coef = pulse_energy_pj(device.read_voltage_v, 1.0, device.read_pulse_ns)
-    outputs = (write_coef, read_coef, pulses_pos, pulses_neg, return_pulses, counts, energies)
-    poly_scale, poly_offset, coeffs = fitted_error_polynomial(device)
+    settings = ProgramSettings(
+        d_in=state.d_in, use_changed=use_changed, g_min=float(device.g_min_us), g_max=float(device.g_max_us),
+        tol=device.verify_tolerance_frac * device.g_range_us, max_pulses=device.max_pulses,
+        endurance=float(device.endurance_pulses), ppc=pulses_per_count(device),
+        key=domain_key(seed, stream, DOMAIN_PROGRAM),
+        write_coef_pj_per_us=pulse_energy_pj(device.write_voltage_v, 1.0, device.write_pulse_ns),
+        read_coef_pj_per_us=pulse_energy_pj(device.read_voltage_v, 1.0, device.read_pulse_ns),
+        record_pulses=return_pulses,
+    )  # fmt: skip
+    target_views, error = (target_pos, target_neg), fitted_error_polynomial(device)
+    pulses, totals = (pulses_pos, pulses_neg), (counts, energies)
     if device.programming_mode == "write_verify":
-        write_verify_kernel(
-            *common, pulse_model_params(device), domain_key(seed, 0, DOMAIN_D2D), device.max_pulses, *wear,
-            NORMAL_TABLE, poly_scale, poly_offset, coeffs, *outputs,
-        )  # fmt: skip
+        d2d_key = domain_key(seed, 0, DOMAIN_D2D)
+        write_verify_kernel(views, target_views, changed_view, settings, pulse_model_params(device), d2d_key, error,
+                            NORMAL_TABLE, pulses, totals)  # fmt: skip
     else:
-        statistical_kernel(
-            *common, device.max_pulses, *wear, NORMAL_TABLE, poly_scale, poly_offset, coeffs,
-            expected_pulse_table(device), *outputs,
-        )  # fmt: skip
+        statistical_kernel(views, target_views, changed_view, settings, expected_pulse_table(device), error,
+                           NORMAL_TABLE, pulses, totals)  # fmt: skip
 
+    report = _report(counts, energies, device, ledger, layer)
+    if return_pulses:
+        return report, pulses_pos.reshape(shape), pulses_neg.reshape(shape)
+    return report
+
+
+def _report(
+    counts: np.ndarray, energies: np.ndarray, device: DeviceConfig, ledger: LedgerScope | None, layer: str
+) -> ProgramReport:
+    """The call's report from the kernels' per-row counts and energies, recorded in `ledger` when given."""
     cells, set_pulses, reset_pulses = (int(v) for v in counts[:, :3].sum(axis=0))
     rows_written = int((counts[:, 0] > 0).sum())
     row_set, row_reset = (int(v) for v in counts[:, 3:].sum(axis=0))
     e_set, e_reset, e_read = (float(v) for v in energies.sum(axis=0))
-    pulses = set_pulses + reset_pulses
-    verify_reads = cells + pulses
+    verify_reads = cells + set_pulses + reset_pulses
     t_w, t_r = device.write_pulse_ns, device.read_pulse_ns
     # Row-parallel writes (NeuroSim V2.1 ProcessingUnit.cpp 893, 940 and SubArray.cpp 1406): every cell of a row
     # is pulsed at once, SET phase then RESET phase, each as long as the row's slowest cell; a verify read (all
@@ -212,7 +212,11 @@ def program_state(
     lat_set = row_set * t_w
     lat_reset = row_reset * t_w
     lat_read = (rows_written + row_set + row_reset) * t_r
-    report = ProgramReport(
+    if ledger is not None:
+        ledger.record("set_pulse", set_pulses, layer=layer, energy_pj=e_set, latency_ns=lat_set)
+        ledger.record("reset_pulse", reset_pulses, layer=layer, energy_pj=e_reset, latency_ns=lat_reset)
+        ledger.record("verify_read", verify_reads, layer=layer, energy_pj=e_read, latency_ns=lat_read)
+    return ProgramReport(
         cells_targeted=cells,
         set_pulses=set_pulses,
         reset_pulses=reset_pulses,
@@ -220,21 +224,13 @@ def program_state(
         energy_pj=e_set + e_reset + e_read,
         latency_ns=lat_set + lat_reset + lat_read,
     )
-    if ledger is not None:
-        ledger.record("set_pulse", set_pulses, layer=layer, energy_pj=e_set, latency_ns=lat_set)
-        ledger.record("reset_pulse", reset_pulses, layer=layer, energy_pj=e_reset, latency_ns=lat_reset)
-        ledger.record("verify_read", verify_reads, layer=layer, energy_pj=e_read, latency_ns=lat_read)
-    if return_pulses:
-        return report, pulses_pos.reshape(shape), pulses_neg.reshape(shape)
-    return report
 
 
-def fitted_error_polynomial(device: DeviceConfig) -> tuple[float, float, np.ndarray]:
-    """(scale, offset, coeffs) of the fitted programming error both kernels give every programmed cell; empty
-    coeffs for `programming_noise="none"` (the state the pulses leave is final)."""
-    if device.programming_noise == "none":
-        return 1.0, 0.0, np.zeros(0, dtype=np.float64)
-    return sigma_polynomial(device)
+def fitted_error_polynomial(device: DeviceConfig) -> SigmaPolynomial:
+    """The fitted programming error both kernels give every programmed cell: the record of the device's
+    `programming_noise` model (`crossbar.nonideal.PROGRAMMING_NOISE_MODELS`); empty coeffs for `none` (the state
+    the pulses leave is final)."""
+    return PROGRAMMING_NOISE_MODELS[device.programming_noise].polynomial(device)
 
 
 def pulse_model_params(device: DeviceConfig) -> np.ndarray:

@@ -15,15 +15,28 @@ from __future__ import annotations
 
 import hashlib
 
-import numba
 import numpy as np
 from scipy.special import ndtri
 
+from crossbar.jit import inline
+
 __all__ = [
+    "DOMAIN_D2D",
+    "DOMAIN_DRIFT",
+    "DOMAIN_FAULT",
+    "DOMAIN_PROGRAM",
+    "DOMAIN_TABLE",
+    "LANE_BITS",
     "NORMAL_TABLE",
+    "SPLITMIX64_GAMMA",
+    "SPLITMIX64_MIX1",
+    "SPLITMIX64_MIX2",
+    "check_seed",
     "derive_seed",
+    "domain_key",
     "mix_seed",
     "mix_seed_int",
+    "normal_from_hash",
     "normal_from_hash_np",
     "splitmix64",
     "splitmix64_np",
@@ -31,9 +44,27 @@ __all__ = [
     "uniform_from_hash_np",
 ]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+SPLITMIX64_GAMMA = 0x9E3779B97F4A7C15
+"""SplitMix64's golden gamma (Steele et al. 2014), added to the counter before mixing."""
+SPLITMIX64_MIX1 = 0xBF58476D1CE4E5B9
+"""First multiplier of the SplitMix64 finaliser (Stafford's Mix13 variant)."""
+SPLITMIX64_MIX2 = 0x94D049BB133111EB
+"""Second multiplier of the SplitMix64 finaliser."""
+LANE_BITS = 16
+"""Random bits per normal draw: a 64-bit hash holds four lanes of 16 bits, each an index into NORMAL_TABLE."""
+_LANE_MASK = (1 << LANE_BITS) - 1
+_GOLDEN = np.uint64(SPLITMIX64_GAMMA)
+_M1 = np.uint64(SPLITMIX64_MIX1)
+_M2 = np.uint64(SPLITMIX64_MIX2)
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_INV_2_53 = 1.0 / 9007199254740992.0  # 2^-53: the top 53 bits of a hash as a float in [0, 1)
+
+# Salts that separate the random streams of different processes drawn from the same (seed, stream).
+DOMAIN_PROGRAM = 0x50524F47  # "PROG"
+DOMAIN_DRIFT = 0x44524654  # "DRFT"
+DOMAIN_FAULT = 0x46414C54  # "FALT"
+DOMAIN_TABLE = 0x5441424C  # "TABL"
+DOMAIN_D2D = 0x44324444  # "D2DD": device-to-device spread of the pulse step, fixed per cell
 
 
 def _normal_table(bits: int = 16) -> np.ndarray:
@@ -48,30 +79,34 @@ NORMAL_TABLE: np.ndarray = _normal_table()
 """2^16 float32 quantiles of N(0, 1), unit variance; indexed by 16 random bits."""
 
 
-@numba.njit(cache=True, inline="always")
+@inline
 def splitmix64(x: np.uint64) -> np.uint64:
     """SplitMix64 finaliser of x + golden gamma: a well-mixed 64-bit hash of a counter."""
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, inline="always")
+@inline
 def uniform_from_hash(h: np.uint64) -> float:
     """The top 53 bits of a hash as a float in [0, 1)."""
-    return float(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return float(h >> np.uint64(11)) * _INV_2_53
 
 
-_MASK64 = 0xFFFFFFFFFFFFFFFF
+@inline
+def normal_from_hash(h: np.uint64, lane: int, table: np.ndarray) -> float:
+    """The unit normal of lane `lane` (0..3) of a hash: NORMAL_TABLE (passed as `table`) at bits 16 lane ..
+    16 lane + 15."""
+    return table[(h >> np.uint64(LANE_BITS * lane)) & np.uint64(_LANE_MASK)]  # unsigned: no wraparound test
 
 
 def _splitmix64_int(x: int) -> int:
     """`splitmix64` on a Python int (arithmetic mod 2^64): the same bits, without NumPy scalars, for the per-call
     keys of the MVM path."""
-    z = (x + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z = (x + SPLITMIX64_GAMMA) & _MASK64
+    z = ((z ^ (z >> 30)) * SPLITMIX64_MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * SPLITMIX64_MIX2) & _MASK64
     return z ^ (z >> 31)
 
 
@@ -85,6 +120,18 @@ def mix_seed_int(seed: int, stream: int) -> int:
     return _splitmix64_int((int(seed) & _MASK64) ^ _splitmix64_int(int(stream) & _MASK64))
 
 
+def domain_key(seed: int, stream: int, domain: int) -> np.uint64:
+    """64-bit kernel key of one random process (`DOMAIN_*`: programming, drift, faults) of one (seed, stream)."""
+    with np.errstate(over="ignore"):
+        return np.uint64(splitmix64_np(mix_seed(seed, stream) ^ np.uint64(domain)))
+
+
+def check_seed(name: str, value: object) -> None:
+    """ValueError naming `name` unless `value` is an int >= 0 (a seed or a stream counter of a kernel call)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
 def splitmix64_np(x: np.ndarray | np.uint64) -> np.ndarray:
     """NumPy twin of `splitmix64` (uint64 arithmetic wraps as in the kernel)."""
     with np.errstate(over="ignore"):
@@ -95,12 +142,12 @@ def splitmix64_np(x: np.ndarray | np.uint64) -> np.ndarray:
 
 
 def uniform_from_hash_np(h: np.ndarray) -> np.ndarray:
-    return (np.asarray(h, dtype=np.uint64) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    return (np.asarray(h, dtype=np.uint64) >> np.uint64(11)).astype(np.float64) * _INV_2_53
 
 
 def normal_from_hash_np(h: np.ndarray, lane: int) -> np.ndarray:
     """NumPy twin of the kernels' normal draw: lane k (0..3) uses bits 16k..16k+15 of the hash."""
-    index = (np.asarray(h, dtype=np.uint64) >> np.uint64(16 * lane)) & np.uint64(0xFFFF)
+    index = (np.asarray(h, dtype=np.uint64) >> np.uint64(LANE_BITS * lane)) & np.uint64(_LANE_MASK)
     return NORMAL_TABLE[index.astype(np.int64)]
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from crossbar.device import DeviceConfig
 
-__all__ = ["STUCK", "ArrayState", "pulses_per_count", "stored_tile_rows"]
+__all__ = ["MAX_COUNT", "STUCK", "ArrayState", "kernel_views", "pulses_per_count", "stored_tile_rows"]
 
 STUCK = np.uint16(0xFFFF)
 """Counter value that marks a stuck cell."""
@@ -129,3 +129,32 @@ class ArrayState:
         tiled = np.full((self.n_tiles * self.tile_rows, self.d_out), fill, dtype=np.float32)
         tiled[: self.d_in] = matrix.T
         return tiled.reshape(self.n_tiles, self.tile_rows, self.d_out)
+
+
+def kernel_views(state: ArrayState, device: DeviceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated 2-D (n_tiles * tile_rows, d_out) views of g_diff, g_neg, writes_pos, writes_neg: the layout the
+    programming, drift and fault kernels (`crossbar.kernels`) update in place."""
+    if not isinstance(state, ArrayState):
+        raise ValueError(f"state must be an ArrayState, got {type(state).__name__}")
+    if not isinstance(device, DeviceConfig):
+        raise ValueError(f"device must be a DeviceConfig, got {type(device).__name__}")
+    if state.tile_rows != stored_tile_rows(state.d_in, device):
+        raise ValueError(
+            f"state.tile_rows ({state.tile_rows}) does not fit device.tile_rows ({device.tile_rows}) "
+            f"for d_in={state.d_in}"
+        )
+    n_tiles = -(-state.d_in // state.tile_rows)
+    shape = (n_tiles, state.tile_rows, state.d_out)
+    views = []
+    for name, dtype in (("g_diff_us", np.float32), ("g_neg_us", np.float32), ("writes_pos", np.uint16),
+                        ("writes_neg", np.uint16)):  # fmt: skip
+        array = getattr(state, name)
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+            raise ValueError(
+                f"state.{name} must be a {np.dtype(dtype).name} array of shape {shape}, got "
+                f"{getattr(array, 'dtype', type(array).__name__)} {getattr(array, 'shape', '')}"
+            )
+        if not array.flags.c_contiguous or not array.flags.writeable:
+            raise ValueError(f"state.{name} must be C-contiguous and writeable")
+        views.append(array.reshape(n_tiles * state.tile_rows, state.d_out))
+    return views[0], views[1], views[2], views[3]

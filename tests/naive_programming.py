@@ -21,10 +21,10 @@ from crossbar.kernels import (
     PM_MAX_STEP,
     PM_SIGMA,
 )
-from crossbar.rng import NORMAL_TABLE, normal_from_hash_np, splitmix64_np, uniform_from_hash_np
+from crossbar.nonideal.drift import KERNEL_CMO_HFOX, KERNEL_PER_CELL, KERNEL_WAN2022
+from crossbar.rng import DOMAIN_D2D, normal_from_hash_np, splitmix64_np, uniform_from_hash_np
+from crossbar.state import MAX_COUNT, STUCK
 
-STUCK = 0xFFFF
-MAX_COUNT = 0xFFFE
 _SHIFT = np.uint64(DRAW_PULSE_SHIFT)
 
 
@@ -93,11 +93,11 @@ def write_verify_cells_np(g, g_target, stuck, active, cells, d2d, *, key, tol, p
 
 
 def programmed_np(g_end, target, cells, *, key, poly_scale, poly_offset, coeffs):
-    """Twin of `_programmed`: max(target + sigma(target) z, 0), or g_end without a fitted error."""
+    """Twin of `programmed_conductance`: max(target + sigma(target) z, 0), or g_end without a fitted error."""
     if coeffs.shape[0] == 0:
         return g_end
     h = _hash(key, (cells.astype(np.uint64) << _SHIFT) | np.uint64(DRAW_STATISTICAL))
-    z = NORMAL_TABLE[(h & np.uint64(0xFFFF)).astype(np.int64)].astype(np.float64)
+    z = normal_from_hash_np(h, 0).astype(np.float64)
     return np.maximum(target + sigma_poly_np(target, poly_scale, poly_offset, coeffs) * z, 0.0)
 
 
@@ -114,7 +114,7 @@ def _row_latency_counts(cells, n_set, n_reset, d_in):
 
 
 def wear_np(count, pulses, *, ppc, endurance, key, cells):
-    """Twin of `_wear`: counters after adding pulses (stochastic rounding when ppc > 1), STUCK past endurance."""
+    """Twin of `wear`: counters after adding pulses (stochastic rounding when ppc > 1), STUCK past endurance."""
     count = count.astype(np.int64)
     pulses = pulses.astype(np.int64)
     if ppc == 1:
@@ -209,7 +209,7 @@ def pulse_table_np(n_grid, n_samples, *, g_min, g_max, tol, pm, max_pulses, key)
     g_target = g_min + span * np.repeat(grid_j, n_samples) / (n_grid - 1)
     cells = point * n_samples + np.tile(np.arange(n_samples), n_grid * n_grid)
     n = cells.shape[0]
-    d2d_key = splitmix64_np(np.uint64(key) ^ np.uint64(0x44324444))
+    d2d_key = splitmix64_np(np.uint64(key) ^ np.uint64(DOMAIN_D2D))
     d2d = d2d_factor_np(d2d_key, cells, pm[PM_D2D])
     _, n_set, n_reset, s_set, s_reset, s_read = write_verify_cells_np(
         g_start, g_target, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), cells, d2d, key=key, tol=tol, pm=pm,
@@ -302,39 +302,45 @@ def _real_weights(g_diff, d_in):
     return rows, cols, np.arange(d_in * d_out, dtype=np.int64)
 
 
-def drift_sigma_np(g, *, model, params, wan, k_read, g_min, g_range):
-    """Twin of `_drift_sigma`."""
-    if model == 1:
+def drift_sigma_np(g, *, model, step, fits, g_min, g_range):
+    """Twin of `_drift_sigma`: `model` a built-in kernel id, `step` its named record, `fits` its constant table."""
+    if model == KERNEL_WAN2022:
         x = (g - g_min) / g_range
-        i0, i1 = int(params[2]), int(params[5])
 
         def poly(row):
-            return sigma_poly_np(x, 1.0, 0.0, wan[row])
+            return sigma_poly_np(x, 1.0, 0.0, fits[row])
 
-        s_from = params[0] * poly(i0) + params[1] * poly(i0 + 1)
-        s_to = params[3] * poly(i1) + params[4] * poly(i1 + 1)
+        i0, i1 = int(step.fit_from), int(step.fit_to)
+        s_from = step.w_from_lo * poly(i0) + step.w_from_hi * poly(i0 + 1)
+        s_to = step.w_to_lo * poly(i1) + step.w_to_hi * poly(i1 + 1)
         var = s_to * s_to - s_from * s_from
-    else:
+    elif model == KERNEL_CMO_HFOX:
         lg = np.log10(np.where(g > 1e-6, g, 1e-6))
-        r_from = k_read * lg * params[2]
-        r_to = k_read * lg * params[3]
-        var = params[1] * params[1] + r_to * r_to - params[4] * (params[0] * params[0] + r_from * r_from)
+        r_from = step.k_read_us * lg * step.flicker_from
+        r_to = step.k_read_us * lg * step.flicker_to
+        s_from, s_to = step.sigma_relax_from_us, step.sigma_relax_to_us
+        var = s_to * s_to + r_to * r_to - step.has_from * (s_from * s_from + r_from * r_from)
+    else:
+        raise ValueError(f"no built-in drift formula for kernel id {model!r}")
     return np.sqrt(np.where(var > 0.0, var, 0.0))
 
 
-def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_range, mean_us, model, params, wan, k_read,
-             key):  # fmt: skip
-    """Twin of `drift_kernel`."""
+def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_range, model, step, fits, key, moments=None):
+    """Twin of `drift_kernel`: `model` the kernel id, `step` the model's record, `fits` its table; for
+    KERNEL_PER_CELL, `moments(g)` gives each cell's (mean, sigma)."""
     rows, cols, weights = _real_weights(g_diff, d_in)
     h = _hash(key, weights)
     gn32 = g_neg[rows, cols]
     gp0 = (g_diff[rows, cols] + gn32).astype(np.float64)
     gn0 = gn32.astype(np.float64)
-    kw = {"model": model, "params": params, "wan": wan, "k_read": k_read, "g_min": g_min, "g_range": g_range}
-    sp = drift_sigma_np(gp0, **kw)
-    sn = drift_sigma_np(gn0, **kw)
-    gp = np.maximum(gp0 + mean_us + sp * normal_from_hash_np(h, 0).astype(np.float64), 0.0)
-    gn = np.maximum(gn0 + mean_us + sn * normal_from_hash_np(h, 1).astype(np.float64), 0.0)
+    if model == KERNEL_PER_CELL:
+        (mp, sp), (mn, sn) = moments(gp0), moments(gn0)
+    else:
+        kw = {"model": model, "step": step, "fits": fits, "g_min": g_min, "g_range": g_range}
+        mp = mn = step.mean_us
+        sp, sn = drift_sigma_np(gp0, **kw), drift_sigma_np(gn0, **kw)
+    gp = np.maximum(gp0 + mp + sp * normal_from_hash_np(h, 0).astype(np.float64), 0.0)
+    gn = np.maximum(gn0 + mn + sn * normal_from_hash_np(h, 1).astype(np.float64), 0.0)
     gp = np.where(writes_pos[rows, cols] == STUCK, gp0, gp)
     gn = np.where(writes_neg[rows, cols] == STUCK, gn0, gn)
     moved = (gp != gp0) | (gn != gn0)

@@ -16,13 +16,13 @@ from crossbar.mvm import (
     ArrayOperands,
     MvmSettings,
     _dac_tiles,
-    _forward_operands,
     _partial_sums,
     _stacked_forward_operand,
     adc_inputs,
     analog_mvm,
     analog_mvm_reference,
     analog_mvm_transposed,
+    forward_operands,
     read_noise_normals,
     record_mvm,
 )
@@ -178,7 +178,7 @@ def test_batched_and_per_tile_matmuls_give_the_same_partial_sums(batch):
     device = device_preset("reram_wan2022", tile_rows=32)
     state, _, out_scale, x = random_mvm_case(rng, device.tile_rows, d_in=96, d_out=40, batch=batch)
     xq, _, _ = _dac_tiles(x, MvmSettings.from_device(device).dac_levels, state.tile_rows, "x")
-    operands, stacked = _forward_operands(state), _stacked_forward_operand(state)
+    operands, stacked = forward_operands(state), _stacked_forward_operand(state)
     batched = torch.bmm(xq, stacked)
     assert torch.equal(_partial_sums(xq, operands, stacked), batched)
     assert torch.equal(_partial_sums(xq, operands), batched)

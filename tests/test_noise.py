@@ -9,21 +9,11 @@ from hypothesis import strategies as st
 from naive_programming import drift_np, fault_np
 
 from crossbar.mapping import Targets
-from crossbar.noise import (
-    CMO_HFOX_READ_K,
-    DOMAIN_DRIFT,
-    DOMAIN_FAULT,
-    WAN2022_DRIFT_COEFFS_US,
-    apply_drift,
-    domain_key,
-    drift_moments,
-    drift_sigma_total_us,
-    fabricate_faults,
-    programming_sigma_us,
-    wan_drift_coeff_table,
-)
+from crossbar.noise import apply_drift, drift_sigma_total_us, drift_step, fabricate_faults, programming_sigma_us
+from crossbar.nonideal.drift import WAN2022_DRIFT_COEFFS_US
 from crossbar.presets import device_preset
 from crossbar.programming import program_state
+from crossbar.rng import DOMAIN_DRIFT, DOMAIN_FAULT, domain_key
 from crossbar.state import STUCK, ArrayState
 
 WAN = device_preset("reram_wan2022")
@@ -89,9 +79,9 @@ CMO = device_preset("reram_cmo_hfox")
 
 
 def _drift_twin(state, device, t_from, t_to, seed, stream):
-    mean, model, params = drift_moments(device, t_from, t_to)
+    model, step = drift_step(device, t_from, t_to)
     drift_np(*_views(state), state.d_in, g_min=float(device.g_min_us), g_range=float(device.g_range_us),
-             mean_us=mean, model=model, params=params, wan=wan_drift_coeff_table(device), k_read=CMO_HFOX_READ_K,
+             model=model.kernel_id, step=step, fits=model.kernel_fits(),
              key=domain_key(seed, stream, DOMAIN_DRIFT))  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from naive_programming import pulse_table_np, statistical_np, write_verify_np
 
 from crossbar.kernels import LANES, pulse_table_kernel
 from crossbar.mapping import Targets
-from crossbar.noise import DOMAIN_D2D, DOMAIN_PROGRAM, DOMAIN_TABLE, domain_key, programming_sigma_us
+from crossbar.noise import programming_sigma_us
 from crossbar.presets import device_preset
 from crossbar.programming import (
     ProgramReport,
@@ -20,7 +20,7 @@ from crossbar.programming import (
     program_state,
     pulse_model_params,
 )
-from crossbar.rng import NORMAL_TABLE
+from crossbar.rng import DOMAIN_D2D, DOMAIN_PROGRAM, DOMAIN_TABLE, NORMAL_TABLE, domain_key
 from crossbar.state import STUCK, ArrayState, pulses_per_count
 from energy import Ledger, pulse_energy_pj
 
