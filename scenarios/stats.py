@@ -45,6 +45,7 @@ __all__ = [
     "over_seeds",
     "paired_differences",
     "round_to",
+    "si_prefix",
     "sign_test",
     "summarise",
     "t_interval",
@@ -219,12 +220,18 @@ _SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-
                 (1e-12, "p"))  # fmt: skip
 
 
+def si_prefix(magnitude: float) -> tuple[float, str]:
+    """(factor, prefix) of the largest SI prefix not above `magnitude` (pico below 1e-12): the one choice of unit
+    for report.md, the README tables and every figure axis (`scenarios.quantities.energy_unit`)."""
+    return next(((f, p) for f, p in _SI_PREFIXES if magnitude >= f), _SI_PREFIXES[-1])
+
+
 def format_si(mean: float, half: float, unit: str, *, show_half: bool = True) -> str:
     """`format_mean_ci` with an SI prefix chosen from the mean (e.g. "3.4 ± 0.2 mJ"); exactly 0 prints "0"."""
     if mean == 0 and not (math.isfinite(half) and half > 0):
         return "0"
     magnitude = abs(mean) if mean else abs(half)
-    factor, prefix = next(((f, p) for f, p in _SI_PREFIXES if magnitude >= f), _SI_PREFIXES[-1])
+    factor, prefix = si_prefix(magnitude)
     return format_mean_ci(mean, half, scale=1 / factor, unit=f" {prefix}{unit}", show_half=show_half)
 
 

@@ -3,8 +3,13 @@
     python scripts/render_readme_tables.py runs/multitask            # print the markdown
     python scripts/render_readme_tables.py runs/multitask --readme README.md --marker default
     python scripts/render_readme_tables.py runs/multitask --readme README.md --marker default-tasks --per-task
+    python scripts/render_readme_tables.py runs/multitask --figures README.md --prune-figures
+    python scripts/render_readme_tables.py runs/lifetime --figures README.md --figure lifetime
 
-With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->` is replaced.
+With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->` is replaced. With
+`--figures`, every figure the markdown file references (`![...](docs/figures/NAME.png)`) that the run drew
+(`RUN/figures/NAME.png`) is copied over the referenced file (`--figure NAME` restricts the copy to those figures);
+`--prune-figures` deletes the images in the referenced folders that the file no longer references.
 
 Numbers come from the run's `summary.csv` and `paired.csv` (written by every run; computed from `metrics.csv` with
 the same code, `scenarios.stats`, for a run directory that predates them):
@@ -27,8 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy import atomic_write_text
+from energy import atomic_write_bytes, atomic_write_text
 from scenarios import stats
+from scenarios.quantities import format_duration
 
 _REFERENCE = "fusion"
 
@@ -118,7 +124,7 @@ def render(run_dir: Path) -> str:
     methods = list(dict.fromkeys(summary["method"]))
     has_reference = _REFERENCE in methods and len(paired) > 0
 
-    after = f"after {last_s / 86400:g} days" if last_s >= 86400 else f"after {last_s:g} s"
+    after = f"after {format_duration(last_s)}"
     header = ["method", "accuracy (95 % CI over seeds)", "test set (95 % Wilson)", after]
     if has_reference:
         header += [f"Δ vs {_REFERENCE} (paired, 95 % CI)", "wins / losses"]
@@ -155,8 +161,8 @@ def render(run_dir: Path) -> str:
         "",
         f"Rendered by `scripts/render_readme_tables.py` from a run of `{scenario['name']}` ({seed_text}, "
         f"{n_tasks} target tasks, {n_test:,} pooled test examples per method). Means over target tasks and seeds, "
-        f"fresh devices (drift {fresh_s:g} s) unless stated; ± is the 95 % t interval over seeds of the per-seed "
-        "mean over tasks"
+        f"fresh devices (drift {format_duration(fresh_s)}) unless stated; ± is the 95 % t interval over seeds of the "
+        "per-seed mean over tasks"
         + (" (none with one seed)" if n_seeds < 2 else "")
         + (f"; Δ is the paired difference against {_REFERENCE} on the same (seed, task) units" if has_reference else "")
         + ". Rounded to the interval's first significant digit.",
@@ -183,15 +189,63 @@ def render_per_task(run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+_IMAGE = re.compile(r"!\[[^\]]*\]\((?P<path>[^)\s]+\.(?:png|svg|jpg|jpeg|gif))\)")
+_IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".pdf")
+
+
+def referenced_figures(markdown: Path) -> list[Path]:
+    """The local images a markdown file shows (`![alt](path)`), resolved against the file's folder, in order."""
+    paths = [m.group("path") for m in _IMAGE.finditer(markdown.read_text())]
+    return list(dict.fromkeys(markdown.parent / p for p in paths if "://" not in p))
+
+
+def copy_figures(run_dir: Path, markdown: Path, only: list[str] | None = None, prune: bool = False) -> list[str]:
+    """Copy the run's figures over the ones `markdown` references (same file name; `only`: these stems), and with
+    `prune` delete the images in the referenced folders that nothing in `markdown` references. Returns one line
+    per file copied, kept (the run did not draw it) or deleted."""
+    referenced = referenced_figures(markdown)
+    done = []
+    for target in referenced:
+        if only and target.stem not in only:
+            continue
+        source = run_dir / "figures" / target.name
+        if source.is_file():
+            atomic_write_bytes(target, source.read_bytes())
+            done.append(f"copied {source} -> {target}")
+        else:
+            done.append(f"kept {target} (no {source})")
+    if prune:
+        for folder in dict.fromkeys(t.parent for t in referenced):
+            for path in sorted(folder.iterdir()):
+                if path.suffix.lower() in _IMAGE_SUFFIXES and path not in referenced:
+                    path.unlink()
+                    done.append(f"deleted {path} (not referenced by {markdown})")
+    return done
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--readme", type=Path, help="README to update in place")
     parser.add_argument("--marker", default="default", help="name of the <!-- results:NAME --> block")
     parser.add_argument("--per-task", action="store_true", help="the accuracy per target task instead")
-    args = parser.parse_args(argv)
+    parser.add_argument("--figures", type=Path, metavar="MARKDOWN",
+                        help="copy the run's figures over those this markdown file references (by file name)")
+    parser.add_argument("--figure", action="append", metavar="NAME", help="with --figures: only this figure stem "
+                        "(repeatable)")
+    parser.add_argument("--prune-figures", action="store_true",
+                        help="with --figures: delete images in the referenced folders that it does not reference")
+    args = parser.parse_args(argv)  # fmt: skip
     if not (args.run_dir / "metrics.csv").is_file():
         parser.error(f"{args.run_dir}: no metrics.csv (not a finished run directory)")
+    if (args.figure or args.prune_figures) and args.figures is None:
+        parser.error("--figure and --prune-figures need --figures MARKDOWN")
+    if args.figures is not None:
+        if not args.figures.is_file():
+            parser.error(f"{args.figures}: no such markdown file")
+        print("\n".join(copy_figures(args.run_dir, args.figures, args.figure, args.prune_figures)))
+        if args.readme is None:
+            return
     table = render_per_task(args.run_dir) if args.per_task else render(args.run_dir)
     if args.readme is None:
         print(table, end="")

@@ -45,7 +45,7 @@ def test_one_seed_rounds_to_the_binomial_interval(tmp_path: Path) -> None:
     # lora_in_situ - fusion = +10 points on both (seed, task) pairs.
     assert "| +10 pt | 2 / 0 |" in in_situ
     assert "| 120,000 |" in in_situ and "| 7,800 |" in in_situ
-    assert "after 1 days" in lines[0] and "none with one seed" in table
+    assert "| after 1 day |" in lines[0] and "none with one seed" in table and "(drift 0 s)" in table
 
 
 def test_three_seeds_show_the_t_interval_and_paired_difference(tmp_path: Path) -> None:
@@ -100,3 +100,32 @@ def test_per_task_table_shows_each_task_with_its_interval(tmp_path: Path) -> Non
     row_a = next(line for line in lines if line.startswith("| `a` "))
     assert "| 52 ± 5 % |" in row_a
     assert any(line.startswith("| `b` ") for line in lines) and "3 seeds" in table
+
+
+def test_figures_copied_under_the_readme_names_and_unreferenced_ones_pruned(tmp_path: Path, capsys) -> None:
+    module = _load()
+    (tmp_path / "run").mkdir()
+    run_dir = _run_dir(tmp_path / "run")
+    (run_dir / "figures").mkdir()
+    for name in ("energy_vs_accuracy.png", "accuracy_vs_drift.png", "endurance.png"):
+        (run_dir / "figures" / name).write_bytes(b"new " + name.encode())
+    docs = tmp_path / "repo" / "docs" / "figures"
+    docs.mkdir(parents=True)
+    for name in ("energy_vs_accuracy.png", "accuracy_vs_drift.png", "lifetime.png", "endurance.png"):
+        (docs / name).write_bytes(b"old")
+    readme = tmp_path / "repo" / "README.md"
+    readme.write_text("![a](docs/figures/energy_vs_accuracy.png)\n\n![b](docs/figures/accuracy_vs_drift.png)\n"
+                      "![c](docs/figures/lifetime.png) [link](https://example.org/x.png)\n")  # fmt: skip
+    text = readme.read_text()
+    module.main([str(run_dir), "--figures", str(readme), "--figure", "energy_vs_accuracy"])
+    assert (docs / "energy_vs_accuracy.png").read_bytes() == b"new energy_vs_accuracy.png"
+    assert (docs / "accuracy_vs_drift.png").read_bytes() == b"old"  # not selected by --figure
+    module.main([str(run_dir), "--figures", str(readme), "--prune-figures"])
+    out = capsys.readouterr().out
+    assert (docs / "accuracy_vs_drift.png").read_bytes() == b"new accuracy_vs_drift.png"
+    assert (docs / "lifetime.png").read_bytes() == b"old" and "kept" in out  # the run did not draw it
+    assert not (docs / "endurance.png").exists() and "deleted" in out  # nothing references it
+    assert readme.read_text() == text and "| method |" not in out  # figures only: no table printed or written
+    with pytest.raises(SystemExit) as done:
+        module.main([str(run_dir), "--prune-figures"])
+    assert done.value.code == 2
