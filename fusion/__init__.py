@@ -10,8 +10,9 @@ What this package owns (DESIGN section 5):
   same math on dense matrices;
 - `registry`: methods registered by name with their own config dataclass (`register_method`), peft-style;
   `methods/`: the built-in ones (`zero_shot`, `fusion`, `lorahub`, `lora_program_once`, `lora_in_situ`,
-  `lora_digital`, `full_finetune`), sharing one training loop (`loop`) and recording their `adapt` phase in the
-  ledger (`accounting`); `trainers.adapt` runs one;
+  `lora_digital`, `full_finetune`, and the finer zero-write mixes `fusion_rank`, `fusion_core`, `fusion_gate` on
+  `methods.mixing`'s layers), sharing one training loop (`loop`) and recording their `adapt` phase in the ledger
+  (`accounting`); `trainers.adapt` runs one;
 - `params`: trainable-parameter counts from layer shapes alone.
 
 Imports `energy` and `crossbar` only.
@@ -35,6 +36,8 @@ from fusion.loop import evaluate_loss
 from fusion.lora import LoRALinear, attach_lora, detach_lora, extract_lora, find_linear_layers, lora_layers, train_lora
 from fusion.methods.fused_methods import FusionConfig, LoraHubConfig
 from fusion.methods.lora_methods import AnalogLoRAConfig, FullFinetuneConfig, LoRAConfig, LoRAInSituConfig
+from fusion.methods.mixing import CoefficientGate, GatedLinear, MixedLinear, attach_gate, attach_mixing
+from fusion.methods.mixing_methods import FusionCoreConfig, FusionGateConfig, FusionRankConfig
 from fusion.params import (
     LayerShape,
     coefficient_groups,
@@ -69,6 +72,12 @@ __all__ = [
     "FullFinetuneConfig",
     "FusionConfig",
     "AnalogLoRAConfig",
+    "CoefficientGate",
+    "FusionCoreConfig",
+    "FusionGateConfig",
+    "FusionRankConfig",
+    "GatedLinear",
+    "MixedLinear",
     "LoRAConfig",
     "LoRAInSituConfig",
     "LoraHubConfig",
@@ -85,6 +94,8 @@ __all__ = [
     "ProgrammedBank",
     "adapt",
     "attach_fusion",
+    "attach_gate",
+    "attach_mixing",
     "calibrate_deployed_adc",
     "calibrate_norms",
     "attach_lora",

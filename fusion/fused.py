@@ -257,8 +257,7 @@ class FusedLinear(nn.Module):
                 f"FusedLinear {name!r}: B_stack is {bank_b.out_features}x{bank_b.in_features}, "
                 f"expected {self.out_features}x{width}"
             )
-        if not isinstance(coefficients, nn.Parameter) or coefficients.shape != (n_entries,):
-            raise ValueError(f"FusedLinear {name!r}: coefficients must be an ({n_entries},) nn.Parameter")
+        self._check_coefficients(coefficients, n_entries, rank, name)
         if use_magnitude and calibration is None:
             raise ValueError(f"FusedLinear {name!r}: the DoRA magnitude needs a calibration read-out")
         self.base, self.bank_a, self.bank_b = base, bank_a, bank_b
@@ -290,6 +289,12 @@ class FusedLinear(nn.Module):
             self.magnitude = nn.Parameter(self.row_norm())
         else:
             self.register_parameter("magnitude", None)
+
+    def _check_coefficients(self, coefficients: object, n_entries: int, rank: int, name: str) -> None:
+        """One coefficient per bank entry; layers that mix the bank's outputs otherwise (`fusion.methods.mixing`)
+        check their own."""
+        if not isinstance(coefficients, nn.Parameter) or coefficients.shape != (n_entries,):
+            raise ValueError(f"FusedLinear {name!r}: coefficients must be an ({n_entries},) nn.Parameter")
 
     # --- norms -------------------------------------------------------------------------------------------
     def recalibrate(self, scope: LedgerScope | None = None) -> None:

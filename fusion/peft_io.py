@@ -446,6 +446,10 @@ def _fused_source(
             "source must be a model with FusedLinear layers, attach_fusion's FusionLayers, or a mapping of layer "
             f"name -> coefficients, got {type(source).__name__}"
         )
+    finer = sorted(name for name, layer in fused.items() if type(layer) is not FusedLinear)
+    if finer:  # per-rank, core and gated mixes (fusion.methods.mixing) are not one coefficient per entry
+        raise ValueError(f"fused layer {finer[0]!r} is a {type(fused[finer[0]]).__name__}: only fusion's and "
+                         "lorahub's layers (one coefficient per bank entry) export to a PEFT adapter")  # fmt: skip
     forms = {layer.form for layer in fused.values()}
     if len(forms) != 1:
         raise ValueError(f"fused layers mix forms {sorted(forms)}: export them separately")

@@ -202,6 +202,9 @@ class Method:
     task_sequence: bool = False
     """The method keeps per-task state in arrays that the next task rewrites (the LoRA arrays): a run adapts the
     target tasks in order, each from the previous one's adapted model (`AdaptContext.previous`)."""
+    gradient_free: bool = False
+    """The method trains without gradients (a black-box search): no gradient or optimizer state is kept
+    (`fusion.digital_state`)."""
 
     @property
     def description(self) -> str:
@@ -217,10 +220,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def register_method(
-    name: str, config: type[MethodConfig] = MethodConfig, *, task_sequence: bool = False
+    name: str, config: type[MethodConfig] = MethodConfig, *, task_sequence: bool = False, gradient_free: bool = False
 ) -> Callable[[Fn], Fn]:
     """Decorator registering `function` as method `name` with its config class (a frozen `MethodConfig`
-    dataclass; the default has no settings). `task_sequence`: see `Method.task_sequence`."""
+    dataclass; the default has no settings). `task_sequence`, `gradient_free`: see `Method`."""
     if not _NAME.match(name):
         raise ValueError(f"method name must be lower_snake_case, got {name!r}")
     if not (isinstance(config, type) and issubclass(config, MethodConfig) and dataclasses.is_dataclass(config)):
@@ -230,7 +233,7 @@ def register_method(
     def decorate(function: Fn) -> Fn:
         if name in METHODS:
             raise ValueError(f"adaptation method {name!r} is already registered")
-        METHODS[name] = Method(name, config, function, task_sequence=task_sequence)
+        METHODS[name] = Method(name, config, function, task_sequence=task_sequence, gradient_free=gradient_free)
         return function
 
     return decorate

@@ -66,6 +66,7 @@ def adapt(
     val_fraction: float = 0.05,
     progress: bool = True,
     previous: nn.Module | None = None,
+    label: str | None = None,
 ) -> AdaptResult:
     """Adapt `model` to the task given by `data` = (x, y) with `method` (see `fusion.method_names()`).
 
@@ -76,7 +77,8 @@ def adapt(
     is held out for validation (LoRAFusion: 5 of 100; 0 trains on all). Everything the method does is recorded in
     `ledger` under phase `adapt`, `task` and `method`. Deterministic given `seed`. `previous`: the previous task's
     adapted model on the same device, for methods registered with `task_sequence=True` (a copy is used; the
-    caller's model is not modified).
+    caller's model is not modified). `label`: the name the ledger files this adaptation under (a scenario
+    entry's label, when one method appears twice); default the method's name.
     """
     registered = get_method(method)
     config = registered.config() if config is None else config
@@ -104,8 +106,8 @@ def adapt(
     for module in work_model.modules():  # exact per-cell pulses of this adaptation (arrays a method creates or
         if isinstance(module, AnalogLinear):  # rewrites from `previous` start their own tally)
             module.start_pulse_tally()
-    scope = ledger.scope(phase="adapt", task=task, method=method) if ledger is not None else None
-    labels = {"phase": "adapt", "task": task, "method": method}
+    labels = {"phase": "adapt", "task": task, "method": label or method}
+    scope = ledger.scope(**labels) if ledger is not None else None
     before = (
         (ledger.cell_write_pulses(**labels), ledger.total("energy_pj", **labels), ledger.total("latency_ns", **labels))
         if ledger is not None

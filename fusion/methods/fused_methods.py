@@ -81,7 +81,15 @@ def adapt_zero_shot(ctx: AdaptContext) -> AdaptResult:
 def adapt_fusion(ctx: AdaptContext) -> AdaptResult:
     """LoRAFusion: train per-layer fusion coefficients and DoRA magnitudes digitally; zero cell writes.
 
-    Adam on the coefficients (with L1) and the magnitudes; the bank arrays are only read."""
+    Adam on the coefficients (with L1) and the magnitudes; the bank arrays are only read. LoRAFusion's exact
+    granularity (its code: one scalar per LoRA and block, shared by the block's q and v, in the lorahub form
+    (sum c B)(sum c A), plus DoRA magnitudes; Xavier init, lr 0.01 / 0.005, L1 5e-4) is `share: block` with
+    the other defaults, one line of a scenario's `methods:`:
+
+        - {name: fusion, label: lorafusion, share: block}
+
+    Trainable: B N + sum d_out (B blocks, N entries, d_out per adapted layer); per layer (`share: layer`, the
+    default) L N + sum d_out."""
     bank = _require_bank(ctx)
     s = ctx.config
     assert isinstance(s, FusionConfig)
@@ -140,7 +148,7 @@ def adapt_fusion(ctx: AdaptContext) -> AdaptResult:
     )
 
 
-@register_method("lorahub", LoraHubConfig)
+@register_method("lorahub", LoraHubConfig, gradient_free=True)
 def adapt_lorahub(ctx: AdaptContext) -> AdaptResult:
     """LoraHub: gradient-free search (nevergrad NGOpt) of one coefficient per bank module, shared by all layers.
 
