@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,15 +43,12 @@ from scenarios.models import GELU_OPS, LAYERNORM_OPS, SOFTMAX_OPS, _record_digit
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from fusion import LoRABank
-    from scenarios.families import TaskData
 
 __all__ = [
     "DEFAULT_ENCODER_PACKAGE",
     "SIMILARITY_SCALE",
     "EncoderBlock",
     "EncoderCheckpoint",
-    "EncoderWorkload",
     "TextEncoderClassifier",
     "encode_texts",
     "embed_texts",
@@ -408,82 +404,6 @@ def embed_texts(model: TextEncoderClassifier, ids: np.ndarray | torch.Tensor, ba
     ids = torch.as_tensor(ids, dtype=torch.int64)
     parts = [model.embed(ids[start : start + batch_size]) for start in range(0, len(ids), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, model.d_model)
-
-
-class EncoderWorkload:
-    """What the scenario runner needs for `model.kind: hf_encoder`: the pretrained digital classifier, each task's
-    class embeddings (computed once, digitally, from the task's class descriptions: the zero-shot head), and a bank
-    built with each source task's own classes."""
-
-    def __init__(self, model: TextEncoderClassifier, class_embeddings: dict[str, torch.Tensor]) -> None:
-        self.model = model
-        self.class_embeddings = class_embeddings
-
-    @classmethod
-    def from_scenario(cls, scenario: Any, tasks: Iterable[TaskData]) -> EncoderWorkload:
-        """The scenario's pretrained checkpoint and the class embeddings of `tasks` (the base phase)."""
-        path, package, base = _source(scenario)
-        model, tokenizer = load_encoder(path, package, max_length=scenario.model.max_length, base=base)
-        class_embeddings: dict[str, torch.Tensor] = {}
-        for task in tasks:
-            if len(task.classes) < 2:
-                raise ScenarioError(f"tasks: {task.name} has no class descriptions for the zero-shot classifier")
-            class_embeddings[task.name] = embed_texts(model, encode_texts(tokenizer, list(task.classes)))
-        return cls(model, class_embeddings)
-
-    @staticmethod
-    def skeleton(scenario: Any) -> TextEncoderClassifier:
-        """The classifier's structure for the scenario's checkpoint (`encoder_skeleton`: its config.json only)."""
-        path, package, base = _source(scenario)
-        return encoder_skeleton(resolve_model_path(path, package, base=base))
-
-    @classmethod
-    def from_state(
-        cls, scenario: Any, state: dict[str, torch.Tensor], class_embeddings: dict[str, torch.Tensor]
-    ) -> EncoderWorkload:
-        """A finished base phase: the classifier rebuilt from the scenario's checkpoint config (`encoder_skeleton`)
-        with `state` (its saved state_dict) loaded, and the class embeddings the phase computed."""
-        model = cls.skeleton(scenario)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ValueError(f"encoder state does not fit the scenario's checkpoint ({_first_line(error)})") from None
-        return cls(model, class_embeddings)
-
-    def for_task(self, model: nn.Module, task: str) -> nn.Module:
-        """`model` (the classifier, analog or digital) with `task`'s class embeddings installed, in place."""
-        classifier = model if isinstance(model, TextEncoderClassifier) else None
-        if classifier is None:
-            raise ValueError(f"expected a TextEncoderClassifier, got {type(model).__name__}")
-        classifier.set_classes(self.class_embeddings[task])
-        return model
-
-    @torch.no_grad()
-    def accuracy(self, task: TaskData) -> float:
-        """Zero-shot test accuracy of the digital pretrained model on `task`."""
-        model = self.for_task(self.model, task.name)
-        correct = 0
-        for start in range(0, len(task.x_test), 64):
-            logits = model(torch.as_tensor(task.x_test[start : start + 64]))
-            correct += int((logits.argmax(dim=1).numpy() == task.y_test[start : start + 64]).sum())
-        return correct / len(task.x_test)
-
-    def build_bank(self, sources: Iterable[TaskData], **bank_args: object) -> LoRABank:
-        """`fusion.build_bank` with each source task's classes installed while its LoRA trains (same seeds as one
-        call over all tasks: build_bank derives each LoRA's seed from the task name)."""
-        from fusion import LoRABank, build_bank
-
-        bank: LoRABank | None = None
-        for task in sources:
-            one = build_bank(
-                self.for_task(self.model, task.name), {task.name: (task.x_train, task.y_train)}, **bank_args
-            )
-            if bank is None:
-                bank = LoRABank(one.rank, one.alpha, one.target_modules)
-            bank.add(task.name, one.entries[task.name])
-        if bank is None:
-            raise ScenarioError("tasks.sources: the bank needs at least one source task")
-        return bank
 
 
 def _source(scenario: Any) -> tuple[str | Path | None, str | None, Path | None]:

@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from crossbar import AnalogLinear, analog_layers, derive_seed, device_preset
-from energy import Ledger, atomic_write_text, cost_preset
-from fusion import FusedLinear, ProgrammedBank, adapt, get_method
+from crossbar import AnalogLinear, analog_layers, derive_seed
+from energy import atomic_write_text
+from fusion import ProgrammedBank, get_method
 from fusion.analog_lora import AnalogLoRALinear
 from scenarios.families import TaskData
 from scenarios.schema import Scenario
+from scenarios.units import adapt_entry, method_entry, recalibrate_norms, reseed
 from scenarios.workloads import accuracy
 
 __all__ = ["LIFETIME_COLUMNS", "LifetimeResult", "simulate_lifetime", "write_lifetime"]
@@ -109,10 +109,9 @@ def simulate_lifetime(
     spec_life = scenario.lifetime
     if spec_life is None:
         raise ValueError("scenario has no lifetime section")
-    spec = next(s for s in scenario.methods if s.key == method_key)
+    spec = method_entry(scenario, method_key)
     sequence = get_method(spec.name).task_sequence
-    device = device_preset(scenario.device.preset, **scenario.device.overrides)
-    endurance = float(device.endurance_pulses)
+    endurance = float(scenario.device_config().endurance_pulses)
     targets = list(scenario.tasks.targets)
     interval = float(spec_life.interval_s)
     result = LifetimeResult(method_key, scenario.seed)
@@ -124,7 +123,7 @@ def simulate_lifetime(
         task = tasks[targets[(switch - 1) % len(targets)]]
         time_s = (switch - 1) * interval
         seed = derive_seed(scenario.seed, "lifetime", method_key, str(switch))
-        ledger = Ledger(cost_preset(scenario.costs.preset, **scenario.costs.overrides))
+        ledger = scenario.new_ledger()
         if sequence or task.name not in stored:
             base, base_bank = _drifted(analog, bank, time_s)
             if set_task is not None:
@@ -134,13 +133,8 @@ def simulate_lifetime(
                     if isinstance(module, AnalogLoRALinear):
                         for array in (module.array_a, module.array_b):
                             array.drift_to(array.time_s + interval)
-            x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
-            y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
-            val_fraction = len(task.x_val) / len(x) if len(task.x_val) else 0.0
-            adapted = adapt(
-                spec.name, base, base_bank, (x, y), spec.config(), device, ledger, task.name, seed,
-                val_fraction=val_fraction, progress=False, previous=previous if sequence else None,
-            ).model  # fmt: skip
+            adapted = adapt_entry(base, base_bank, scenario, task, spec, ledger, seed,
+                                  previous if sequence else None).model  # fmt: skip
             for module in adapted.modules():
                 if isinstance(module, AnalogLinear) and module.pulse_tally is not None and module.pulse_tally.size:
                     pulses = module.cell_pulses().astype(np.float64)
@@ -160,13 +154,9 @@ def simulate_lifetime(
                 set_task(model, task.name)
             for name, layer in analog_layers(model):  # drift clocks count from each array's latest programming
                 layer.drift_to(max(time_s - programmed_at[name], layer.time_s))
-            scope = ledger.scope(phase="calibration", task=task.name, method=method_key)
-            for module in model.modules():
-                if isinstance(module, FusedLinear) and module.use_magnitude:
-                    module.recalibrate(scope)
+            recalibrate_norms(model, ledger.scope(phase="calibration", task=task.name, method=method_key))
         evaluated = copy.deepcopy(model)
-        for name, layer in analog_layers(evaluated):
-            layer.reseed_noise(derive_seed(seed, "evaluate", name))
+        reseed(evaluated, seed, "evaluate")
         worst, mean = _wear(cumulative)
         result.rows.append({
             "method": method_key, "seed": scenario.seed, "switch": switch, "task": task.name, "time_s": time_s,
@@ -175,6 +165,17 @@ def simulate_lifetime(
             "mean_cell_pulses": mean, "worst_cell_wear_fraction": worst / endurance,
             "mean_cell_wear_fraction": mean / endurance,
         })  # fmt: skip
+    _extrapolate(result, scenario, cumulative, after_first, endurance)
+    return result
+
+
+def _extrapolate(result: LifetimeResult, scenario: Scenario, cumulative: dict[str, np.ndarray],
+                 after_first: dict[str, np.ndarray], endurance: float) -> None:  # fmt: skip
+    """Append the extrapolated rows (each cell's wear growing at its measured rate per switch) and set the wear-out
+    switch counts of `result`."""
+    spec_life = scenario.lifetime
+    assert spec_life is not None
+    targets, interval = list(scenario.tasks.targets), float(spec_life.interval_s)
     exact = spec_life.simulate_exact
     rates = {name: (after_first[name] / (exact - 1) if exact > 1 and name in after_first else
                     (cumulative[name] if exact == 1 else np.zeros_like(cumulative[name])))
@@ -184,14 +185,13 @@ def simulate_lifetime(
         for switch in (int(n) for n in grid if n > exact):
             worst, mean = _wear({name: cumulative[name] + rates[name] * (switch - exact) for name in cumulative})
             result.rows.append({
-                "method": method_key, "seed": scenario.seed, "switch": switch,
+                "method": result.method, "seed": scenario.seed, "switch": switch,
                 "task": targets[(switch - 1) % len(targets)], "time_s": (switch - 1) * interval,
                 "kind": "extrapolated", "accuracy": math.nan, "switch_pulses": math.nan, "worst_cell_pulses": worst,
                 "mean_cell_pulses": mean, "worst_cell_wear_fraction": worst / endurance,
                 "mean_cell_wear_fraction": mean / endurance,
             })  # fmt: skip
     result.wearout_switch_worst_cell, result.wearout_switch_mean_cell = _wearout(cumulative, rates, exact, endurance)
-    return result
 
 
 def _drifted(analog: nn.Module, bank: ProgrammedBank, time_s: float) -> tuple[nn.Module, ProgrammedBank]:

@@ -2,10 +2,10 @@
 entry (`<run>/cache/` or a shared `--cache DIR`), even one edited with a recomputed manifest, can at worst be
 refused, never run code. The structure of every model is rebuilt from the scenario; only state is stored.
 
-- base model: its state_dict (`base_model.safetensors`) and `base_model.json` (its accuracy, and for a trained
-  model the class count and input shape `build_model` needs); a pretrained encoder (`model.kind: hf_encoder`) adds
-  every task's zero-shot class embeddings (`class_embeddings.safetensors`) and is rebuilt from the scenario's
-  checkpoint config (`EncoderWorkload.from_state`);
+- base model: its state_dict (`base_model.safetensors`) and `base_model.json` (its accuracy, and what its workload
+  needs to rebuild it: a trained classifier's class count and input shape); a workload with per-task heads (a
+  pretrained encoder's zero-shot class embeddings) adds them (`class_embeddings.safetensors`). The workload
+  (`scenarios.workload`) rebuilds the structure;
 - bank (one per source task, and joined): `LoRABank.save`'s files under `bank/`;
 - programmed arrays: the analog model and the bank's arrays as one checksummed state (`crossbar.state_files`,
   under `arrays/`), the bank under `bank/`, the calibration read-out, class embeddings and calibration set
@@ -38,19 +38,23 @@ from fusion import LoRABank, ProgrammedBank
 from fusion.bank import MANIFEST_FILE, TENSORS_FILE
 from fusion.deploy import bank_arrays, empty_programmed_bank, readout_state, set_readout_state
 from scenarios.cache import Blob
-from scenarios.workloads import build_model
+from scenarios.workload import workload_for
 
 __all__ = [
     "ProgrammedPhase",
     "bank_blob",
     "base_blob",
+    "base_info",
+    "base_state",
     "blob_problem",
+    "classifier_shape",
+    "frozen",
     "load_bank",
     "load_base",
-    "load_class_embeddings",
-    "load_encoder",
+    "load_task_heads",
     "load_programmed_phase",
     "programmed_blob",
+    "sizes",
 ]
 
 BASE_STATE = "base_model.safetensors"
@@ -114,52 +118,46 @@ def _safetensors_header(data: bytes) -> bool:
 
 
 # --- base model ------------------------------------------------------------------------------------------------
-def base_blob(model: nn.Module, info: dict[str, Any], class_embeddings: dict[str, torch.Tensor] | None = None) -> Blob:
-    """The base phase's files: `model`'s state_dict, `info` and (a pretrained encoder) the class embeddings."""
+def base_blob(model: nn.Module, info: dict[str, Any], task_heads: dict[str, torch.Tensor] | None = None) -> Blob:
+    """The base phase's files: `model`'s state_dict, `info` and the workload's per-task heads, if any."""
     blob = {BASE_STATE: _tensor_bytes(model.state_dict()), BASE_INFO: json.dumps(info).encode()}
-    if class_embeddings is not None:
-        blob[CLASSES] = _tensor_bytes(class_embeddings)
+    if task_heads is not None:
+        blob[CLASSES] = _tensor_bytes(task_heads)
     return blob
 
 
 def load_base(blob: Blob, scenario: Any) -> nn.Module:
-    """The frozen digital base model of a base-phase blob, rebuilt from the scenario."""
-    if scenario.model.kind == "hf_encoder":
-        return load_encoder(blob, scenario).model
-    model = _digital_skeleton(scenario, _json(blob, BASE_INFO), BASE_INFO)
-    try:
-        model.load_state_dict(_tensors(blob, BASE_STATE))
-    except RuntimeError as error:
-        raise ValueError(f"{BASE_STATE}: does not fit the scenario's model ({_one_line(error)})") from None
-    return _frozen(model)
+    """The frozen digital base model of a base-phase blob, rebuilt by the scenario's workload."""
+    return workload_for(scenario).load_base(blob)
 
 
-def _digital_skeleton(scenario: Any, info: dict[str, Any], where: str) -> nn.Module:
-    """A freshly built classifier of the scenario's model section and the base task's classes and input shape."""
+def base_state(blob: Blob) -> dict[str, torch.Tensor]:
+    """The base model's saved state_dict."""
+    return _tensors(blob, BASE_STATE)
+
+
+def base_info(blob: Blob) -> dict[str, Any]:
+    """The base phase's `base_model.json`."""
+    return _json(blob, BASE_INFO)
+
+
+def classifier_shape(info: dict[str, Any], where: str) -> tuple[int, tuple[int, ...]]:
+    """(class count, input shape) of a trained classifier's saved info; ValueError naming `where` otherwise."""
     n_classes, shape = info.get("n_classes"), info.get("image_shape")
-    if not (_sizes([n_classes]) and isinstance(shape, list) and len(shape) == 3 and _sizes(shape)):
+    if not (sizes([n_classes]) and isinstance(shape, list) and len(shape) == 3 and sizes(shape)):
         raise ValueError(f"{where}: n_classes {n_classes!r} and image_shape {shape!r} do not describe a classifier")
-    return build_model(scenario.model, n_classes, tuple(shape), seed=0)
+    return n_classes, tuple(shape)
 
 
-def load_encoder(blob: Blob, scenario: Any) -> Any:
-    """The `scenarios.encoder.EncoderWorkload` of a pretrained encoder's base-phase blob (model and class
-    embeddings), rebuilt from the scenario's checkpoint config without reading its weights or tokenizer."""
-    from scenarios.encoder import EncoderWorkload
-
-    workload = EncoderWorkload.from_state(scenario, _tensors(blob, BASE_STATE), load_class_embeddings(blob))
-    _frozen(workload.model)
-    return workload
-
-
-def load_class_embeddings(blob: Blob) -> dict[str, torch.Tensor]:
-    """Every task's class embeddings of a pretrained encoder's base-phase blob."""
+def load_task_heads(blob: Blob) -> dict[str, torch.Tensor]:
+    """Every task's head of a base-phase blob with per-task heads (a pretrained encoder's class embeddings)."""
     if CLASSES not in blob:
         raise ValueError(f"base phase: no {CLASSES}, expected a pretrained encoder's files")
     return _tensors(blob, CLASSES)
 
 
-def _frozen(model: nn.Module) -> nn.Module:
+def frozen(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with no parameter requiring a gradient (a deployed base model)."""
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -191,8 +189,9 @@ class ProgrammedPhase:
 
     analog: nn.Module
     bank: ProgrammedBank
-    class_embeddings: dict[str, torch.Tensor] | None
-    """A pretrained encoder's zero-shot class embeddings per task; None for a trained classifier."""
+    task_heads: dict[str, torch.Tensor] | None
+    """The workload's per-task heads (a pretrained encoder's zero-shot class embeddings); None for one trained
+    head (`Workload.set_task` installs them)."""
     calibration_set: torch.Tensor | None
     """The ADC calibration set (`runner._calibration_set`), None when the device's ADC ranges are fixed."""
 
@@ -202,7 +201,7 @@ def programmed_blob(phase: ProgrammedPhase, base: Blob) -> Blob:
     `base_model.json` says how to rebuild the model)."""
     tensors, readout = readout_state(phase.bank)
     tensors = {f"readout/{key}": value for key, value in tensors.items()}
-    classes = phase.class_embeddings
+    classes = phase.task_heads
     if classes is not None:
         tensors.update({f"classes/{task}": value for task, value in classes.items()})
     if phase.calibration_set is not None:
@@ -228,14 +227,7 @@ def load_programmed_phase(blob: Blob, scenario: Any) -> ProgrammedPhase:
     info = _json(blob, PROGRAMMED_INFO)
     tensors = _with_layouts(_tensors(blob, PROGRAMMED_TENSORS), info.get("layouts") or {})
     device = device_preset(scenario.device.preset, **scenario.device.overrides)
-    if scenario.model.kind == "hf_encoder":
-        from scenarios.encoder import EncoderWorkload
-
-        base = EncoderWorkload.skeleton(scenario)
-        if info.get("class_buffer") is not None:  # the head installed when it was saved: its shape, then its state
-            base.class_embeddings = torch.zeros(_shape(info["class_buffer"], "class_buffer"))
-    else:
-        base = _frozen(_digital_skeleton(scenario, info.get("base") or {}, f"{PROGRAMMED_INFO} base"))
+    base = workload_for(scenario).skeleton(info)
     analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"), inplace=True)
     bank = empty_programmed_bank(load_bank(blob), device, seed=derive_seed(scenario.seed, "bank"))
     files = {name: blob.get(f"{ARRAYS}{name}") for name in (ARRAYS_FILE, STATE_FILE)}
@@ -322,12 +314,14 @@ def _json(blob: Blob, name: str) -> dict[str, Any]:
     return value
 
 
-def _sizes(values: list[object], minimum: int = 1) -> bool:
+def sizes(values: list[object], minimum: int = 1) -> bool:
+    """Whether every value is an integer (not a bool) of at least `minimum`."""
     return all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
 
 
-def _shape(value: object, field: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not _sizes(value, minimum=0):
+def shape_of(value: object, field: str) -> tuple[int, ...]:
+    """A saved tensor shape of `programmed.json`'s `field`; ValueError naming it otherwise."""
+    if not isinstance(value, list) or not sizes(value, minimum=0):
         raise ValueError(f"{PROGRAMMED_INFO}: {field} must be a list of sizes, got {value!r}"[:300])
     return tuple(value)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from energy import Ledger, atomic_write_text, cost_preset
+from scenarios.quantities import format_duration, format_energy
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.wear import SwitchWear, rotation_switches, switch_wear
@@ -251,7 +252,8 @@ def _report(
         "",
         f"Device `{scenario.device.preset}`, costs `{scenario.costs.preset}`, "
         f"seed{'s' if len(scenario.seed_list) > 1 else ''} {', '.join(map(str, scenario.seed_list))}. "
-        f"Means over {len(scenario.tasks.targets)} target tasks (and seeds) at drift time {first_drift:g} s; "
+        f"Means over {len(scenario.tasks.targets)} target tasks (and seeds) at drift time "
+        f"{format_duration(first_drift)}; "
         "accuracy ± its 95 % CI over seeds (see Statistics).",
         "",
         "| method | mean accuracy | trainable params | digital state (words / bytes)† | adapt peak state (words) | "
@@ -283,7 +285,7 @@ def _report(
               "| phase | energy | latency | write pulses |", "|---|---:|---:|---:|"]  # fmt: skip
     for phase, values in deploy.items():
         lines.append(
-            f"| {phase} | {_energy(values['energy_pj'])} | {values['latency_s']:.3g} s | "
+            f"| {phase} | {format_energy(values['energy_pj'])} | {values['latency_s']:.3g} s | "
             f"{values['cell_write_pulses']:,.0f} |"
         )
     if statistics is not None:
@@ -407,7 +409,7 @@ def _statistics_report(statistics: Statistics, scenario: Scenario) -> list[str]:
         "`summary.csv`, `paired.csv`.", "",
     ]  # fmt: skip
     for drift_s in drifts:
-        lines += [f"### Drift time {drift_s:g} s", "",
+        lines += [f"### Drift time {format_duration(drift_s)}", "",
                   f"| method | accuracy (95 % CI, seeds) | test set (95 % Wilson) | Δ vs {reference} (95 % CI) | "
                   "t-test p | wins / losses | adapt energy / task | inference energy / sample | "
                   "write pulses / task |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -435,7 +437,7 @@ def _statistics_report(statistics: Statistics, scenario: Scenario) -> list[str]:
         lines.append("")
     tasks = [t for t in dict.fromkeys(summary["task"]) if t != "all"]
     lines += ["## Accuracy by task and drift time (mean ± 95 % CI over seeds)", "",
-              "| method | task | " + " | ".join(f"{d:g} s" for d in drifts) + " |",
+              "| method | task | " + " | ".join(format_duration(d) for d in drifts) + " |",
               "|---|---|" + "---:|" * len(drifts)]  # fmt: skip
     for method in dict.fromkeys(summary["method"]):
         for task in tasks:
@@ -487,13 +489,6 @@ def _rounded(statistics: Statistics | None, summary_row: dict[str, object], drif
 
 def _percent(summary_row: dict[str, object]) -> str:
     return f"{100 * float(summary_row['mean_accuracy']):.1f} %"
-
-
-def _energy(pj: float) -> str:
-    for scale, unit in ((1e9, "mJ"), (1e6, "\u00b5J"), (1e3, "nJ")):
-        if abs(pj) >= scale:
-            return f"{pj / scale:.3g} {unit}"
-    return f"{pj:.3g} pJ"
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energy import atomic_write_text
 from scenarios.cache import CacheStore, ChecksumManifest
@@ -33,7 +33,12 @@ from scenarios.lock import LOCK_FILE
 from scenarios.names import inside
 from scenarios.stamp import run_stamp
 
-__all__ = ["LEGACY_OUTPUTS", "MARKER", "RunRecord", "check_run_dir"]
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
+    from scenarios.sweep import Study
+
+__all__ = ["LEGACY_OUTPUTS", "MARKER", "RunRecord", "check_run_dir", "log_to", "prepare_run_dir",
+           "write_point_config"]
 
 log = logging.getLogger("crossbar_sim.rundir")
 
@@ -245,3 +250,80 @@ def _remove_empty(folder: Path, root: Path) -> None:
         except OSError:  # not empty (a user's file), or already gone
             return
         folder = folder.parent
+
+
+# --- preparing a run directory (`scenarios.runner`) ---------------------------------------------------------
+def prepare_run_dir(
+    run_dir: Path, study: Study, fresh: bool, allow_version_change: bool, cache_dir: Path | None
+) -> RunRecord:
+    """Create the run directory, or check that an existing one is crossbar-sim's (`scenarios.rundir`) and belongs
+    to the same study and package version; its record of what crossbar-sim writes there. `fresh` first deletes
+    what that record lists (and the run's own cache entries unless `cache_dir` is elsewhere), nothing else."""
+    record = RunRecord.claim(run_dir)
+    config_path = run_dir / ("sweep.json" if study.is_sweep else "config.json")
+    resolved = study.resolved_dict()
+    if fresh:
+        record.remove_outputs(caches=cache_dir is None)
+    other = run_dir / ("config.json" if study.is_sweep else "sweep.json")
+    if other.is_file():
+        raise ScenarioError(
+            f"{run_dir}: holds a {'plain run' if study.is_sweep else 'sweep'}, not a "
+            f"{'sweep' if study.is_sweep else 'plain run'}; use --fresh to start over or --out to choose another "
+            "directory"
+        )
+    stamp = run_stamp()
+    if config_path.is_file():
+        try:
+            previous = json.loads(config_path.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("scenario") != json.loads(json.dumps(resolved)):
+            raise ScenarioError(
+                f"{run_dir}: holds a run of a different scenario configuration; use --fresh to start over or "
+                "--out to choose another directory"
+            )
+        before = {k: previous.get(k) for k in stamp}
+        if before != stamp and not allow_version_change:
+            raise ScenarioError(
+                f"{run_dir}: was started by crossbar-sim {before['crossbar_sim_version']} (git "
+                f"{before['git_hash']}), this is {stamp['crossbar_sim_version']} (git {stamp['git_hash']}); "
+                "use --allow-version-change to resume anyway, or --fresh to start over"
+            )
+    record.add_files(config_path, run_dir / "run.log")  # before they are written
+    if cache_dir is None:
+        record.add_cache(run_dir / "cache")
+    try:
+        atomic_write_text(config_path, json.dumps({"scenario": resolved, **stamp}, indent=1))
+    except OSError as error:
+        raise ScenarioError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+    return record
+
+
+def write_point_config(point_dir: Path, scenario: Scenario, stamp: dict[str, str], record: RunRecord) -> None:
+    record.add_files(point_dir / "config.json")
+    point_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(point_dir / "config.json", json.dumps({"scenario": scenario.resolved_dict(), **stamp}, indent=1))
+
+
+@contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    handler = _RunLogHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("crossbar_sim")
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+
+
+class _RunLogHandler(logging.FileHandler):
+    """`run.log`'s handler: a line that cannot be written (a full disk) is dropped, not reported with logging's
+    traceback on stderr; the error that matters reaches the user through the write that failed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass

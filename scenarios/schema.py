@@ -745,3 +745,24 @@ class Scenario(_Section):
     def resolved_dict(self) -> dict[str, Any]:
         """Every setting, defaults filled in, as plain JSON/YAML types: what a run directory records."""
         return self.model_dump(mode="json")
+
+    def device_config(self) -> Any:
+        """The `crossbar.DeviceConfig` of the `device` section (its preset with the overrides)."""
+        from crossbar import device_preset
+
+        return device_preset(self.device.preset, **self.device.overrides)
+
+    def new_ledger(self) -> Any:
+        """An empty `energy.Ledger` priced by the `costs` section (its preset with the overrides)."""
+        from energy import Ledger, cost_preset
+
+        return Ledger(cost_preset(self.costs.preset, **self.costs.overrides))
+
+    def adaptation_data(self, task: Any) -> tuple[Any, Any, float]:
+        """A target task's few-shot examples as `fusion.adapt` takes them: inputs and labels (training examples,
+        then validation examples) and the validation fraction that splits them again."""
+        import torch
+
+        x = torch.cat([torch.as_tensor(task.x_train), torch.as_tensor(task.x_val)])
+        y = torch.cat([torch.as_tensor(task.y_train), torch.as_tensor(task.y_val)])
+        return x, y, (len(task.x_val) / len(x) if len(task.x_val) else 0.0)

@@ -1,20 +1,32 @@
 """A scenario's workloads in one import: task data (through the task-family registry) and the base network.
 
-Everything is offline and seeded. The runner uses `build_tasks(scenario)` for the data, `build_model` for a fresh
-network, `train_classifier` for base and bank training, and `accuracy` for evaluation.
+Everything is offline and seeded. `build_tasks(scenario)` loads the data, `load_task` one task of it;
+`ClassifierWorkload` is the `scenarios.workload.Workload` of the trained classifiers (`model.kind` `transformer`
+and `cnn`): `build_model` for a fresh network, `train_classifier` for base training, `accuracy` for evaluation.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossbar import derive_seed
+from fusion import LoRABank, build_bank
+from scenarios import phase_blobs
+from scenarios.cache import Blob
 from scenarios.errors import ScenarioError
 from scenarios.families import TASK_FAMILIES, TaskData, TaskRequest, TaskRole, TaskSuite, get_task_family
 from scenarios.models import ADAPTABLE_LAYERS, PatchTransformer, accuracy, build_model, train_classifier
 from scenarios.schema import Scenario
 from scenarios.tasks import DIGIT_TASKS, digit_pools, digits_task, load_npz_task
+from scenarios.workload import register_workload
 
 __all__ = [
     "ADAPTABLE_LAYERS",
     "DIGIT_TASKS",
+    "ClassifierWorkload",
     "TASK_FAMILIES",
     "PatchTransformer",
     "TaskData",
@@ -113,3 +125,59 @@ def _class_count(scenario: Scenario, base: TaskData, n_classes: int | None) -> i
         if n_classes < 2:
             raise ScenarioError(f"tasks.{spec.family}.{spec.base}: base task has a single class, expected at least 2")
     return n_classes
+
+
+@register_workload("transformer", "cnn")
+class ClassifierWorkload:
+    """A classifier trained from scratch on the base task (`build_model`: the patch transformer or the CNN), one
+    trained head shared by every task."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    def train_base(self) -> Blob:
+        """Train the digital base model on the base task; its weights, clean accuracy, class count and input shape."""
+        scenario, spec = self.scenario, self.scenario.model
+        base = load_task(scenario, scenario.tasks.base, "base")
+        n_classes = class_count(scenario, base)
+        model = build_model(spec, n_classes, base.image_shape, seed=derive_seed(scenario.seed, "base_init"))
+        train_classifier(
+            model, base.x_train, base.y_train, epochs=spec.base_epochs, lr=spec.base_lr,
+            batch_size=spec.batch_size, seed=derive_seed(scenario.seed, "base_train"), desc="base model",
+            progress=False,
+        )  # fmt: skip
+        info = {"clean_accuracy": accuracy(model, base.x_test, base.y_test),
+                "n_classes": n_classes, "image_shape": list(base.image_shape)}  # fmt: skip
+        return phase_blobs.base_blob(model, info)
+
+    def load_base(self, blob: Blob) -> nn.Module:
+        model = self._built(phase_blobs.base_info(blob), phase_blobs.BASE_INFO)
+        try:
+            model.load_state_dict(phase_blobs.base_state(blob))
+        except RuntimeError as error:
+            text = " ".join(str(error).split())[:300]
+            raise ValueError(f"{phase_blobs.BASE_STATE}: does not fit the scenario's model ({text})") from None
+        return phase_blobs.frozen(model)
+
+    def train_bank_part(self, base_blob: Blob, task: TaskData, **settings: Any) -> LoRABank:
+        return build_bank(self.load_base(base_blob), {task.name: (task.x_train, task.y_train)}, **settings)
+
+    def task_heads(self, base_blob: Blob) -> None:
+        return None
+
+    def skeleton(self, info: dict[str, Any]) -> nn.Module:
+        return phase_blobs.frozen(self._built(info.get("base") or {}, f"{phase_blobs.PROGRAMMED_INFO} base"))
+
+    def set_task(self, model: nn.Module, task: str, heads: dict[str, torch.Tensor] | None) -> None:
+        """Nothing to install: one trained head serves every task."""
+
+    def calibration_forward(self, model: nn.Module, x: torch.Tensor) -> None:
+        model(x)
+
+    def evaluate(self, model: nn.Module, task: TaskData) -> float:
+        return accuracy(model, task.x_test, task.y_test)
+
+    def _built(self, info: dict[str, Any], where: str) -> nn.Module:
+        """A freshly built classifier of the scenario's model section and the saved class count and input shape."""
+        n_classes, shape = phase_blobs.classifier_shape(info, where)
+        return build_model(self.scenario.model, n_classes, shape, seed=0)  # type: ignore[arg-type]

@@ -140,19 +140,19 @@ def test_encoder_base_refuses_pickles(tmp_path):
     assert phase_blobs.blob_problem("base_model", blob) is not None
     assert phase_blobs.blob_problem("base_model", {"base_model.pt": payload, phase_blobs.BASE_INFO: b"{}"})
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        phase_blobs.load_encoder(blob, scenario)
+        phase_blobs.load_base(blob, scenario)
     assert not marker.exists()
 
 
 @pytest.fixture(scope="module")
 def programmed():
     """The tiny scenario's programmed phase in memory and as files."""
-    import scenarios.runner as runner
+    import scenarios.phases as phases
 
     scenario = _scenario().for_seed(0)
-    shipped = runner._Shipped.of(scenario)
-    base = runner._base_task(shipped)
-    bank = runner._bank_task(shipped, *(runner._bank_part_task(base, shipped, s) for s in scenario.tasks.sources))
+    shipped = phases.Shipped.of(scenario)
+    base = phases.base_task(shipped)
+    bank = phases.bank_task(shipped, *(phases.bank_part_task(base, shipped, s) for s in scenario.tasks.sources))
     captured = {}
     real = phase_blobs.programmed_blob
 
@@ -162,7 +162,7 @@ def programmed():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(phase_blobs, "programmed_blob", keep)
-        blob = runner._programmed_task(base, bank, shipped)
+        blob = phases.programmed_task(base, bank, shipped)
     return scenario, captured["phase"], blob
 
 
@@ -171,7 +171,7 @@ def test_programmed_phase_round_trip_gives_the_same_outputs(programmed):
     assert phase_blobs.blob_problem("programmed", blob) is None
     assert not any(name.endswith((".pt", ".pkl")) for name in blob)
     loaded = phase_blobs.load_programmed_phase(blob, scenario)
-    assert torch.equal(loaded.calibration_set, memory.calibration_set) and loaded.class_embeddings is None
+    assert torch.equal(loaded.calibration_set, memory.calibration_set) and loaded.task_heads is None
     assert loaded.bank.layer_names == memory.bank.layer_names and loaded.bank.report == memory.bank.report
     x = loaded.calibration_set[:8]
     with torch.no_grad():

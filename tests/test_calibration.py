@@ -11,7 +11,9 @@ from torch import nn
 from crossbar import AnalogLinear, adc_calibration, analog_layers, convert_to_analog, device_preset, program
 from crossbar.mvm import MvmSettings, adc_inputs
 from energy import Ledger
+from scenarios.families import TaskSuite
 from scenarios.phase_blobs import load_programmed_phase
+from scenarios.workload import workload_for
 
 CALIBRATED = device_preset("reram_wan2022", programming_mode="statistical", adc_range="calibrated", tile_cols=16)
 
@@ -149,15 +151,24 @@ def _poisoned(build):
 
 
 def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
-    import scenarios.runner as runner
+    import scenarios.phases as phases
 
     scenario = _tiny()
-    shipped = runner._Shipped.of(scenario)
-    base = runner._base_task(shipped)
-    bank = runner._bank_task(shipped, *(runner._bank_part_task(base, shipped, s) for s in scenario.tasks.sources))
-    clean = runner._programmed_task(base, bank, shipped)
-    monkeypatch.setattr(runner, "build_tasks", _poisoned(runner.build_tasks))
-    poisoned = runner._programmed_task(base, bank, shipped)
+    shipped = phases.Shipped.of(scenario)
+    base = phases.base_task(shipped)
+    bank = phases.bank_task(shipped, *(phases.bank_part_task(base, shipped, s) for s in scenario.tasks.sources))
+    clean = phases.programmed_task(base, bank, shipped)
+    real_load = phases.load_task
+
+    def poisoned_load(scenario, name, role):  # load_task with what `_poisoned` poisons poisoned
+        task = real_load(scenario, name, role)
+        suite = TaskSuite(base=task, sources={}, targets={name: task} if role == "target" else {}, n_classes=2,
+                          image_shape=task.image_shape)  # fmt: skip
+        poisoned = _poisoned(lambda _: suite)(scenario)
+        return poisoned.targets[name] if role == "target" else poisoned.base
+
+    monkeypatch.setattr(phases, "load_task", poisoned_load)
+    poisoned = phases.programmed_task(base, bank, shipped)
     monkeypatch.undo()
     assert clean["deploy_ledger.json"] == poisoned["deploy_ledger.json"]
     states = [load_programmed_phase(blob, scenario) for blob in (clean, poisoned)]
@@ -172,9 +183,10 @@ def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
     ledger = Ledger.from_records(__import__("json").loads(clean["deploy_ledger.json"]))
     assert ledger.total("count", phase="calibration", event="adc_conversion") > 0
     assert ledger.cell_write_pulses(phase="calibration") == 0
-    task = runner._target_task(scenario, "rotate_+45")
+    task = phases.target_task(scenario, "rotate_+45")
     units = [
-        runner._unit(s.analog, s.bank, scenario, task, "zero_shot", calibration_set=s.calibration_set)[0]
+        phases.run_unit(s.analog, s.bank, scenario, workload_for(scenario), task, "zero_shot",
+                        calibration_set=s.calibration_set)[0]
         for s in states
     ]
     assert units[0].accuracies == units[1].accuracies

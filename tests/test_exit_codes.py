@@ -74,7 +74,7 @@ def reference(tmp_path_factory, cache: Path) -> Path:
     out = folder / "run"
     result = _cli("run", str(_scenario(folder)), "--out", str(out), "--serial", "--cache", str(cache), umask=0o027)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _lines(result.stdout)[-1] == f"results in {out}"
+    assert _lines(result.stdout)[-1].startswith(f"results in {out}: {out / 'report.md'}; accuracy")  # summary
     return out
 
 

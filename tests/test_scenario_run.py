@@ -20,9 +20,12 @@ import pytest
 from energy import Ledger
 from scenarios.execution import SCHEDULER_ENV
 from scenarios.results import METRICS_COLUMNS
-from scenarios.runner import FAULT_KILL_ONCE_ENV
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+FAULT_PLUGIN = Path(__file__).parent / "plugins" / "fault_plugin.py"
+FAULT_KILL_ONCE_ENV = "CROSSBAR_SIM_FAULT_KILL_ONCE"
+"""Read by the fault plugin (tests/plugins/fault_plugin.py): a file whose existence kills one worker."""
 
 
 _ENV: dict[str, str] = {}
@@ -230,7 +233,8 @@ def test_worker_killed_mid_unit_is_retried_with_identical_results(cluster, tiny_
     trigger.touch()
     out = tmp_path / "fault"
     try:
-        result = _cli("run", "tiny", "--out", str(out), "--cache", str(tiny_run / "cache"))
+        result = _cli("run", "tiny", "--out", str(out), "--cache", str(tiny_run / "cache"),
+                      "--set", f"plugins=[{FAULT_PLUGIN}]")  # fmt: skip
     finally:
         trigger.unlink(missing_ok=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -376,17 +380,18 @@ def test_sweep_computes_each_shared_phase_once(sweep_run: Path) -> None:
 
 
 def test_failed_point_is_one_line_and_the_others_finish(sweep_run: Path, tmp_path: Path, monkeypatch) -> None:
+    import scenarios.phases
     import scenarios.runner
     from scenarios.loading import load_study
 
-    real_unit = scenarios.runner._unit
+    real_unit = scenarios.phases.run_unit
 
-    def failing(analog, bank, scenario, task, method_key, **kwargs):
+    def failing(analog, bank, scenario, workload, task, method_key, **kwargs):
         if scenario.device.overrides["read_noise_frac"] == 0.02 and method_key == "fusion":
             raise FloatingPointError("simulated failure\nwith a second line")
-        return real_unit(analog, bank, scenario, task, method_key, **kwargs)
+        return real_unit(analog, bank, scenario, workload, task, method_key, **kwargs)
 
-    monkeypatch.setattr(scenarios.runner, "_unit", failing)
+    monkeypatch.setattr(scenarios.phases, "run_unit", failing)
     study = load_study("tiny", [s for s in _SMALL if s != "--set"],
                        ["device.overrides.read_noise_frac=0.005,0.02", "seed=0,1"])  # fmt: skip
     outcome = scenarios.runner.run_study(study, tmp_path / "fails", progress=False,

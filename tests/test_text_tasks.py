@@ -224,7 +224,7 @@ def test_schema_ties_text_families_to_the_encoder_kind():
 @needs_model
 def test_zero_shot_base_calibrates_the_adcs_on_source_training_texts_only():
     from scenarios.loading import load_scenario
-    from scenarios.runner import _calibration_set
+    from scenarios.phases import calibration_set as _calibration_set
     from scenarios.workloads import build_tasks
 
     scenario = load_scenario("minilm_tiny")
