@@ -19,7 +19,7 @@ from torch import nn
 from crossbar import AnalogLinear, DeviceConfig, ProgramReport, adc_calibration, derive_seed, record_all_to
 from energy import LedgerScope
 from fusion.bank import LoRABank
-from fusion.fused import _PARTS, NORM_STORAGES, FusedCalibration, FusedLinear, calibrate
+from fusion.fused import NORM_STORAGES, READOUT_PARTS, FusedCalibration, FusedLinear, calibrate
 from fusion.lora import is_linear, set_module
 from fusion.params import CoefficientSharing, coefficient_groups
 from fusion.reference import FusionForm, check_form
@@ -78,7 +78,7 @@ class ProgrammedBank:
         return f"ProgrammedBank({self.bank!r})"
 
 
-def _base_layer(model: nn.Module, name: str) -> nn.Module:
+def base_layer(model: nn.Module, name: str) -> nn.Module:
     try:
         module = model.get_submodule(name)
     except AttributeError:
@@ -127,7 +127,7 @@ def program_bank(
     layers: dict[str, BankArrays] = {}
     report = None
     for name in bank.layer_names:
-        base = _base_layer(model, name)
+        base = base_layer(model, name)
         shape = next(s for s in bank.layer_shapes() if s.name == name)
         if (base.in_features, base.out_features) != (shape.d_in, shape.d_out):
             raise ValueError(
@@ -171,7 +171,7 @@ def calibrate_deployed_adc(
     arrays_of: dict[int, BankArrays] = {}
     if bank is not None:
         for name, arrays in bank.layers.items():
-            arrays_of[id(_base_layer(model, name))] = arrays
+            arrays_of[id(base_layer(model, name))] = arrays
 
     def bank_arrays(name: str, layer: nn.Module, x: torch.Tensor) -> int:
         arrays = arrays_of.get(id(layer))
@@ -200,7 +200,7 @@ def calibrate_norms(
     recorded in `scope` (normally phase `calibration`)."""
     for name, arrays in bank.layers.items():
         arrays.calibration = calibrate(
-            _base_layer(model, name), arrays.a, arrays.b, scope, layer=name, reads=reads, storage=storage
+            base_layer(model, name), arrays.a, arrays.b, scope, layer=name, reads=reads, storage=storage
         )
 
 
@@ -267,9 +267,11 @@ def set_readout_state(
         d_out = programmed.layers[name].b.out_features
         shapes = {"w0_sq": (d_out,), "cross": (d_out, width), "gram": (width, width), "b_read": (d_out, width)}
         parts = entry.get("parts") if isinstance(entry, dict) else None
-        if not isinstance(parts, list) or not set(parts) <= set(_PARTS):
-            raise ValueError(f"read-out state: layers.{name}.parts must be a list of {list(_PARTS)}, got {parts!r}")
-        values: dict[str, torch.Tensor | None] = dict.fromkeys(_PARTS)
+        if not isinstance(parts, list) or not set(parts) <= set(READOUT_PARTS):
+            raise ValueError(
+                f"read-out state: layers.{name}.parts must be a list of {list(READOUT_PARTS)}, got {parts!r}"
+            )
+        values: dict[str, torch.Tensor | None] = dict.fromkeys(READOUT_PARTS)
         for part in parts:
             tensor = tensors.get(f"{name}/{part}")
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shapes[part]:
@@ -356,7 +358,7 @@ def attach_fusion(
     coefficients = {g: nn.Parameter(init[:, j].clone()) for j, g in enumerate(group_names)}
     layers: dict[str, FusedLinear] = {}
     for name, arrays in bank.layers.items():
-        base = _base_layer(model, name)
+        base = base_layer(model, name)
         fused = FusedLinear(
             base,
             arrays.a,

@@ -65,9 +65,9 @@ def _is_analog(layer: nn.Module) -> bool:
 
 NormStorage = Literal["readout", "no_b_copy", "on_demand"]
 NORM_STORAGES: tuple[str, ...] = ("readout", "no_b_copy", "on_demand")
-_PARTS = ("w0_sq", "cross", "gram", "b_read")
+READOUT_PARTS = ("w0_sq", "cross", "gram", "b_read")
 _STORED: dict[str, tuple[str, ...]] = {
-    "readout": _PARTS,
+    "readout": READOUT_PARTS,
     "no_b_copy": ("w0_sq", "cross", "gram"),
     "on_demand": ("w0_sq",),
 }
@@ -100,7 +100,7 @@ class FusedCalibration:
 
     def parts(self) -> dict[str, torch.Tensor]:
         """The stored parts by name."""
-        return {k: getattr(self, k) for k in _PARTS if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in READOUT_PARTS if getattr(self, k) is not None}
 
 
 def _check_readout(reads: int, storage: str) -> None:
@@ -215,7 +215,7 @@ def calibrate(
         )
     stored = _STORED[storage]
     parts = read_parts(base, bank_a, bank_b, stored, reads, scope, layer=layer)
-    calibration = FusedCalibration(**{p: parts.get(p) for p in _PARTS}, reads=reads, storage=storage)
+    calibration = FusedCalibration(**{p: parts.get(p) for p in READOUT_PARTS}, reads=reads, storage=storage)
     record_digital(scope, layer, sram_writes=calibration.sram_words)
     return calibration
 
@@ -316,13 +316,13 @@ class FusedLinear(nn.Module):
         """The stored read-out (parts not kept are None)."""
         if not self._has_calibration:
             return None
-        parts = {k: self._buffers.get(f"cal_{k}") for k in _PARTS}
+        parts = {k: self._buffers.get(f"cal_{k}") for k in READOUT_PARTS}
         return FusedCalibration(**parts, reads=self.norm_reads, storage=self.norm_storage)
 
     def _norm_parts(self, scope: LedgerScope | None) -> dict[str, torch.Tensor]:
         """Every part the norms need: the stored ones, and the others read out of the arrays now (recorded)."""
-        parts = {k: self._buffers[f"cal_{k}"] for k in _PARTS if f"cal_{k}" in self._buffers}
-        missing = tuple(k for k in _PARTS if k not in parts)
+        parts = {k: self._buffers[f"cal_{k}"] for k in READOUT_PARTS if f"cal_{k}" in self._buffers}
+        missing = tuple(k for k in READOUT_PARTS if k not in parts)
         if missing:
             parts.update(read_parts(self.base, self.bank_a, self.bank_b, missing, self.norm_reads, scope,
                                     layer=self.name))  # fmt: skip
@@ -336,7 +336,7 @@ class FusedLinear(nn.Module):
         if not self._has_calibration:
             raise ValueError(f"FusedLinear {self.name!r} has no calibration: row norms are unavailable")
         parts = self._norm_parts(scope)
-        cal_w0_sq, cal_cross, cal_gram, cal_b_read = (parts[k] for k in _PARTS)
+        cal_w0_sq, cal_cross, cal_gram, cal_b_read = (parts[k] for k in READOUT_PARTS)
         c = (self.coefficients if c is None else c).detach().to(torch.float32)
         n, r, d_out, s = self.n_entries, self.rank, self.out_features, self.scale
         width = n * r

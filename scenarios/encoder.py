@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scenarios.errors import ScenarioError
-from scenarios.models import GELU_OPS, LAYERNORM_OPS, SOFTMAX_OPS, _record_digital
+from scenarios.models import GELU_OPS, LAYERNORM_OPS, SOFTMAX_OPS, record_digital_ops
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -251,7 +251,7 @@ class EncoderBlock(nn.Module):
                 macs + scores * SOFTMAX_OPS[1] + 2 * elements * LAYERNORM_OPS[1]
                 + x.shape[0] * d_ff * ERF_GELU_OPS[1] + 2 * elements  # two residual adds
             )  # fmt: skip
-            _record_digital(self, self.name or "block", mults, adds)
+            record_digital_ops(self, self.name or "block", mults, adds)
         return x
 
 
@@ -317,7 +317,7 @@ class TextEncoderClassifier(nn.Module):
         if self.__dict__.get("ledger") is not None:
             elements = x.shape[0] * x.shape[1]
             # embedding rows read (word, position) and summed with the type row; LayerNorm; pooling sums, 1/tokens
-            _record_digital(self, "network", elements * LAYERNORM_OPS[0] + batch * x.shape[1],
+            record_digital_ops(self, "network", elements * LAYERNORM_OPS[0] + batch * x.shape[1],
                             elements * (2 + LAYERNORM_OPS[1] + 1))  # fmt: skip
         return F.normalize(pooled, dim=-1)
 
@@ -331,7 +331,7 @@ class TextEncoderClassifier(nn.Module):
             classes = len(self.class_embeddings)
             # L2 normalisation (squares, sum, sqrt, divide), class dot products, the scale; the class matrix is
             # read from SRAM once per text (fusion.accounting's convention)
-            _record_digital(self, "classifier", batch * (2 * width + 1 + classes * width + classes),
+            record_digital_ops(self, "classifier", batch * (2 * width + 1 + classes * width + classes),
                             batch * (width + classes * width))  # fmt: skip
             from fusion.accounting import record_digital
 
@@ -406,11 +406,11 @@ def embed_texts(model: TextEncoderClassifier, ids: np.ndarray | torch.Tensor, ba
     return torch.cat(parts) if parts else torch.zeros(0, model.d_model)
 
 
-def _source(scenario: Any) -> tuple[str | Path | None, str | None, Path | None]:
+def encoder_source(scenario: Any) -> tuple[str | Path | None, str | None, Path | None]:
     """The scenario's checkpoint source: `model.path`, `model.package` and the folder a relative path starts from."""
     spec = scenario.model
     return spec.path, spec.package, scenario.source_path.parent if scenario.source_path is not None else None
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300]

@@ -12,11 +12,11 @@ from fusion import LoRABank, build_bank
 from scenarios.cache import Blob
 from scenarios.encoder import (
     TextEncoderClassifier,
-    _first_line,
-    _source,
     embed_texts,
     encode_texts,
     encoder_skeleton,
+    encoder_source,
+    first_line,
     load_encoder,
     resolve_model_path,
 )
@@ -43,7 +43,7 @@ class EncoderWorkload:
         """The pretrained checkpoint (its state with the base task's head installed), the zero-shot accuracy on the
         base task and every task's class embeddings."""
         suite = build_tasks(self.scenario)
-        path, package, base = _source(self.scenario)
+        path, package, base = encoder_source(self.scenario)
         model, tokenizer = load_encoder(path, package, max_length=self.scenario.model.max_length, base=base)
         heads: dict[str, torch.Tensor] = {}
         for task in [suite.base, *suite.sources.values(), *suite.targets.values()]:
@@ -62,7 +62,7 @@ class EncoderWorkload:
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
-            raise ValueError(f"encoder state does not fit the scenario's checkpoint ({_first_line(error)})") from None
+            raise ValueError(f"encoder state does not fit the scenario's checkpoint ({first_line(error)})") from None
         return frozen(model)
 
     def train_bank_part(self, base_blob: Blob, task: TaskData, **settings: Any) -> LoRABank:
@@ -98,7 +98,7 @@ class EncoderWorkload:
         return accuracy(model, task.x_test, task.y_test)
 
     def _skeleton(self) -> TextEncoderClassifier:
-        path, package, base = _source(self.scenario)
+        path, package, base = encoder_source(self.scenario)
         return encoder_skeleton(resolve_model_path(path, package, base=base))
 
     @torch.no_grad()

@@ -49,7 +49,7 @@ BACKWARD_FACTOR = 2
 estimate for matmuls and elementwise ops). Activation buffers are not counted as SRAM traffic."""
 
 
-def _record_digital(module: nn.Module, layer: str, mults: float, adds: float) -> None:
+def record_digital_ops(module: nn.Module, layer: str, mults: float, adds: float) -> None:
     """Record `mults` and `adds` (FP32) in the ledger the module holds (set by `crossbar.record_all_to`), with the
     backward pass's share when gradients are being taken."""
     ledger = module.__dict__.get("ledger")
@@ -106,7 +106,7 @@ class TransformerBlock(nn.Module):
                 macs + scores * SOFTMAX_OPS[1] + 2 * elements * LAYERNORM_OPS[1]
                 + batch * tokens * d_ff * GELU_OPS[1] + 2 * elements  # two residual adds
             )  # fmt: skip
-            _record_digital(self, self.name or "block", mults, adds)
+            record_digital_ops(self, self.name or "block", mults, adds)
         return out
 
 
@@ -159,7 +159,7 @@ class PatchTransformer(nn.Module):
             elements = batch * tokens * width
             mults = elements * LAYERNORM_OPS[0] + batch * width  # final LayerNorm, 1/tokens of the mean
             adds = elements * (1 + LAYERNORM_OPS[1] + 1)  # position add, final LayerNorm, mean's sum
-            _record_digital(self, "network", mults, adds)
+            record_digital_ops(self, "network", mults, adds)
         return logits
 
 
@@ -188,7 +188,7 @@ class ConvClassifier(nn.Module):
         if self.__dict__.get("ledger") is not None:
             mults = hidden.numel() * GELU_OPS[0] + pooled.numel()  # GELU; 1/pixels of the mean
             adds = a.numel() + 2 * b.numel() + hidden.numel() * GELU_OPS[1] + pooled.numel()  # ReLUs, sum, residual
-            _record_digital(self, "network", mults, adds)
+            record_digital_ops(self, "network", mults, adds)
         return logits
 
 

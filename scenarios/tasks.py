@@ -343,62 +343,8 @@ def load_npz_task(
     def fail(problem: str) -> ScenarioError:
         return ScenarioError(f"{path.name}: {problem}")
 
-    if not path.is_file():
-        raise fail("file not found, expected an .npz file with arrays " + ", ".join(NPZ_REQUIRED_KEYS))
-    too_large = _check_npz_sizes(path, n_train, n_val, n_test)
-    if too_large:
-        raise fail(too_large)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception:  # zip, pickle-refusal and OS errors: the file is not a readable archive
-        raise fail("not a readable .npz archive, expected a file written by numpy.savez") from None
-    if isinstance(archive, np.ndarray):
-        raise fail("is a single .npy array, expected an .npz archive of named arrays")
-    with archive:
-        present = set(archive.files)
-        missing = [key for key in NPZ_REQUIRED_KEYS if key not in present]
-        if missing:
-            raise fail(
-                f"missing array(s) {', '.join(missing)}, expected {', '.join(NPZ_REQUIRED_KEYS)} "
-                "(and optionally x_val, y_val)"
-            )
-        if ("x_val" in present) != ("y_val" in present):
-            raise fail("has only one of x_val and y_val, expected both or neither")
-        try:
-            arrays = {key: archive[key] for key in (*NPZ_REQUIRED_KEYS, *NPZ_OPTIONAL_KEYS) if key in present}
-        except Exception as error:  # object arrays (pickles) or a damaged member
-            raise fail(f"an array cannot be read ({type(error).__name__}), expected plain numeric arrays") from None
-
-    splits = ("train", "val", "test") if "x_val" in arrays else ("train", "test")
-    image_shape: tuple[int, ...] | None = None
-    for split in splits:
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim not in (3, 4):
-            raise fail(f"x_{split} has shape {x.shape}, expected (N, H, W) or (N, C, H, W)")
-        if x.ndim == 3:
-            x = x[:, None]
-        if x.dtype.kind not in "iuf":
-            raise fail(f"x_{split} has dtype {x.dtype}, expected numbers")
-        if not np.all(np.isfinite(x)):
-            raise fail(f"x_{split} contains NaN or infinite values, expected finite numbers")
-        if image_shape is None:
-            image_shape = x.shape[1:]
-        elif x.shape[1:] != image_shape:
-            raise fail(f"x_{split} images are {x.shape[1:]}, expected {image_shape} like x_train")
-        if y.ndim != 1 or len(y) != len(x):
-            raise fail(f"y_{split} has shape {y.shape}, expected ({len(x)},): one label per x_{split} image")
-        if y.dtype.kind not in "iu":
-            raise fail(f"y_{split} has dtype {y.dtype}, expected integer class labels")
-        if len(y) and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
-            bad = int(y.min()) if y.min() < 0 else int(y.max())
-            expected = f"[0, {n_classes})" if n_classes is not None else ">= 0"
-            raise fail(f"y_{split} has label {bad}, expected labels in {expected}")
-        arrays[f"x_{split}"] = x
-    assert image_shape is not None
-    height, width = image_shape[1:]
-    if height % patch_size or width % patch_size:
-        raise fail(f"images are {height}x{width}, expected sides that are multiples of model.patch_size={patch_size}")
-
+    arrays = _read_npz_arrays(path, n_train, n_val, n_test, fail)
+    _check_npz_splits(arrays, patch_size, n_classes, fail)
     n_x_train = len(arrays["x_train"])
     needed = n_train + (0 if "x_val" in arrays else n_val) if exact_train else 1
     if n_x_train < needed:
@@ -429,6 +375,73 @@ def load_npz_task(
         as_x(arrays["x_test"][:n_test]),
         as_y(arrays["y_test"][:n_test]),
     )
+
+
+def _read_npz_arrays(
+    path: Path, n_train: int, n_val: int, n_test: int, fail: Callable[[str], ScenarioError]
+) -> dict[str, np.ndarray]:
+    """The task file's arrays by key, after its headers were checked against the sizes the scenario reads."""
+    if not path.is_file():
+        raise fail("file not found, expected an .npz file with arrays " + ", ".join(NPZ_REQUIRED_KEYS))
+    too_large = _check_npz_sizes(path, n_train, n_val, n_test)
+    if too_large:
+        raise fail(too_large)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception:  # zip, pickle-refusal and OS errors: the file is not a readable archive
+        raise fail("not a readable .npz archive, expected a file written by numpy.savez") from None
+    if isinstance(archive, np.ndarray):
+        raise fail("is a single .npy array, expected an .npz archive of named arrays")
+    with archive:
+        present = set(archive.files)
+        missing = [key for key in NPZ_REQUIRED_KEYS if key not in present]
+        if missing:
+            raise fail(
+                f"missing array(s) {', '.join(missing)}, expected {', '.join(NPZ_REQUIRED_KEYS)} "
+                "(and optionally x_val, y_val)"
+            )
+        if ("x_val" in present) != ("y_val" in present):
+            raise fail("has only one of x_val and y_val, expected both or neither")
+        try:
+            return {key: archive[key] for key in (*NPZ_REQUIRED_KEYS, *NPZ_OPTIONAL_KEYS) if key in present}
+        except Exception as error:  # object arrays (pickles) or a damaged member
+            raise fail(f"an array cannot be read ({type(error).__name__}), expected plain numeric arrays") from None
+
+
+def _check_npz_splits(
+    arrays: dict[str, np.ndarray], patch_size: int, n_classes: int | None, fail: Callable[[str], ScenarioError]
+) -> None:
+    """Check every split's images and labels (shape, dtype, finiteness, label range, patch size); (N, H, W)
+    images become (N, 1, H, W) in `arrays`."""
+    splits = ("train", "val", "test") if "x_val" in arrays else ("train", "test")
+    image_shape: tuple[int, ...] | None = None
+    for split in splits:
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim not in (3, 4):
+            raise fail(f"x_{split} has shape {x.shape}, expected (N, H, W) or (N, C, H, W)")
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.dtype.kind not in "iuf":
+            raise fail(f"x_{split} has dtype {x.dtype}, expected numbers")
+        if not np.all(np.isfinite(x)):
+            raise fail(f"x_{split} contains NaN or infinite values, expected finite numbers")
+        if image_shape is None:
+            image_shape = x.shape[1:]
+        elif x.shape[1:] != image_shape:
+            raise fail(f"x_{split} images are {x.shape[1:]}, expected {image_shape} like x_train")
+        if y.ndim != 1 or len(y) != len(x):
+            raise fail(f"y_{split} has shape {y.shape}, expected ({len(x)},): one label per x_{split} image")
+        if y.dtype.kind not in "iu":
+            raise fail(f"y_{split} has dtype {y.dtype}, expected integer class labels")
+        if len(y) and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
+            bad = int(y.min()) if y.min() < 0 else int(y.max())
+            expected = f"[0, {n_classes})" if n_classes is not None else ">= 0"
+            raise fail(f"y_{split} has label {bad}, expected labels in {expected}")
+        arrays[f"x_{split}"] = x
+    assert image_shape is not None
+    height, width = image_shape[1:]
+    if height % patch_size or width % patch_size:
+        raise fail(f"images are {height}x{width}, expected sides that are multiples of model.patch_size={patch_size}")
 
 
 # --- the two built-in families --------------------------------------------------------------------------------

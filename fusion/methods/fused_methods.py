@@ -63,7 +63,7 @@ class LoraHubConfig(MethodConfig):
     )
 
 
-def _require_bank(ctx: AdaptContext) -> ProgrammedBank:
+def require_bank(ctx: AdaptContext) -> ProgrammedBank:
     if not isinstance(ctx.bank, ProgrammedBank):
         raise ValueError(
             f"method {ctx.method!r} needs a programmed bank (fusion.program_bank(...)), got {type(ctx.bank).__name__}"
@@ -90,7 +90,7 @@ def adapt_fusion(ctx: AdaptContext) -> AdaptResult:
 
     Trainable: B N + sum d_out (B blocks, N entries, d_out per adapted layer); per layer (`share: layer`, the
     default) L N + sum d_out."""
-    bank = _require_bank(ctx)
+    bank = require_bank(ctx)
     s = ctx.config
     assert isinstance(s, FusionConfig)
     fused = attach_fusion(
@@ -156,7 +156,7 @@ def adapt_lorahub(ctx: AdaptContext) -> AdaptResult:
     reproduce_bbh.py)."""
     import nevergrad as ng
 
-    bank = _require_bank(ctx)
+    bank = require_bank(ctx)
     s = ctx.config
     assert isinstance(s, LoraHubConfig)
     fused = attach_fusion(

@@ -28,8 +28,8 @@ from torch import nn
 
 from energy import LedgerScope
 from fusion.accounting import module_ledger, record_digital, vectors
-from fusion.deploy import ProgrammedBank, _base_layer
-from fusion.fused import _PARTS, FusedLinear, layer_mvm
+from fusion.deploy import ProgrammedBank, base_layer
+from fusion.fused import READOUT_PARTS, FusedLinear, layer_mvm
 from fusion.lora import set_module
 from fusion.params import CoefficientSharing, coefficient_groups
 
@@ -79,7 +79,7 @@ class MixedLinear(FusedLinear):
         if not self._has_calibration:
             raise ValueError(f"MixedLinear {self.name!r} has no calibration: row norms are unavailable")
         parts = self._norm_parts(scope)
-        cal_w0_sq, cal_cross, cal_gram, cal_b_read = (parts[k] for k in _PARTS)
+        cal_w0_sq, cal_cross, cal_gram, cal_b_read = (parts[k] for k in READOUT_PARTS)
         mix = (self.coefficients if c is None else c).detach().to(torch.float32)
         d_out, width, s = self.out_features, self.n_entries * self.rank, self.scale
         if mix.dim() == 1:
@@ -339,7 +339,7 @@ def attach_mixing(
     layers: dict[str, FusedLinear] = {}
     for name, arrays in bank.layers.items():
         layer = MixedLinear(
-            _base_layer(model, name), arrays.a, arrays.b, n_entries=bank.n_entries, rank=bank.rank,
+            base_layer(model, name), arrays.a, arrays.b, n_entries=bank.n_entries, rank=bank.rank,
             alpha=bank.alpha, coefficients=mixers[groups[name]],
             calibration=arrays.calibration if use_magnitude else None, form="linear", use_magnitude=use_magnitude,
             name=name,
@@ -365,7 +365,7 @@ def attach_gate(
     `sharing` (the layers of a group must take inputs of one width: q and v of a block do)."""
     groups, names = _groups(bank, sharing, block_of)
     widths: dict[str, dict[str, int]] = {g: {} for g in names}
-    bases = {name: _base_layer(model, name) for name in bank.layer_names}
+    bases = {name: base_layer(model, name) for name in bank.layer_names}
     for name, group in groups.items():
         widths[group][name] = int(bases[name].in_features)
     for group, by_layer in widths.items():

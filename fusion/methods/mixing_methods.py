@@ -20,7 +20,7 @@ from torch import nn
 
 from crossbar import derive_seed
 from fusion.loop import LoopResult, ParamGroup, train_loop
-from fusion.methods.fused_methods import _require_bank
+from fusion.methods.fused_methods import require_bank
 from fusion.methods.mixing import MixingLayers, attach_gate, attach_mixing
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
@@ -156,7 +156,7 @@ def adapt_fusion_rank(ctx: AdaptContext) -> AdaptResult:
     one by one before B_stack. At r = 1 it is fusion's linear form. Source: per-rank scaling vectors between
     frozen low-rank factors, VeRA (Kopiczko et al., ICLR 2024, arXiv 2310.11454), here on the bank's frozen
     LoRAs; magnitudes and training loop as LoRAFusion (GLSVLSI 2025)."""
-    bank = _require_bank(ctx)
+    bank = require_bank(ctx)
     s = ctx.config
     assert isinstance(s, FusionRankConfig)
     mixed = attach_mixing(ctx.model, bank, mix="rank", sharing=s.share, init=s.init, use_magnitude=s.magnitudes,
@@ -180,7 +180,7 @@ def adapt_fusion_core(ctx: AdaptContext) -> AdaptResult:
     without. Inference costs (N r)^2 digital MACs per vector and layer (fusion: N r). M = diag(c) is
     `fusion_rank`. Source: LoRA-XS (Balazy et al., arXiv 2405.17604), a small trainable matrix between frozen
     low-rank factors (there r x r between SVD factors of W0, here N r x N r between the bank's stacks)."""
-    bank = _require_bank(ctx)
+    bank = require_bank(ctx)
     s = ctx.config
     assert isinstance(s, FusionCoreConfig)
     mixed = attach_mixing(ctx.model, bank, mix="core", sharing=s.share, use_magnitude=s.magnitudes, scope=ctx.scope)
@@ -205,7 +205,7 @@ def adapt_fusion_gate(ctx: AdaptContext) -> AdaptResult:
     w = softmax(W_gate x + b) per layer from the layer-level hidden state, k x d) and MoLE (Wu et al., ICLR
     2024: learned per-layer softmax gates over frozen LoRAs; its gate reads the LoRAs' outputs, ours the input);
     the amplitude lambda is ours, so that the gate can start at the zero-shot model."""
-    bank = _require_bank(ctx)
+    bank = require_bank(ctx)
     s = ctx.config
     assert isinstance(s, FusionGateConfig)
     mixed = attach_gate(ctx.model, bank, sharing=s.share, activation=s.activation, pool=s.pool, start=s.start)
