@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from energy import COST_PRESETS, DEFAULT_COST_PRESET
+from scenarios.bundled import BUNDLED_SCENARIOS
 from scenarios.stamp import package_version
 
 app = typer.Typer(
@@ -63,7 +64,10 @@ def _device_preset_lines() -> list[str]:
     return device_preset_rows()
 
 
-_SCENARIO_HELP = "Scenario YAML file, or the name of a bundled scenario (multitask, tiny)."
+_SCENARIO_HELP = f"Scenario YAML file, or the name of a bundled scenario ({', '.join(BUNDLED_SCENARIOS)})."
+_BUNDLED_EPILOG = "Bundled scenarios:\n\n\b\n" + "\n".join(  # \b: click keeps the table's lines as they are
+    f"  {name:<15} {what}" for name, what in BUNDLED_SCENARIOS.items()
+)
 _SET_HELP = "Override a setting before validation, e.g. --set bank.rank=8 (value parsed as YAML); repeatable."
 
 
@@ -126,7 +130,7 @@ def _check_budget(study, allow_large: bool, show: bool = False) -> None:
         typer.echo(f"crossbar-sim: warning: {label}: {problem} (`run` refuses it without --allow-large)", err=True)
 
 
-@app.command()
+@app.command(epilog=_BUNDLED_EPILOG)
 def run(
     scenario: str = typer.Argument(..., help=_SCENARIO_HELP, show_default=False),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/<scenario name>)."),
@@ -191,7 +195,7 @@ def run(
             "cause and rerun the same command to resume", err=True,
         )  # fmt: skip
         raise typer.Exit(EXIT_FAILED_UNITS)
-    typer.echo(f"results in {run_dir}")
+    typer.echo(outcome.summary or f"results in {run_dir}")
 
 
 def _disk_full(error: OSError, run_dir: Path) -> str:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from scenarios.bundled import BUNDLED_SCENARIOS
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
 from scenarios.families import get_task_family
 from scenarios.plugins import is_plugin_path
@@ -192,9 +193,10 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 
 def bundled_scenarios() -> dict[str, Path]:
-    """Scenario files shipped inside the package, by name (file stem)."""
+    """Scenario files shipped inside the package, by name, in the order of `scenarios.bundled.BUNDLED_SCENARIOS`
+    (the one list of them, which the CLI's help and the README show)."""
     folder = Path(str(resources.files("scenarios")))
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+    return {name: folder / f"{name}.yaml" for name in BUNDLED_SCENARIOS}
 
 
 def _locate(path_or_name: str | os.PathLike[str]) -> Path:
