@@ -55,11 +55,12 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 def _lines(text: str) -> list[str]:
-    """The messages of an output: its non-empty lines other than tqdm's progress bars (`name: NN%|...|`)."""
+    """The messages of an output: its non-empty lines other than the progress bars (`units: NN%|...|`,
+    `shared phases: N of M done [...]`)."""
     return [line for line in text.splitlines() if line.strip() and not _PROGRESS.match(line)]
 
 
-_PROGRESS = re.compile(r"^\s*[\w ]+:\s+\d+%\|")
+_PROGRESS = re.compile(r"^\s*([\w ]+:\s+\d+%\||shared phases: \d+ of \d+ done \[)")
 
 
 def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:

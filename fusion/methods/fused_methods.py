@@ -16,7 +16,8 @@ import torch
 from crossbar import derive_seed, record_all_to
 from fusion.accounting import record_digital
 from fusion.deploy import ProgrammedBank, attach_fusion
-from fusion.loop import ParamGroup, classification_loss, train_loop
+from fusion.loop import ParamGroup, classification_loss
+from fusion.methods.training import train_method
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, MethodConfig, TrainingConfig, option, register_method
 
@@ -118,22 +119,7 @@ def adapt_fusion(ctx: AdaptContext) -> AdaptResult:
     else:
         for magnitude in fused.magnitudes():
             magnitude.requires_grad_(False)
-    loop = train_loop(
-        ctx.model,
-        ctx.x_train,
-        ctx.y_train,
-        groups,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        seed=derive_seed(ctx.seed, "batches"),
-        x_val=ctx.x_val,
-        y_val=ctx.y_val,
-        early_stopping=s.early_stopping,
-        patience=s.patience,
-        scope=ctx.scope,
-        progress=ctx.progress,
-        desc=f"fusion {ctx.task}".strip(),
-    )
+    loop = train_method(ctx, groups)
     return AdaptResult(
         ctx.method,
         ctx.task,

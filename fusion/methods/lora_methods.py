@@ -26,8 +26,9 @@ from torch import nn
 from crossbar import AnalogLayer, DeviceConfig, derive_seed
 from fusion.analog_lora import AnalogLoRALinear
 from fusion.fused import read_weight
-from fusion.loop import LoopResult, ParamGroup, train_loop
+from fusion.loop import LoopResult, ParamGroup
 from fusion.lora import LoRALinear, attach_lora, find_linear_layers, set_module
+from fusion.methods.training import train_method
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
@@ -142,25 +143,8 @@ def _array_config(ctx: AdaptContext) -> DeviceConfig:
 def _train(
     ctx: AdaptContext, params: list[nn.Parameter], lr: float, weight_decay: float, after_step=None
 ) -> LoopResult:
-    s = ctx.config
-    assert isinstance(s, TrainingConfig)
-    return train_loop(
-        ctx.model,
-        ctx.x_train,
-        ctx.y_train,
-        [ParamGroup(ctx.method, params, lr=lr, weight_decay=weight_decay, keep_best=True)],
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        seed=derive_seed(ctx.seed, "batches"),
-        x_val=ctx.x_val,
-        y_val=ctx.y_val,
-        early_stopping=s.early_stopping and after_step is None,
-        patience=s.patience,
-        scope=ctx.scope,
-        after_step=after_step,
-        progress=ctx.progress,
-        desc=f"{ctx.method} {ctx.task}".strip(),
-    )
+    group = ParamGroup(ctx.method, params, lr=lr, weight_decay=weight_decay, keep_best=True)
+    return train_method(ctx, [group], after_step=after_step)
 
 
 def _result(ctx: AdaptContext, params: list[nn.Parameter], loop: LoopResult, **details: object) -> AdaptResult:

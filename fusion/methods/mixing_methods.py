@@ -19,9 +19,10 @@ from typing import Literal
 from torch import nn
 
 from crossbar import derive_seed
-from fusion.loop import LoopResult, ParamGroup, train_loop
+from fusion.loop import LoopResult, ParamGroup
 from fusion.methods.fused_methods import require_bank
 from fusion.methods.mixing import MixingLayers, attach_gate, attach_mixing
+from fusion.methods.training import train_method
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
@@ -101,24 +102,7 @@ class FusionGateConfig(TrainingConfig):
 
 
 def _train(ctx: AdaptContext, groups: list[ParamGroup]) -> LoopResult:
-    s = ctx.config
-    assert isinstance(s, TrainingConfig)
-    return train_loop(
-        ctx.model,
-        ctx.x_train,
-        ctx.y_train,
-        groups,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        seed=derive_seed(ctx.seed, "batches"),
-        x_val=ctx.x_val,
-        y_val=ctx.y_val,
-        early_stopping=s.early_stopping,
-        patience=s.patience,
-        scope=ctx.scope,
-        progress=ctx.progress,
-        desc=f"{ctx.method} {ctx.task}".strip(),
-    )
+    return train_method(ctx, groups)
 
 
 def _result(ctx: AdaptContext, groups: list[ParamGroup], loop: LoopResult, mixed: MixingLayers,
