@@ -17,7 +17,7 @@ from crossbar import derive_seed, record_all_to
 from fusion.accounting import record_digital
 from fusion.deploy import ProgrammedBank, attach_fusion
 from fusion.loop import ParamGroup, classification_loss
-from fusion.methods.training import train_method
+from fusion.methods.training import train_method, trained_result
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, MethodConfig, TrainingConfig, option, register_method
 
@@ -120,18 +120,10 @@ def adapt_fusion(ctx: AdaptContext) -> AdaptResult:
         for magnitude in fused.magnitudes():
             magnitude.requires_grad_(False)
     loop = train_method(ctx, groups)
-    return AdaptResult(
-        ctx.method,
-        ctx.task,
-        ctx.model,
-        trainable_params=count_trainable(p for g in groups for p in g.params),
-        train_losses=loop.step_losses,
-        val_losses=loop.val_losses,
-        epochs_run=loop.epochs_run,
-        best_epoch=loop.best_epoch,
-        coefficients={g: c.detach().clone() for g, c in fused.coefficients.items()},
-        details={"steps": loop.steps, "form": s.form, "sharing": s.share},
-    )
+    return trained_result(
+        ctx, loop, count_trainable(p for g in groups for p in g.params),
+        coefficients={g: c.detach().clone() for g, c in fused.coefficients.items()}, form=s.form, sharing=s.share,
+    )  # fmt: skip
 
 
 @register_method("lorahub", LoraHubConfig, gradient_free=True)

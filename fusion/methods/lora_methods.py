@@ -28,7 +28,7 @@ from fusion.analog_lora import AnalogLoRALinear
 from fusion.fused import read_weight
 from fusion.loop import LoopResult, ParamGroup
 from fusion.lora import LoRALinear, attach_lora, find_linear_layers, set_module
-from fusion.methods.training import train_method
+from fusion.methods.training import train_method, trained_result
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
@@ -148,17 +148,7 @@ def _train(
 
 
 def _result(ctx: AdaptContext, params: list[nn.Parameter], loop: LoopResult, **details: object) -> AdaptResult:
-    return AdaptResult(
-        ctx.method,
-        ctx.task,
-        ctx.model,
-        trainable_params=count_trainable(params),
-        train_losses=loop.step_losses,
-        val_losses=loop.val_losses,
-        epochs_run=loop.epochs_run,
-        best_epoch=loop.best_epoch,
-        details={"steps": loop.steps, **details},
-    )
+    return trained_result(ctx, loop, count_trainable(params), **details)
 
 
 def _train_digital_lora(ctx: AdaptContext) -> tuple[dict[str, LoRALinear], list[nn.Parameter], LoopResult]:

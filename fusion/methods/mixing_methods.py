@@ -22,7 +22,7 @@ from crossbar import derive_seed
 from fusion.loop import LoopResult, ParamGroup
 from fusion.methods.fused_methods import require_bank
 from fusion.methods.mixing import MixingLayers, attach_gate, attach_mixing
-from fusion.methods.training import train_method
+from fusion.methods.training import train_method, trained_result
 from fusion.params import count_trainable
 from fusion.registry import AdaptContext, AdaptResult, TrainingConfig, option, register_method
 
@@ -101,25 +101,10 @@ class FusionGateConfig(TrainingConfig):
     )  # fmt: skip
 
 
-def _train(ctx: AdaptContext, groups: list[ParamGroup]) -> LoopResult:
-    return train_method(ctx, groups)
-
-
 def _result(ctx: AdaptContext, groups: list[ParamGroup], loop: LoopResult, mixed: MixingLayers,
             details: dict[str, object]) -> AdaptResult:  # fmt: skip
     coefficients = {g: m.detach().clone() for g, m in mixed.mixers.items() if isinstance(m, nn.Parameter)}
-    return AdaptResult(
-        ctx.method,
-        ctx.task,
-        ctx.model,
-        trainable_params=count_trainable(p for g in groups for p in g.params),
-        train_losses=loop.step_losses,
-        val_losses=loop.val_losses,
-        epochs_run=loop.epochs_run,
-        best_epoch=loop.best_epoch,
-        coefficients=coefficients,
-        details={"steps": loop.steps, **details},
-    )
+    return trained_result(ctx, loop, count_trainable(p for g in groups for p in g.params), coefficients, **details)
 
 
 def _with_magnitudes(mixed: MixingLayers, groups: list[ParamGroup], train: bool, lr: float) -> list[ParamGroup]:
@@ -148,7 +133,7 @@ def adapt_fusion_rank(ctx: AdaptContext) -> AdaptResult:
     groups = [ParamGroup("coefficients", mixed.mixer_parameters(), lr=s.coefficient_lr,
                          weight_decay=s.weight_decay, l1=s.l1, keep_best=True)]  # fmt: skip
     groups = _with_magnitudes(mixed, groups, s.magnitudes, s.magnitude_lr)
-    loop = _train(ctx, groups)
+    loop = train_method(ctx, groups)
     return _result(ctx, groups, loop, mixed, {"sharing": s.share, "magnitudes": s.magnitudes})
 
 
@@ -171,7 +156,7 @@ def adapt_fusion_core(ctx: AdaptContext) -> AdaptResult:
     groups = [ParamGroup("core", mixed.mixer_parameters(), lr=s.core_lr, weight_decay=s.weight_decay,
                          keep_best=True)]  # fmt: skip
     groups = _with_magnitudes(mixed, groups, s.magnitudes, s.magnitude_lr)
-    loop = _train(ctx, groups)
+    loop = train_method(ctx, groups)
     return _result(ctx, groups, loop, mixed, {"sharing": s.share, "magnitudes": s.magnitudes})
 
 
@@ -195,6 +180,6 @@ def adapt_fusion_gate(ctx: AdaptContext) -> AdaptResult:
     mixed = attach_gate(ctx.model, bank, sharing=s.share, activation=s.activation, pool=s.pool, start=s.start)
     groups = [ParamGroup("gate", mixed.mixer_parameters(), lr=s.gate_lr, weight_decay=s.weight_decay,
                          keep_best=True)]  # fmt: skip
-    loop = _train(ctx, groups)
+    loop = train_method(ctx, groups)
     details = {"sharing": s.share, "activation": s.activation, "pool": s.pool, "start": s.start}
     return _result(ctx, groups, loop, mixed, details)

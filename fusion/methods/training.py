@@ -1,15 +1,18 @@
 """The one training call of the gradient-based methods: `train_loop` on the context's few-shot data with the
-method's `TrainingConfig` (epochs, batch size, early stopping on the validation examples, patience)."""
+method's `TrainingConfig` (epochs, batch size, early stopping on the validation examples, patience), and the
+`AdaptResult` built from what it returns."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from crossbar import derive_seed
 from fusion.loop import LoopResult, ParamGroup, train_loop
-from fusion.registry import AdaptContext, TrainingConfig
+from fusion.registry import AdaptContext, AdaptResult, TrainingConfig
 
-__all__ = ["train_method"]
+__all__ = ["train_method", "trained_result"]
 
 
 def train_method(
@@ -35,4 +38,26 @@ def train_method(
         after_step=after_step,
         progress=ctx.progress,
         desc=f"{ctx.method} {ctx.task}".strip(),
+    )
+
+
+def trained_result(
+    ctx: AdaptContext,
+    loop: LoopResult,
+    trainable_params: int,
+    coefficients: dict[str, torch.Tensor] | None = None,
+    **details: object,
+) -> AdaptResult:
+    """The result of a method trained by `train_method`: its losses, epochs and steps from `loop`."""
+    return AdaptResult(
+        ctx.method,
+        ctx.task,
+        ctx.model,
+        trainable_params=trainable_params,
+        train_losses=loop.step_losses,
+        val_losses=loop.val_losses,
+        epochs_run=loop.epochs_run,
+        best_epoch=loop.best_epoch,
+        coefficients=coefficients if coefficients is not None else {},
+        details={"steps": loop.steps, **details},
     )
