@@ -66,15 +66,7 @@ class CacheStore:
                 continue  # not an entry this store wrote
             if folder.is_symlink() or not isinstance(kind, str) or folder.name != f"{kind}-{str(key)[:16]}":
                 continue
-            for name in [*files, MANIFEST]:
-                try:
-                    path = inside(folder, name)
-                except ScenarioError:  # an edited manifest pointing elsewhere
-                    log.warning("%s lists %r, outside its folder: left alone", folder / MANIFEST, name)
-                    continue
-                if path.is_file() and not path.is_symlink():
-                    path.unlink()
-                    removed.append(path)
+            removed += _remove_listed(folder, [*files, MANIFEST], folder / MANIFEST)
             for sub in sorted({p.parent for p in removed if folder in p.parents}, key=lambda p: -len(p.parts)):
                 while sub != self.root and sub.is_dir() and not any(sub.iterdir()):
                     sub.rmdir()
@@ -156,15 +148,22 @@ class ChecksumManifest:
     def remove_all(self) -> list[Path]:
         """Delete every checkpoint the manifest lists (never a path outside its folder) and the manifest itself;
         return the files removed. Files it does not list stay."""
-        removed: list[Path] = []
-        for relative in [*self.entries, MANIFEST]:
-            try:
-                path = inside(self.folder, relative)
-            except ScenarioError:  # an edited manifest pointing elsewhere
-                log.warning("%s lists %r, outside its folder: left alone", self.path, relative)
-                continue
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-                removed.append(path)
+        removed = _remove_listed(self.folder, [*self.entries, MANIFEST], self.path)
         self.entries = {}
         return removed
+
+
+def _remove_listed(folder: Path, names: list[str], listing: Path) -> list[Path]:
+    """Delete the regular files `names` (relative to `folder`) that a manifest at `listing` lists; a name that
+    would lead outside `folder` (an edited manifest) is left alone with a warning. Returns the files removed."""
+    removed: list[Path] = []
+    for name in names:
+        try:
+            path = inside(folder, name)
+        except ScenarioError:
+            log.warning("%s lists %r, outside its folder: left alone", listing, name)
+            continue
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
