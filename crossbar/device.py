@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from crossbar.nonideal import DRIFT_MODELS, PROGRAMMING_NOISE_MODELS, READ_NOISE_MODELS
-from energy.configs import replace_fields
+from simutil import replace_fields
 
 __all__ = ["DeviceConfig"]
 

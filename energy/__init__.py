@@ -3,7 +3,6 @@
 Imports nothing else of crossbar-sim; everything else may import it.
 """
 
-from energy.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from energy.costs import COST_PRESETS, DEFAULT_COST_PRESET, CostTable, cost_preset, pulse_energy_pj
 from energy.ledger import EVENTS, KEYS, PHASES, WRITE_EVENTS, Ledger, LedgerRow, LedgerScope
 
@@ -18,9 +17,6 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "LedgerScope",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "cost_preset",
     "pulse_energy_pj",
 ]

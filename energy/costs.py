@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from energy.configs import replace_fields
+from simutil import replace_fields
 
 __all__ = [
     "COST_PRESETS",

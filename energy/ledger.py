@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from energy.atomic import atomic_write
 from energy.costs import CostTable
+from simutil import atomic_write
 
 __all__ = ["EVENTS", "KEYS", "PHASES", "Ledger", "LedgerRow", "LedgerScope"]
 

@@ -21,9 +21,10 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from crossbar import derive_seed
-from energy import LedgerScope, atomic_write_bytes, atomic_write_text
+from energy import LedgerScope
 from fusion.lora import attach_lora, detach_lora, extract_lora, train_lora
 from fusion.params import LayerShape
+from simutil import atomic_write_bytes, atomic_write_text
 
 __all__ = ["BANK_FORMAT", "BANK_FORMAT_VERSION", "LoRABank", "build_bank"]
 

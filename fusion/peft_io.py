@@ -35,11 +35,11 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from energy import atomic_write_bytes, atomic_write_text
 from fusion.bank import LoRABank
 from fusion.deploy import FusionLayers
 from fusion.fused import FusedLinear
 from fusion.lora import is_linear
+from simutil import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "ADAPTER_CONFIG_FILE",

@@ -31,7 +31,7 @@ from torch import nn
 
 from crossbar import DeviceConfig
 from energy import LedgerScope
-from energy.configs import replace_fields
+from simutil import replace_fields
 
 if TYPE_CHECKING:
     from fusion.deploy import ProgrammedBank

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from energy import atomic_write_bytes, atomic_write_text
 from scenarios.errors import ScenarioError
 from scenarios.names import inside
+from simutil import atomic_write_bytes, atomic_write_text
 
 __all__ = ["Blob", "ChecksumManifest", "CacheStore", "content_key", "sha256"]
 

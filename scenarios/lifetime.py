@@ -34,13 +34,13 @@ import numpy as np
 from torch import nn
 
 from crossbar import AnalogLinear, analog_layers, derive_seed
-from energy import atomic_write_text
 from fusion import ProgrammedBank, get_method
 from fusion.analog_lora import AnalogLoRALinear
 from scenarios.families import TaskData
 from scenarios.schema import Scenario
 from scenarios.units import adapt_entry, method_entry, recalibrate_norms, reseed
 from scenarios.workloads import accuracy
+from simutil import atomic_write_text
 
 __all__ = ["LIFETIME_COLUMNS", "LifetimeResult", "simulate_lifetime", "write_lifetime"]
 

@@ -28,12 +28,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from energy import KEYS, Ledger, atomic_write_bytes
+from energy import KEYS, Ledger
 from scenarios import plot_style as ps
 from scenarios.plots_energy import cell_writes_per_layer, energy_breakdown, energy_vs_accuracy
 from scenarios.quantities import format_duration
 from scenarios.stats import t_interval
 from scenarios.wear import rotation_switches, switches_to_wearout
+from simutil import atomic_write_bytes
 
 __all__ = ["FIGURES", "METRIC_COLUMNS", "ResultsError", "draw_figures", "draw_lifetime", "plot_lifetime", "plot_run"]
 

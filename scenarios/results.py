@@ -14,11 +14,12 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from energy import Ledger, atomic_write_text, cost_preset
+from energy import Ledger, cost_preset
 from scenarios.quantities import format_duration, format_energy
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.wear import SwitchWear, rotation_switches, switch_wear
+from simutil import atomic_write_text
 
 __all__ = ["METRICS_COLUMNS", "UnitResult", "metrics_rows", "write_results"]
 

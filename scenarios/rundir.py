@@ -26,12 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from energy import atomic_write_text
 from scenarios.cache import CacheStore, ChecksumManifest
 from scenarios.errors import ScenarioError
 from scenarios.lock import LOCK_FILE
 from scenarios.names import inside
 from scenarios.stamp import run_stamp
+from simutil import atomic_write_text
 
 if TYPE_CHECKING:
     from scenarios.schema import Scenario

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from energy import atomic_write_text
 from scenarios.names import inside
 from scenarios.schema import Scenario
+from simutil import atomic_write_text
 
 __all__ = ["HEADLINE_METRICS", "Study", "SweepPoint", "summarise_over_seeds", "write_sweep"]
 

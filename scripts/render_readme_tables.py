@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy import atomic_write_bytes, atomic_write_text
 from scenarios import stats
 from scenarios.quantities import format_duration
+from simutil import atomic_write_bytes, atomic_write_text
 
 _REFERENCE = "fusion"
 

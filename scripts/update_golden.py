@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             "tolerances": TOLERANCES,
             "rows": extract(run_dir),
         }
-    from energy import atomic_write_text
+    from simutil import atomic_write_text
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(golden, indent=1, allow_nan=False, default=str) + "\n")

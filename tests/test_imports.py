@@ -1,4 +1,4 @@
-"""The import graph of the four packages: imports only go up energy <- crossbar <- fusion <- scenarios (DESIGN
+"""The import graph of the four packages: imports only go up simutil <- energy <- crossbar <- fusion <- scenarios (DESIGN
 section 2), and no module imports itself through others. Every import statement counts, also those inside
 functions and `if TYPE_CHECKING:` blocks."""
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("energy", "crossbar", "fusion", "scenarios")
+LAYERS = ("simutil", "energy", "crossbar", "fusion", "scenarios")
 
 
 def _module_name(path: Path) -> str:
