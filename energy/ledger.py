@@ -75,6 +75,10 @@ class Ledger:
     def __init__(self, costs: CostTable | None = None) -> None:
         self.costs = costs if costs is not None else CostTable()
         self._rows: dict[tuple[str, str, str, str, str], list[float]] = {}
+        self._units: dict[str, tuple[float, float]] = {}
+        """(unit energy, unit latency) per event of `_units_of`, the cost table they were read from: a hot loop
+        records thousands of events, and the cost table's properties would be evaluated for each."""
+        self._units_of: CostTable | None = None
 
     # --- recording ---------------------------------------------------------------------------------------
     def record(
@@ -137,10 +141,12 @@ class Ledger:
         count = float(count)
         if not math.isfinite(count) or count < 0:
             raise ValueError(f"ledger count for {event!r} must be finite and >= 0, got {count!r}")
-        if energy_pj is None:
-            energy_pj = count * self.unit_energy_pj(event)
-        if latency_ns is None:
-            latency_ns = count * self.unit_latency_ns(event)
+        if energy_pj is None or latency_ns is None:
+            unit_energy, unit_latency = self._unit_costs(event)
+            if energy_pj is None:
+                energy_pj = count * unit_energy
+            if latency_ns is None:
+                latency_ns = count * unit_latency
         if not (math.isfinite(energy_pj) and energy_pj >= 0):
             raise ValueError(f"ledger energy_pj for {event!r} must be finite and >= 0, got {energy_pj!r}")
         if not (math.isfinite(latency_ns) and latency_ns >= 0):
@@ -155,6 +161,15 @@ class Ledger:
             row[0] += count
             row[1] += energy_pj
             row[2] += latency_ns
+
+    def _unit_costs(self, event: str) -> tuple[float, float]:
+        """(`unit_energy_pj`, `unit_latency_ns`) of a known event, kept while `costs` is the same (frozen) table."""
+        if self._units_of is not self.costs:
+            self._units, self._units_of = {}, self.costs
+        units = self._units.get(event)
+        if units is None:
+            units = self._units[event] = (self.unit_energy_pj(event), self.unit_latency_ns(event))
+        return units
 
     def scope(self, *, phase: str, task: str = "", method: str = "") -> LedgerScope:
         """A recorder with phase/task/method filled in, to hand to lower layers."""
@@ -295,16 +310,9 @@ class LedgerScope:
         energy_pj: float | None = None,
         latency_ns: float | None = None,
     ) -> None:
-        self.ledger.record(
-            event,
-            count,
-            phase=self.phase,
-            task=self.task,
-            method=self.method,
-            layer=layer,
-            energy_pj=energy_pj,
-            latency_ns=latency_ns,
-        )
+        if not self.phase:
+            raise ValueError("ledger phase must be a non-empty string")
+        self.ledger._record(event, count, energy_pj, latency_ns, (self.phase, self.task, self.method, layer))
 
     def record_many(self, events: Iterable[tuple[str, float, float | None, float | None]], *, layer: str = "") -> None:
         """Several (event, count, energy_pj, latency_ns) of one layer (`Ledger.record_many`)."""

@@ -362,18 +362,25 @@ class FusedLinear(nn.Module):
             self.name,
             mults=mults + 4 * d_out,
             adds=adds + 2 * d_out,
-            sram_reads=self.calibration.sram_words + n,  # type: ignore[union-attr]  (the stored parts only)
+            sram_reads=self._calibration_words() + n,  # the stored parts only
             sram_writes=d_out,
         )
         return squared.clamp_min(torch.finfo(torch.float32).tiny).sqrt()
 
+    def _calibration_words(self) -> int:
+        """`FusedCalibration.sram_words` of the stored read-out, without building the record (once per norm)."""
+        return sum(t.numel() for k, t in self._buffers.items() if k.startswith("cal_") and t is not None)
+
     def _current_norm(self, scope: LedgerScope | None) -> torch.Tensor:
-        """n(c) for the present c, recomputed only when c changed since the last call."""
+        """n(c) for the present c, recomputed only when c changed since the last call. The cache is written
+        straight into the module's dicts: `nn.Module.__setattr__` costs microseconds per call and this runs in every
+        forward."""
         c = self.coefficients.detach()
-        if self._norm_for is None or not torch.equal(self._norm_for, c):
-            self._norm = self.row_norm(c, scope)
-            self._norm_for = c.clone()
-        return self._norm
+        norm_for = self.__dict__["_norm_for"]
+        if norm_for is None or not torch.equal(norm_for, c):
+            self._buffers["_norm"] = self.row_norm(c, scope)
+            self.__dict__["_norm_for"] = c.clone()
+        return self._buffers["_norm"]
 
     @torch.no_grad()
     def reset_magnitude(self, scope: LedgerScope | None = None) -> None:

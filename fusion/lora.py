@@ -134,8 +134,8 @@ class LoRALinear(nn.Module):
             n = vectors(x, self.in_features)
             macs = self.rank * (self.in_features + self.out_features)
             # A x and B u as MACs, then s * (.) and the add into the base output; A and B read per vector.
-            record_digital(scope, self.name, mults=n * (macs + self.out_features), adds=n * (macs + self.out_features))
-            record_digital(scope, self.name, sram_reads=n * macs)
+            work = n * (macs + self.out_features)
+            record_digital(scope, self.name, mults=work, adds=work, sram_reads=n * macs)
             if out.requires_grad:
                 out.register_hook(self._backward_cost(n))
         return out
