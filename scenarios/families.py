@@ -13,15 +13,18 @@ through the CLI with no edit here:
     register_task_family(TaskFamily("my_family", load, task_names=("a", "b", "c"), n_classes=4,
                                     input_shape=(1, 8, 8), description="..."))
 
-This module imports nothing of the schema or the loaders (no import cycles): `scenarios.tasks` registers the
-built-in `digits` and `npz` families.
+A family with options of its own declares them as a frozen `FamilySettings` dataclass (`settings=`); they become
+keys of the scenario's `tasks:` section (the schema derives them, `scenarios.sections`) and reach the loader as
+`request.settings`. This module imports no loader (no import cycles): `task_families()` imports the built-in
+`digits`, `npz` (`scenarios.tasks`), `wordnet` and `bbc` (`scenarios.text_tasks`) when the registry is first read.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, is_dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +33,7 @@ from scenarios.names import NAME_RULE, name_problem
 
 __all__ = [
     "TASK_FAMILIES",
+    "FamilySettings",
     "TaskData",
     "TaskFamily",
     "TaskRequest",
@@ -37,6 +41,7 @@ __all__ = [
     "TaskSuite",
     "get_task_family",
     "register_task_family",
+    "task_families",
 ]
 
 TaskRole = Literal["base", "source", "target"]
@@ -92,7 +97,26 @@ class TaskRequest:
     n_classes: int | None
     """The family's class count, else tasks.n_classes (None: the loader may not check labels against it)."""
     scenario: Any
-    """The whole validated `scenarios.schema.Scenario`, for family-specific settings (e.g. tasks.npz paths)."""
+    """The whole validated `scenarios.schema.Scenario` (e.g. the model's tokenizer for text families)."""
+    settings: FamilySettings | None = None
+    """The family's own settings from the `tasks:` section (e.g. npz's file paths)."""
+
+
+@dataclass(frozen=True)
+class FamilySettings:
+    """A family's own `tasks:` keys (none here). Subclass it as a frozen dataclass whose fields use
+    `scenarios.sections.setting(default, "doc with unit", ge=...)`; checks across fields go in `check`."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise `scenarios.sections.KeyedError` naming the key for a bad combination of settings."""
+
+    def named_tasks(self) -> tuple[Sequence[str], str] | None:
+        """For a family without fixed task names: the task names these settings define and where (a phrase for
+        error messages); None: any name, checked by the loader."""
+        return None
 
 
 Loader = Callable[[TaskRequest], TaskData]
@@ -118,6 +142,8 @@ class TaskFamily:
     check_on_load: bool = False
     """Load every task already when the scenario is loaded (`validate`): for families that read files or
     packages whose problems should surface before a run starts."""
+    settings: type[FamilySettings] = FamilySettings
+    """The family's own `tasks:` keys, a frozen `FamilySettings` dataclass (the schema derives their YAML)."""
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -138,10 +164,23 @@ class TaskFamily:
             raise ValueError(f"task family {self.name!r}: n_classes must be an integer >= 2, got {self.n_classes!r}")
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if not (isinstance(self.settings, type) and issubclass(self.settings, FamilySettings)
+                and is_dataclass(self.settings)):  # fmt: skip
+            raise ValueError(f"task family {self.name!r}: settings must be a FamilySettings dataclass")
 
 
 TASK_FAMILIES: dict[str, TaskFamily] = {}
-"""Task families by the name `tasks.family` uses, in registration order."""
+"""Task families by the name `tasks.family` uses, in registration order (read it through `task_families()`)."""
+
+_BUILT_IN = ("scenarios.tasks", "scenarios.text_tasks")
+"""Modules whose import registers the built-in families."""
+
+
+def task_families() -> dict[str, TaskFamily]:
+    """The registry, the built-in families included (their modules are imported on first use)."""
+    for module in _BUILT_IN:
+        importlib.import_module(module)
+    return TASK_FAMILIES
 
 
 def register_task_family(family: TaskFamily) -> TaskFamily:
@@ -156,6 +195,6 @@ def register_task_family(family: TaskFamily) -> TaskFamily:
 
 def get_task_family(name: str) -> TaskFamily:
     """The registered family `name`; ValueError listing the known ones otherwise."""
-    if name not in TASK_FAMILIES:
+    if name not in task_families():
         raise ValueError(f"unknown task family {name!r}; known: {', '.join(TASK_FAMILIES)}")
     return TASK_FAMILIES[name]

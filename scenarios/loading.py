@@ -1,4 +1,4 @@
-"""Loading scenario files: bundled names, `--set key.path=value` overrides, npz paths relative to the file, a check
+"""Loading scenario files: bundled names, `--set key.path=value` overrides, paths relative to the file, a check
 of the npz files' contents, and every problem as one `ScenarioError` line of the form
 `multitask.yaml: bank.rank: got 4096, expected <= 64 (the smallest adapted layer width)`.
 
@@ -24,7 +24,7 @@ from scenarios.bundled import BUNDLED_SCENARIOS
 from scenarios.errors import ScenarioError, describe_value, did_you_mean
 from scenarios.families import get_task_family
 from scenarios.plugins import is_plugin_path
-from scenarios.schema import KeyedError, MethodEntryError, MethodSpec, Scenario, method_spec
+from scenarios.schema import KeyedError, Scenario, SectionError
 
 __all__ = ["ScenarioError", "bundled_scenarios", "load_scenario", "load_study", "parse_sweep_option"]
 
@@ -74,9 +74,10 @@ def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str |
     """
     annotation = _unwrap(annotation)
     origin = typing.get_origin(annotation)
-    if annotation is MethodSpec:  # a method entry: the model its registered method's config derives
-        model = method_spec(raw.get("name")) if isinstance(raw, dict) else None
-        return _child(model, segment, raw) if model is not None else (Any, None)
+    if hasattr(annotation, "variant_for"):  # model, tasks, a method entry: the model its registered config derives
+        model = annotation.variant_for(raw)
+        if model is not annotation:
+            return _child(model, segment, raw) if model is not None else (Any, None)
     if _is_model(annotation):
         fields = annotation.model_fields
         if segment not in fields:
@@ -93,7 +94,7 @@ def _child(annotation: Any, segment: str | int, raw: object) -> tuple[Any, str |
 
 def _annotation_at(loc: Sequence[str | int], raw: object) -> Any:
     """Annotation of the node at `loc` (a pydantic error location) below Scenario, or None if not resolvable. A
-    method entry resolves to the method model its `name` selects."""
+    section with registered variants (model, tasks, a method entry) resolves to the model its tag selects."""
     annotation: Any = Scenario
     for segment in loc:
         annotation, problem = _child(annotation, segment, raw)
@@ -101,8 +102,8 @@ def _annotation_at(loc: Sequence[str | int], raw: object) -> Any:
             return None
         raw = raw.get(segment) if isinstance(raw, dict) else (raw[segment] if isinstance(raw, list) else None)  # type: ignore[index]
     annotation = _unwrap(annotation)
-    if annotation is MethodSpec:
-        return method_spec(raw.get("name")) if isinstance(raw, dict) else None
+    if hasattr(annotation, "variant_for"):
+        return annotation.variant_for(raw)
     return annotation
 
 
@@ -131,9 +132,9 @@ def _describe_error(error: Mapping[str, Any], raw: object) -> str:
     cause = ctx.get("error")
     if isinstance(cause, KeyedError):
         return f"{_path(loc + cause.loc)}: {cause.problem}"
-    if isinstance(cause, MethodEntryError):  # a method entry's own model rejected it: word its first error
+    if isinstance(cause, SectionError):  # a section's registered model rejected it: word its first error
         first = cause.errors[0]
-        return _describe_error({**first, "loc": (*loc, "methods", cause.index, *first["loc"])}, raw)
+        return _describe_error({**first, "loc": (*loc, *cause.loc, *first["loc"])}, raw)
     path = _path(loc)
     if kind == "extra_forbidden":
         parent = _annotation_at(loc[:-1], raw)
@@ -333,28 +334,6 @@ def _resolve_plugin_paths(raw: dict[str, Any], folder: Path) -> None:
                 plugins[index] = str((folder / entry).resolve())
 
 
-def _resolve_npz_paths(raw: dict[str, Any], folder: Path) -> None:
-    """Make relative npz paths relative to the scenario file's folder (not to the working directory)."""
-    tasks = raw.get("tasks")
-    npz = tasks.get("npz") if isinstance(tasks, dict) else None
-    if isinstance(npz, dict):
-        for name, value in npz.items():
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                npz[name] = str((folder / value).resolve())
-            elif isinstance(value, str):
-                npz[name] = str(Path(value).expanduser())
-
-
-def _resolve_model_path(raw: dict[str, Any], folder: Path) -> None:
-    """A relative `model.path` (hf_encoder checkpoint folder) is relative to the scenario file's folder."""
-    model = raw.get("model")
-    value = model.get("path") if isinstance(model, dict) else None
-    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-        model["path"] = str((folder / value).resolve())
-    elif isinstance(value, str):
-        model["path"] = str(Path(value).expanduser())
-
-
 def load_scenario(
     path_or_name: str | os.PathLike[str],
     overrides: Sequence[str] = (),
@@ -478,11 +457,9 @@ def _validate(path: Path, raw: dict[str, Any], context: Mapping[str, Any] | None
     raw = copy.deepcopy(raw)
     raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "scenario")
     prefix = f"{label}: {where + ': ' if where else ''}"
-    _resolve_npz_paths(raw, path.resolve().parent)
     _resolve_plugin_paths(raw, path.resolve().parent)
-    _resolve_model_path(raw, path.resolve().parent)
-    try:
-        scenario = Scenario.model_validate(raw, context=dict(context or {}))
+    try:  # settings declared as paths (tasks.npz, model.path) are resolved against the scenario's folder
+        scenario = Scenario.model_validate(raw, context={**(context or {}), "scenario_folder": path.resolve().parent})
     except ValidationError as error:
         raise ScenarioError(f"{prefix}{_format_validation_error(error, raw)}") from None
     scenario._source = path.resolve()

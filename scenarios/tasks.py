@@ -24,7 +24,8 @@ import numpy as np
 
 from crossbar.rng import derive_seed
 from scenarios.errors import ScenarioError
-from scenarios.families import TaskData, TaskFamily, TaskRequest, TaskSuite, register_task_family
+from scenarios.families import FamilySettings, TaskData, TaskFamily, TaskRequest, register_task_family
+from scenarios.sections import KeyedError, check_name, setting
 
 __all__ = [
     "DIGITS_MEAN",
@@ -33,8 +34,7 @@ __all__ = [
     "DIGITS_IMAGE_SHAPE",
     "DIGIT_TASKS",
     "NPZ_REQUIRED_KEYS",
-    "TaskData",
-    "TaskSuite",
+    "NpzSettings",
     "digit_pools",
     "digits_task",
     "load_npz_task",
@@ -217,7 +217,6 @@ DIGIT_TASKS: dict[str, DigitShift] = {
     "contrast_blur": DigitShift(_compose(low_contrast, blur), "low contrast, then blurred"),
 }
 """The digits family by name (see the module docstring)."""
-
 
 
 # --- digits: pools and generation ------------------------------------------------------------------------------
@@ -451,39 +450,45 @@ def _load_digits(request: TaskRequest) -> TaskData:
     )
 
 
+@dataclass(frozen=True)
+class NpzSettings(FamilySettings):
+    """The `npz` family's own `tasks:` key: which file holds which task."""
+
+    npz: dict[str, str] = setting(doc="Task name -> .npz path (relative to the scenario file) with x_train, "
+                                  "y_train, x_test, y_test and optionally x_val, y_val.", path=True)  # fmt: skip
+
+    def check(self) -> None:
+        if not self.npz:
+            raise KeyedError(("npz",), self.npz, "a mapping of task name -> .npz file for family 'npz'")
+        for name in self.npz:  # task names become checkpoint file names
+            check_name(("npz",), name)
+
+    def named_tasks(self) -> tuple[tuple[str, ...], str]:
+        return tuple(self.npz), "the tasks named in tasks.npz"
+
+
 def _load_npz(request: TaskRequest) -> TaskData:
-    spec = request.scenario.tasks
-    if not spec.npz or request.name not in spec.npz:
+    files = request.settings.npz if isinstance(request.settings, NpzSettings) else {}
+    if request.name not in files:
         raise ScenarioError(f"tasks.npz: no file for task {request.name!r}")
-    try:
+    try:  # kinds without patches (cnn) take any image size
         return load_npz_task(
-            spec.npz[request.name],
-            request.name,
-            n_train=request.n_train,
-            n_val=request.n_val,
-            n_test=request.n_test,
-            patch_size=request.scenario.model.patch_size,
-            exact_train=request.role == "target",
+            files[request.name], request.name, n_train=request.n_train, n_val=request.n_val, n_test=request.n_test,
+            patch_size=getattr(request.scenario.model, "patch_size", 1), exact_train=request.role == "target",
             n_classes=request.n_classes,
-        )
+        )  # fmt: skip
     except ScenarioError as error:
         raise ScenarioError(f"tasks.npz.{request.name}: {error}") from None
 
 
+_TRAINED = ("transformer", "cnn")
+"""The model kinds that serve image families (trained on the base task)."""
 DIGITS = register_task_family(
-    TaskFamily(
-        "digits",
-        _load_digits,
-        task_names=tuple(DIGIT_TASKS),
-        n_classes=DIGITS_CLASSES,
-        input_shape=DIGITS_IMAGE_SHAPE,
-        model_kinds=("transformer", "cnn"),
-        description="scikit-learn's bundled 8x8 digits under named domain shifts (offline)",
-    )
-)
+    TaskFamily("digits", _load_digits, task_names=tuple(DIGIT_TASKS), n_classes=DIGITS_CLASSES,
+               input_shape=DIGITS_IMAGE_SHAPE, model_kinds=_TRAINED,
+               description="scikit-learn's bundled 8x8 digits under named domain shifts (offline)")
+)  # fmt: skip
 NPZ = register_task_family(
-    TaskFamily(
-        "npz", _load_npz, accepts_n_classes=True, check_on_load=True, model_kinds=("transformer", "cnn"),
-        description="the user's .npz files, one per task, named in tasks.npz",
-    )  # fmt: skip
-)
+    TaskFamily("npz", _load_npz, accepts_n_classes=True, check_on_load=True, model_kinds=_TRAINED,
+               settings=NpzSettings, description="the user's .npz files, one per task, named in tasks.npz")
+)  # fmt: skip

@@ -5,23 +5,55 @@ build or train the base model, train one source task's LoRA, rebuild the model's
 install a task's head, run the calibration forward and evaluate. Built in: `transformer` and `cnn`
 (`scenarios.workloads.ClassifierWorkload`, trained on the base task) and `hf_encoder`
 (`scenarios.encoder_workload.EncoderWorkload`, a pretrained text encoder with zero-shot class heads).
+
+A model kind declares its `model:` keys as a frozen `ModelSettings` dataclass (fields made with
+`scenarios.sections.setting`); the schema derives the section from it and calls its checks (`check` within the
+section, `check_with` across sections), so the kind's rules live with the kind.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
+
+from scenarios.sections import setting
 
 if TYPE_CHECKING:
     from fusion import LoRABank
     from scenarios.cache import Blob
     from scenarios.families import TaskData
 
-__all__ = ["WORKLOADS", "Workload", "register_workload", "workload_for"]
+__all__ = ["WORKLOADS", "ModelSettings", "Workload", "model_kinds", "register_workload", "workload_for"]
+
+_SCHEMA_MIN_WIDTH = 64
+"""Layer width (features) the schema assumes for a kind whose widths are not known before it loads (a pretrained
+checkpoint): bank.rank may not exceed it (MiniLM-L6's layers are 384 and 1536 wide)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """A model kind's `model:` keys. Subclass it as a frozen dataclass whose fields use
+    `scenarios.sections.setting(default, "doc with unit", ge=...)`."""
+
+    batch_size: int = setting(64, "Mini-batch size (examples) for base and bank training.", ge=1)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise `scenarios.sections.KeyedError` naming the key for a bad combination of this section's settings."""
+
+    def check_with(self, scenario: Any) -> None:
+        """Rules across sections (the tasks' inputs, the bank's layers); KeyedError with the key's full path."""
+
+    def layer_shape(self, layer: str) -> tuple[int, int]:
+        """(in_features, out_features) of a block layer by name, or the smallest the schema can assume."""
+        return (_SCHEMA_MIN_WIDTH, _SCHEMA_MIN_WIDTH)
 
 
 class Workload(Protocol):
@@ -67,27 +99,41 @@ class Workload(Protocol):
 WORKLOADS: dict[str, Callable[[Any], Workload]] = {}
 """Workload factories (called with the scenario) by the `model.kind` that scenario files use."""
 
+MODEL_SETTINGS: dict[str, type[ModelSettings]] = {}
+"""Each model kind's settings dataclass (its `model:` keys), in registration order; read it through `model_kinds()`."""
+
 _BUILT_IN = ("scenarios.workloads", "scenarios.encoder_workload")
 """Modules whose import registers the built-in workloads."""
 
 
-def register_workload(*kinds: str) -> Callable[[Callable[[Any], Workload]], Callable[[Any], Workload]]:
-    """Decorator registering a workload factory (a class taking the scenario) for the model kinds `kinds`."""
+def register_workload(
+    kind: str, settings: type[ModelSettings]
+) -> Callable[[Callable[[Any], Workload]], Callable[[Any], Workload]]:
+    """Decorator registering a workload factory (a class taking the scenario) for the model kind `kind`, whose
+    `model:` keys are the fields of `settings` (a frozen `ModelSettings` dataclass)."""
+    if not (isinstance(settings, type) and issubclass(settings, ModelSettings) and is_dataclass(settings)):
+        raise ValueError(f"model kind {kind!r}: settings must be a ModelSettings dataclass, got {settings!r}")
 
     def decorate(factory: Callable[[Any], Workload]) -> Callable[[Any], Workload]:
-        for kind in kinds:
-            if kind in WORKLOADS and WORKLOADS[kind] is not factory:
-                raise ValueError(f"model kind {kind!r} already has a workload")
-            WORKLOADS[kind] = factory
+        if kind in WORKLOADS and (WORKLOADS[kind] is not factory or MODEL_SETTINGS[kind] is not settings):
+            raise ValueError(f"model kind {kind!r} already has a workload")
+        WORKLOADS[kind] = factory
+        MODEL_SETTINGS[kind] = settings
         return factory
 
     return decorate
 
 
-def workload_for(scenario: Any) -> Workload:
-    """The workload of `scenario.model.kind`; ValueError naming the known kinds otherwise."""
+def model_kinds() -> dict[str, type[ModelSettings]]:
+    """Settings by model kind, the built-in kinds included (their modules are imported on first use)."""
     for module in _BUILT_IN:
         importlib.import_module(module)
+    return MODEL_SETTINGS
+
+
+def workload_for(scenario: Any) -> Workload:
+    """The workload of `scenario.model.kind`; ValueError naming the known kinds otherwise."""
+    model_kinds()
     kind = scenario.model.kind
     if kind not in WORKLOADS:
         raise ValueError(f"model.kind: {kind!r} has no workload; known: {sorted(WORKLOADS)}")

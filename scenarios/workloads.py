@@ -7,6 +7,7 @@ and `cnn`): `build_model` for a fresh network, `train_classifier` for base train
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,17 +21,20 @@ from scenarios.errors import ScenarioError
 from scenarios.families import TASK_FAMILIES, TaskData, TaskRequest, TaskRole, TaskSuite, get_task_family
 from scenarios.models import ADAPTABLE_LAYERS, PatchTransformer, accuracy, build_model, train_classifier
 from scenarios.schema import Scenario
+from scenarios.sections import KeyedError, setting
 from scenarios.tasks import DIGIT_TASKS, digit_pools, digits_task, load_npz_task
-from scenarios.workload import register_workload
+from scenarios.workload import ModelSettings, register_workload
 
 __all__ = [
     "ADAPTABLE_LAYERS",
     "DIGIT_TASKS",
     "ClassifierWorkload",
+    "CnnSettings",
     "TASK_FAMILIES",
     "PatchTransformer",
     "TaskData",
     "TaskSuite",
+    "TransformerSettings",
     "accuracy",
     "build_model",
     "build_tasks",
@@ -106,7 +110,7 @@ def _request(scenario: Scenario, name: str, role: TaskRole, n_classes: int | Non
     n_train_by_role = {"base": spec.base_train_size, "source": scenario.bank.train_size, "target": spec.few_shot_train}
     return TaskRequest(
         name=name, role=role, seed=scenario.seed, n_train=n_train_by_role[role], n_val=spec.few_shot_val,
-        n_test=spec.test_size, n_classes=n_classes, scenario=scenario,
+        n_test=spec.test_size, n_classes=n_classes, scenario=scenario, settings=spec.settings(),
     )  # fmt: skip
 
 
@@ -127,7 +131,53 @@ def _class_count(scenario: Scenario, base: TaskData, n_classes: int | None) -> i
     return n_classes
 
 
-@register_workload("transformer", "cnn")
+@dataclass(frozen=True)
+class _ClassifierSettings(ModelSettings):
+    """The keys both trained classifiers share."""
+
+    d_model: int = setting(64, "Feature width: the transformer's token width (q, k, v, o are d_model x d_model), "
+                           "the CNN's second conv's channels and MLP width.", ge=4)  # fmt: skip
+    d_ff: int = setting(128, "Hidden width of each MLP (fc1: d_model -> d_ff, fc2 back).", ge=1)
+    base_epochs: int = setting(15, "Passes over the base task's training set to train the base model.", ge=1)
+    base_lr: float = setting(2e-3, "Peak Adam learning rate for base training (cosine decay to 0).", gt=0)
+
+    def layer_shape(self, layer: str) -> tuple[int, int]:
+        return {"fc1": (self.d_model, self.d_ff), "fc2": (self.d_ff, self.d_model)}.get(layer, (self.d_model,) * 2)
+
+
+@dataclass(frozen=True)
+class TransformerSettings(_ClassifierSettings):
+    """`kind: transformer`: a small vision transformer (`scenarios.models.PatchTransformer`) trained on the base
+    task."""
+
+    n_blocks: int = setting(4, "Number of transformer blocks (each holds q, k, v, o, fc1, fc2).", ge=1)
+    n_heads: int = setting(4, "Attention heads per block; must divide d_model.", ge=1)
+    patch_size: int = setting(2, "Side of the square image patches (pixels); must divide the image.", ge=1)
+
+    def check(self) -> None:
+        if self.d_model % self.n_heads:
+            raise KeyedError(("n_heads",), self.n_heads, f"a divisor of model.d_model={self.d_model}")
+
+    def check_with(self, scenario: Any) -> None:
+        shape = get_task_family(scenario.tasks.family).input_shape
+        if shape is not None and len(shape) == 3 and (shape[1] % self.patch_size or shape[2] % self.patch_size):
+            expected = f"a divisor of the {shape[1]}x{shape[2]} {scenario.tasks.family} images"
+            raise KeyedError(("model", "patch_size"), self.patch_size, expected)
+
+
+@dataclass(frozen=True)
+class CnnSettings(_ClassifierSettings):
+    """`kind: cnn`: two 3x3 conv layers (d_model / 2 and d_model channels), pooling and a residual fc1/fc2 MLP
+    (`scenarios.models.ConvClassifier`; its convs run on arrays as AnalogConv2d), trained on the base task."""
+
+    def check_with(self, scenario: Any) -> None:
+        if set(scenario.bank.modules) - {"fc1", "fc2"}:
+            expected = "fc1 and/or fc2 for model.kind cnn (it has no attention layers)"
+            raise KeyedError(("bank", "target_modules"), scenario.bank.target_modules, expected)
+
+
+@register_workload("cnn", CnnSettings)
+@register_workload("transformer", TransformerSettings)
 class ClassifierWorkload:
     """A classifier trained from scratch on the base task (`build_model`: the patch transformer or the CNN), one
     trained head shared by every task."""

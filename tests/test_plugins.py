@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -74,3 +75,54 @@ def test_without_the_plugin_its_names_are_unknown(tmp_path: Path) -> None:
     result = _cli("validate", str(_write(tmp_path, {k: v for k, v in SCENARIO.items() if k != "plugins"})))
     assert result.returncode == 2
     assert "methods[1].name: got 'logit_bias', expected one of: zero_shot, fusion" in result.stderr
+
+
+# --- a plugin family with settings of its own -------------------------------------------------------------------
+SETTINGS_PLUGIN = Path(__file__).parent / "plugins" / "family_settings_plugin.py"
+
+STRIPES = {
+    "name": "striped",
+    "plugins": [str(SETTINGS_PLUGIN)],
+    "device": {"preset": "ideal"},
+    "model": {"d_model": 8, "n_blocks": 1, "n_heads": 2, "d_ff": 8, "patch_size": 2, "base_epochs": 1},
+    "tasks": {"family": "stripes", "stripe_level": 2.5, "stripe_rows": 2, "base": "horizontal",
+              "sources": ["vertical"], "targets": ["both"], "base_train_size": 16, "few_shot_train": 4,
+              "few_shot_val": 1, "test_size": 8},
+    "bank": {"rank": 2, "train_size": 8},
+    "methods": [{"name": "zero_shot"}],
+}  # fmt: skip
+
+
+def test_a_plugin_family_declares_its_own_settings(tmp_path: Path) -> None:
+    from scenarios.loading import load_scenario
+    from scenarios.workloads import load_task
+
+    scenario = load_scenario(_write(tmp_path, STRIPES))
+    assert scenario.tasks.stripe_level == 2.5 and scenario.resolved_dict()["tasks"]["stripe_rows"] == 2
+    task = load_task(scenario, "both", "target")  # the loader gets the settings: 2-row stripes 2.5 above the noise
+    x, y = task.x_test[:, 0], task.y_test
+    stripes = np.where((y == 0)[:, None, None], x[:, :2, :], x[:, :, :2].transpose(0, 2, 1))
+    assert stripes.mean() == pytest.approx(2.5, abs=0.1)
+    defaults = {**STRIPES, "tasks": {k: v for k, v in STRIPES["tasks"].items() if not k.startswith("stripe_")}}
+    assert load_scenario(_write(tmp_path, defaults)).tasks.settings().stripe_level == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"stripe_level": -1.0}, "plugged.yaml: tasks.stripe_level: got -1.0, expected > 0"),
+        ({"stripe_level": "bright"}, "plugged.yaml: tasks.stripe_level: got 'bright', expected a number"),
+        ({"stripe_rows": 4}, "plugged.yaml: tasks.stripe_rows: got 4, expected <= 3 (a stripe leaves one row"),
+        ({"stripe_width": 2}, "plugged.yaml: tasks.stripe_width: unknown key, expected one of: family, base,"),
+        ({"family": "digits", "base": "clean", "sources": ["blur"], "targets": ["invert"]},
+         "plugged.yaml: tasks.stripe_level: not used by family digits (a setting of stripes); remove it"),
+    ],
+)  # fmt: skip
+def test_a_bad_family_setting_is_one_line_naming_key_value_and_expectation(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    from scenarios.loading import ScenarioError, load_scenario
+
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(_write(tmp_path, {**STRIPES, "tasks": {**STRIPES["tasks"], **change}}))
+    assert "\n" not in str(raised.value) and str(raised.value).startswith(message), str(raised.value)

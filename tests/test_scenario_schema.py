@@ -112,7 +112,18 @@ BAD_CASES = [
         "bad.npz: y_test has label 9, expected labels in [0, 3)",
     ),  # fmt: skip
     ("npz_missing_file", lambda folder: _npz_scenario(folder, "absent.npz"), [], "absent.npz: file not found"),
-]
+    # each model kind and task family owns its keys (scenarios.registered): another's key says whose it is
+    ("unknown_model_kind", _tiny_with(model={"kind": "rnn"}), [], "model.kind: got 'rnn', expected one of the model "
+     "kinds: transformer, cnn, hf_encoder"),
+    ("key_of_another_kind", _tiny_with(model={"kind": "cnn"}), [], "model.n_blocks: not used by kind cnn (a setting "
+     "of transformer); remove it"),
+    ("encoder_given_trained_keys", _tiny_with(model={"kind": "hf_encoder"}), [], "not used by kind hf_encoder (a "
+     "setting of transformer, cnn); remove it"),
+    ("npz_key_for_digits", _tiny_with(tasks={"npz": {"t": "t.npz"}}), [], "tasks.npz: not used by family digits (a "
+     "setting of npz); remove it"),
+    ("npz_without_files", _tiny_with(tasks={"family": "npz"}), [], "tasks.npz: required key is missing (Task name ->"),
+    ("npz_empty_mapping", _tiny_with(tasks={"family": "npz", "npz": {}}), [], "tasks.npz: got a mapping {}, expected"),
+]  # fmt: skip
 
 
 def _materialise(tmp_path: Path, content: object) -> Path:
@@ -274,3 +285,21 @@ def test_run_validates_then_calls_the_runner(tmp_path: Path, monkeypatch, capsys
     scenario = study.scenario
     assert scenario.seed == 7 and scenario.bank.rank == 3 and fresh is True and out_dir == tmp_path / "r"
     assert str(tmp_path / "r") in capsys.readouterr().out
+
+
+def test_model_kinds_derive_their_sections() -> None:
+    """A kind's section has its settings' keys and defaults; its rules (scenarios.workload.ModelSettings.check)
+    run with it, and an encoder's own bound applies."""
+    from scenarios.schema import model_spec
+
+    hf = model_spec("hf_encoder")
+    assert hf is not None and set(hf.model_fields) == {"kind", "batch_size", "path", "package", "max_length"}
+    assert hf(max_length=40).settings().max_length == 40
+    with pytest.raises(ValueError, match="less than or equal to 512"):
+        hf(max_length=600)
+    with pytest.raises(ValueError, match="give either model.path or model.package"):
+        hf(path="a", package="b")
+    transformer = model_spec("transformer")
+    assert transformer is not None and transformer().n_heads == 4 and model_spec("lstm") is None
+    with pytest.raises(ValueError, match="a divisor of model.d_model=32"):
+        transformer(d_model=32, n_heads=3)

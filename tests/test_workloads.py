@@ -9,7 +9,7 @@ from torch import nn
 
 from scenarios.errors import ScenarioError
 from scenarios.loading import load_scenario
-from scenarios.schema import ModelSpec
+from scenarios.schema import model_spec
 from scenarios.tasks import DIGIT_TASKS, DIGITS_MEAN, DIGITS_STD, _digit_images
 from scenarios.workloads import (
     ADAPTABLE_LAYERS,
@@ -22,7 +22,7 @@ from scenarios.workloads import (
     train_classifier,
 )
 
-SMALL_MODEL = ModelSpec(d_model=32, n_blocks=2, n_heads=2, d_ff=64, patch_size=2)
+SMALL_MODEL = model_spec("transformer")(d_model=32, n_blocks=2, n_heads=2, d_ff=64, patch_size=2)
 
 
 @pytest.fixture(autouse=True)
