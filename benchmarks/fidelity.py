@@ -33,9 +33,10 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from naive_ir_drop import nodal_weight_outputs  # noqa: E402
 
+from crossbar.engine_numba import analog_mvm  # noqa: E402
 from crossbar.ir_drop import ir_drop_conductances  # noqa: E402
 from crossbar.mapping import Targets, map_weights  # noqa: E402
-from crossbar.mvm import MvmSettings, analog_mvm  # noqa: E402
+from crossbar.mvm import MvmSettings  # noqa: E402
 from crossbar.noise import apply_drift  # noqa: E402
 from crossbar.presets import device_preset  # noqa: E402
 from crossbar.programming import program_state  # noqa: E402

@@ -21,14 +21,8 @@ from _common import emit, median_ms, paired_times, time_ms
 from torch import nn
 
 from crossbar import AnalogLinear, device_preset
-from crossbar.mvm import (
-    MvmSettings,
-    _accumulate,
-    _dac_tiles,
-    _partial_sums,
-    _stacked_forward_operand,
-    forward_operands,
-)
+from crossbar.engine_numba import _accumulate, _dac_tiles, _partial_sums
+from crossbar.mvm import MvmSettings, forward_operands, stacked_forward_operand
 
 TARGET_RATIO = 1.25
 D_IN = D_OUT = 768
@@ -55,7 +49,7 @@ def main() -> None:
         # Per-stage profile of the same forward, each stage timed on its own.
         state = layer.state
         settings = MvmSettings.from_device(device, layer.adc_full_scale)
-        operands, stacked = forward_operands(state), _stacked_forward_operand(state)
+        operands, stacked = forward_operands(state), stacked_forward_operand(state)
         xq, sum_sq, scale = _dac_tiles(x, settings.dac_levels, state.tile_rows, "x")
         partial = _partial_sums(xq, operands, stacked)
         col_scale = layer.out_scale.numpy()

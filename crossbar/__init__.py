@@ -12,6 +12,7 @@ from crossbar.calibration import ADC_GRANULARITIES, AdcCalibrationReport, adc_ca
 from crossbar.conv import AnalogConv2d
 from crossbar.convert import convert_to_analog
 from crossbar.device import DeviceConfig
+from crossbar.engine_numba import analog_mvm, analog_mvm_transposed
 from crossbar.layers import (
     AnalogLinear,
     analog_layers,
@@ -22,7 +23,7 @@ from crossbar.layers import (
     record_all_to,
 )
 from crossbar.mapping import Targets, map_weights, state_weights
-from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed
+from crossbar.mvm import MvmSettings
 from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
 from crossbar.persist import load_programmed, load_state_files, save_programmed, state_files
 from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
@@ -50,7 +51,6 @@ __all__ = [
     "adc_calibration",
     "analog_layers",
     "analog_mvm",
-    "analog_mvm_reference",
     "analog_mvm_transposed",
     "apply_drift",
     "block_of",

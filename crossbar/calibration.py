@@ -13,9 +13,9 @@ CrossSim `adc_range_option: "CALIBRATED"` sets ranges from data too, per layer).
 - `layer`: one range per layer (the old scalar).
 
 The calibration MVMs are recorded (normally under phase `calibration`): one MVM per calibration vector and layer to
-observe the partial sums (its ADC conversions are those `crossbar.mvm.adc_inputs` returns, one per value), and the
-forward MVMs that carry the calibration set on to the next layers. Renewal after drift is the same procedure on the
-drifted arrays: reads only, no cell is written.
+observe the partial sums (its ADC conversions are those `crossbar.engine_numba.adc_inputs` returns, one per
+value), and the forward MVMs that carry the calibration set on to the next layers. Renewal after drift is the same
+procedure on the drifted arrays: reads only, no cell is written.
 
 The transposed direction (analog backward passes) keeps the device's fixed `adc_full_scale` unless calibrated
 explicitly (`AnalogLinear.calibrate_adc(d, transposed=True)`): its inputs are gradients, which a calibration set of

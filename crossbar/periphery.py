@@ -11,8 +11,8 @@ negative code of a two's-complement converter is left unused, as in aihwkit's `o
 Rounding is half-to-even (`torch.round`, like `np.rint` in the kernels). Gradients pass straight through (the
 straight-through estimator, Bengio et al. 2013): rounding and clipping count as identity in the backward pass,
 and the abs-max scale is treated as a constant. These functions serve the differentiable torch reference of the
-MVM (`crossbar.mvm.analog_mvm_reference`); the fast path does the same arithmetic in numba
-(`crossbar.mvm_kernels`), and `AnalogLinear`'s backward applies the same estimator explicitly.
+MVM (`tests/reference_mvm.py`); the MVM engines do the same arithmetic in numba (`crossbar.mvm_kernels`) or
+plain torch (`crossbar.engine_torch`), and `AnalogLinear`'s backward applies the same estimator explicitly.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from crossbar import AnalogLinear, adc_calibration, analog_layers, convert_to_analog, device_preset, program
-from crossbar.mvm import MvmSettings, adc_inputs
+from crossbar.engine_numba import adc_inputs
+from crossbar.mvm import MvmSettings
 from energy import Ledger
 from scenarios.families import TaskSuite
 from scenarios.phase_blobs import load_programmed_phase
@@ -185,8 +186,9 @@ def test_adc_ranges_and_metrics_never_see_test_data(monkeypatch):
     assert ledger.cell_write_pulses(phase="calibration") == 0
     task = phases.target_task(scenario, "rotate_+45")
     units = [
-        phases.run_unit(s.analog, s.bank, scenario, workload_for(scenario), task, "zero_shot",
-                        calibration_set=s.calibration_set)[0]
+        phases.run_unit(
+            s.analog, s.bank, scenario, workload_for(scenario), task, "zero_shot", calibration_set=s.calibration_set
+        )[0]
         for s in states
     ]
     assert units[0].accuracies == units[1].accuracies

@@ -13,9 +13,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fidelity  # noqa: E402
 from naive_ir_drop import nodal_weight_outputs  # noqa: E402
+from reference_mvm import analog_mvm_reference  # noqa: E402
 
+from crossbar.engine_numba import analog_mvm  # noqa: E402
 from crossbar.ir_drop import ir_drop_conductances  # noqa: E402
-from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference  # noqa: E402
+from crossbar.mvm import MvmSettings  # noqa: E402
 from crossbar.presets import device_preset  # noqa: E402
 from crossbar.state import ArrayState  # noqa: E402
 

@@ -310,54 +310,60 @@ def test_errors_and_repr():
         layer.reprogram(torch.zeros(3, 3))
 
 
-# --- per-array caches of the MVM path ------------------------------------------------------------------------------
+# --- operands the engines derive, behind the array's generation counter ------------------------------------------
 
 
 def _uncached_forward(layer: AnalogLinear, x: torch.Tensor, key: int) -> torch.Tensor:
-    """The forward MVM as `crossbar.analog_mvm` computes it from the layer's buffers, without its cached operands."""
-    from crossbar.mvm import analog_mvm
+    """The forward MVM as `crossbar.analog_mvm` computes it from the layer's buffers, without kept operands."""
+    from crossbar.engine_numba import analog_mvm
+    from crossbar.mvm import MvmSettings
 
-    return analog_mvm(x, layer.state, layer.out_scale, layer._settings(transposed=False), key=key, bias=layer.bias)
+    settings = MvmSettings.from_device(layer.array_config, adc_ranges=layer.adc_ranges)
+    return analog_mvm(x, layer.state, layer.out_scale, settings, key=key, bias=layer.bias)
 
 
-def test_cached_operands_follow_reprogramming_drift_and_copies():
-    """A layer keeps its tile views and out_scale between MVMs (`crossbar.mvm.ArrayOperands`); they must follow a
-    rewrite (new out_scale tensor), a drift (buffers changed in place) and never be shared by a deep copy."""
+def test_engine_operands_follow_reprogramming_drift_and_copies():
+    """An engine keeps the tile views and out_scale between MVMs (`crossbar.engine_numba.ArrayOperands`) for one
+    generation of the array; they must follow a rewrite (new out_scale tensor), a drift (buffers changed in place)
+    and never be shared by a deep copy."""
     import copy
+
+    from crossbar.rng import mix_seed_int
 
     device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=32, tile_cols=16)
     layer = _programmed(_linear(40, 24, seed=3), device, seed=5)
     x = torch.randn(7, 40)
 
     def check() -> None:
-        key = int(layer.noise_calls)
-        from crossbar.rng import mix_seed_int
-
-        expected = _uncached_forward(layer, x, mix_seed_int(layer.noise_seed, key))
+        expected = _uncached_forward(layer, x, mix_seed_int(layer.noise_seed, int(layer.noise_calls)))
         with torch.no_grad():
             torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
 
     check()
     twin = copy.deepcopy(layer)
+    assert "_engines" not in twin.__dict__
+    generation = layer.generation
     layer.reprogram(_linear(40, 24, seed=4).weight.detach() * 3.0)  # new targets, new out_scale tensor
+    assert layer.generation > generation
     check()
+    generation = layer.generation
     layer.drift_to(86400.0)
+    assert layer.generation > generation
     check()
     twin_key = int(twin.noise_calls)
     with torch.no_grad():
         twin_out = twin(x)  # the copy still holds the first programming, undrifted
-    from crossbar.rng import mix_seed_int
-
     torch.testing.assert_close(twin_out, _uncached_forward(twin, x, mix_seed_int(twin.noise_seed, twin_key)),
                                rtol=0, atol=0)  # fmt: skip
     assert not torch.equal(twin.g_diff_us, layer.g_diff_us)
 
 
-def test_forward_plan_follows_every_change_of_the_layer():
-    """After its first forward MVM a layer runs later ones from a cached plan (`crossbar.layers._ForwardPlan`);
-    each must equal `analog_mvm` from the layer's buffers: after drift (in place), a rewrite (new out_scale), an
-    ADC calibration (new ranges), a new bias tensor, a new device config and new memory under the conductance
-    buffer, and a copy must not share it."""
+def test_engine_plan_follows_every_change_of_the_layer():
+    """After its first forward MVM the numba engine runs later ones from the plan of the array's generation; each
+    must equal `analog_mvm` from the layer's buffers after every change that bumps the generation: drift (in
+    place), a rewrite (new out_scale), an ADC calibration (new ranges), a new bias tensor, a new device config, a
+    reseed, a move, and new memory under the conductance buffer (with `bump_generation`); a copy must not share
+    it. An in-place change of the bias is seen through the shared memory."""
     import copy
 
     from crossbar.rng import mix_seed_int
@@ -372,35 +378,42 @@ def test_forward_plan_follows_every_change_of_the_layer():
             expected = _uncached_forward(target, x, mix_seed_int(target.noise_seed, int(target.noise_calls)))
             with torch.no_grad():
                 assert torch.equal(target(x), expected)
-        assert "_forward_plan" in target.__dict__
+        assert "numba" in target.engine().derived(target)
+
+    def bumps(change) -> None:
+        generation = layer.generation
+        change()
+        assert layer.generation > generation
+        check()
 
     check()
-    layer.drift_to(3600.0)
-    check()
+    bumps(lambda: layer.drift_to(3600.0))
     twin = copy.deepcopy(layer)
-    assert "_forward_plan" not in twin.__dict__
-    layer.reprogram(_linear(40, 24, seed=4).weight.detach() * 3.0)
-    check()
-    layer.calibrate_adc(x * 4.0)
-    check()
-    layer.bias = nn.Parameter(torch.randn(24), requires_grad=False)
-    check()
+    assert "_engines" not in twin.__dict__
+    bumps(lambda: layer.reprogram(_linear(40, 24, seed=4).weight.detach() * 3.0))
+    bumps(lambda: layer.calibrate_adc(x * 4.0))
+    bumps(lambda: setattr(layer, "bias", nn.Parameter(torch.randn(24), requires_grad=False)))
     with torch.no_grad():
         layer.bias.add_(1.0)  # in place: the plan shares the bias's memory
     check()
-    layer.array_config = layer.array_config.replace(read_noise_frac=0.05)
-    check()
-    layer.g_diff_us.data = layer.g_diff_us.data * 0.5  # the same tensor object on new memory
-    check()
+    bumps(lambda: setattr(layer, "array_config", layer.array_config.replace(read_noise_frac=0.05)))
+    bumps(lambda: layer.reseed_noise(11))
+    bumps(lambda: layer.to(torch.device("cpu")))
+
+    def new_memory() -> None:
+        layer.g_diff_us.data = layer.g_diff_us.data * 0.5  # the same tensor object on new memory
+        layer.bump_generation()
+
+    bumps(new_memory)
     twin.drift_to(86400.0)
     check(twin)
     assert not torch.equal(twin.g_diff_us, layer.g_diff_us)
 
 
 def test_layer_ledger_records_equal_record_mvm_called_directly():
-    """The layer's kept `MvmPricing` records exactly what `crossbar.mvm.record_mvm` records for the same MVM,
+    """The engine's kept `MvmPricing` records exactly what `crossbar.pricing.record_mvm` records for the same MVM,
     forward (with bias) and transposed, and follows a change of cost table."""
-    from crossbar.mvm import conductance_sums, record_mvm
+    from crossbar.pricing import conductance_sums, record_mvm
     from energy import cost_preset
 
     device = device_preset("reram_wan2022", programming_mode="statistical", tile_rows=32, tile_cols=16)

@@ -11,24 +11,21 @@ import pytest
 import torch
 from mvm_states import random_mvm_case, random_state, state_of
 from naive_mvm import naive_accumulate, naive_dac, naive_mvm, naive_normals
+from reference_mvm import analog_mvm_reference
 
-from crossbar.mvm import (
+from crossbar.engine_numba import (
     ArrayOperands,
-    MvmSettings,
     _dac_tiles,
     _partial_sums,
-    _stacked_forward_operand,
     adc_inputs,
     analog_mvm,
-    analog_mvm_reference,
     analog_mvm_transposed,
-    forward_operands,
-    read_noise_normals,
-    record_mvm,
 )
+from crossbar.mvm import MvmSettings, forward_operands, read_noise_normals, stacked_forward_operand
 from crossbar.mvm_kernels import adc_accumulate_kernel, dac_tiles_kernel
 from crossbar.periphery import adc_quantize, dac_quantize, quantizer_levels
 from crossbar.presets import device_preset
+from crossbar.pricing import fast_input_activity, record_mvm
 from crossbar.rng import NORMAL_TABLE
 from crossbar.scheme import ConductanceSums
 from energy import Ledger
@@ -178,7 +175,7 @@ def test_batched_and_per_tile_matmuls_give_the_same_partial_sums(batch):
     device = device_preset("reram_wan2022", tile_rows=32)
     state, _, out_scale, x = random_mvm_case(rng, device.tile_rows, d_in=96, d_out=40, batch=batch)
     xq, _, _ = _dac_tiles(x, MvmSettings.from_device(device).dac_levels, state.tile_rows, "x")
-    operands, stacked = forward_operands(state), _stacked_forward_operand(state)
+    operands, stacked = forward_operands(state), stacked_forward_operand(state)
     batched = torch.bmm(xq, stacked)
     assert torch.equal(_partial_sums(xq, operands, stacked), batched)
     assert torch.equal(_partial_sums(xq, operands), batched)
@@ -401,7 +398,6 @@ def test_record_mvm_counts_and_energies():
 @pytest.mark.parametrize("dac_bits", [None, 3, 8])
 @pytest.mark.parametrize("scheme", ["multi_bit", "neurram"])
 def test_input_activity_kernel_matches_numpy_twin(dac_bits, scheme):
-    from crossbar.mvm import fast_input_activity
     from crossbar.scheme import MVM_SCHEMES, input_activity
 
     rng = np.random.default_rng(7)

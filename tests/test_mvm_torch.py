@@ -1,4 +1,4 @@
-"""The pure-torch MVM path (`crossbar.mvm_torch`), forced on the CPU: same draws and same results as the numba
+"""The pure-torch MVM path (`crossbar.engine_torch`), forced on the CPU: same draws and same results as the numba
 path and its NumPy twin, forward, transposed and per-cycle; and an AnalogLinear using it."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from mvm_states import random_mvm_case
 from naive_mvm import naive_mvm
 
 from crossbar import AnalogLinear, device_preset
-from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_transposed, read_noise_normals
-from crossbar.mvm_torch import analog_mvm_torch, read_noise_normals_torch
+from crossbar.engine_numba import analog_mvm, analog_mvm_transposed
+from crossbar.engine_torch import analog_mvm_torch, read_noise_normals_torch
+from crossbar.mvm import MvmSettings, read_noise_normals
 
 CONFIGS = [
     dict(dac_bits=None, adc_bits=None, read_noise_frac=0.0),

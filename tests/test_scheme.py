@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_mvm
 import torch
+from reference_mvm import analog_mvm_reference
 
-import crossbar.mvm as mvm
+from crossbar.engine_numba import analog_mvm, analog_mvm_transposed
 from crossbar.layers import AnalogLinear
-from crossbar.mvm import MvmSettings, analog_mvm, analog_mvm_reference, analog_mvm_transposed, conductance_sums
+from crossbar.mvm import MvmSettings
 from crossbar.presets import device_preset
+from crossbar.pricing import conductance_sums, record_mvm
 from crossbar.scheme import MVM_SCHEMES, MvmScheme, bit_planes, input_activity
 from crossbar.state import ArrayState
 from energy import Ledger
@@ -31,13 +34,13 @@ def test_ledger_adc_conversions_equal_the_numerics(scheme, transposed, monkeypat
     d_in, d_out, batch = 40, 20, 3
     layer = _programmed(device, d_in, d_out)
     converted = []
-    original = mvm._adc_round
+    original = reference_mvm._adc_round
 
     def counting(value):
         converted.append(value.numel())
         return original(value)
 
-    monkeypatch.setattr(mvm, "_adc_round", counting)
+    monkeypatch.setattr(reference_mvm, "_adc_round", counting)
     settings = MvmSettings.from_device(device)
     x = torch.randn(batch, d_out if transposed else d_in)
     analog_mvm_reference(
@@ -111,7 +114,7 @@ def test_cell_read_energy_is_v2_g_t_of_conducting_cells():
     x = torch.zeros(1, 8)
     x[0, 2] = 1.0  # code 7 = 0b111: three cycles
     ledger = Ledger()
-    mvm.record_mvm(
+    record_mvm(
         ledger.scope(phase="inference"), layer="l", device=device, d_in=8, d_out=4, n_vectors=1, conductance=sums,
         inputs=x,
     )  # fmt: skip

@@ -1,7 +1,7 @@
-"""The analog MVM in pure torch, on whatever torch device the arrays live on (CUDA, MPS, ...).
+"""The torch MVM engine: the analog MVM in pure torch, on whatever torch device the arrays live on (CUDA, MPS, ...).
 
-The numba path (`crossbar.mvm.analog_mvm`, `crossbar.mvm_kernels`) is the CPU path; this one computes the same
-function with torch operations on the arrays' own device, so a layer moved with `.to("cuda")` runs there:
+The numba engine (`crossbar.engine_numba`) is the CPU path; this one computes the same function with torch
+operations on the arrays' own device, so a layer moved with `.to("cuda")` runs there:
 
 - DAC: per-vector abs-max scale, float32 rounding half to even (`torch.round` = `np.rint`), the codes' squares
   summed as integers, as `dac_tiles_kernel` does;
@@ -10,24 +10,34 @@ function with torch operations on the arrays' own device, so a layer moved with 
   multiplies; logical right shifts done as arithmetic shifts masked to the low bits), looked up in
   `crossbar.rng.NORMAL_TABLE`, so the same key gives the same normals on every device;
 - ADC: round, clip and add the tile codes in tile order, then input scale, output scale and bias in the kernel's
-  float32 order; bit-serial per-cycle schemes use the shared `crossbar.mvm.per_cycle_accumulate`.
+  float32 order;
+- bit-serial schemes with a conversion per input cycle: `per_cycle_accumulate` (the numba engine runs it too, on
+  CPU tensors: it has no per-cycle kernel).
 
-Numerics equal the reference (`tests/naive_mvm.py`, `crossbar.mvm.analog_mvm_reference`) up to the order in
+Numerics equal the references (`tests/naive_mvm.py`, `tests/reference_mvm.py`) up to the order in
 which BLAS sums a tile's products (1-ulp partial sums): tests force this path on the CPU and compare. IR drop
 (`wire_resistance_ohm` > 0) computes its effective operand on the CPU (`crossbar.ir_drop`, NumPy) and moves it
-to the device. No gradient flows through here (the layer's autograd function handles the backward).
+to the device. No gradient flows through here (the layer's autograd function handles the backward). `TorchEngine`
+runs it for an array, with the tile views and settings kept per generation (`crossbar.engine`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from crossbar.mvm import MvmSettings, forward_operands, noise_terms_tensor, per_cycle_accumulate
+from crossbar.engine import MvmEngine
+from crossbar.mvm import MvmSettings, forward_operands, noise_terms_tensor
 from crossbar.rng import LANE_BITS, NORMAL_TABLE, SPLITMIX64_GAMMA, SPLITMIX64_MIX1, SPLITMIX64_MIX2
+from crossbar.scheme import bit_planes
 from crossbar.state import ArrayState
 
-__all__ = ["analog_mvm_torch", "read_noise_normals_torch", "splitmix64_torch"]
+if TYPE_CHECKING:
+    from crossbar.array import AnalogArray
+
+__all__ = ["TorchEngine", "analog_mvm_torch", "per_cycle_accumulate", "read_noise_normals_torch", "splitmix64_torch"]
 
 
 def _signed(value: int) -> int:
@@ -97,10 +107,12 @@ def _dac(x: torch.Tensor, levels: int, tile: int) -> tuple[torch.Tensor, torch.T
     return xq, sum_sq.T.contiguous(), scale
 
 
-def _operands(
+def tile_operands(
     g_diff: torch.Tensor, g_neg: torch.Tensor | None, d_in: int, settings: MvmSettings, transposed: bool,
     tile_cols: int,
 ) -> list[torch.Tensor]:  # fmt: skip
+    """Per tile, the block of G+ - G- an MVM multiplies by, on g_diff's device (views; with IR drop, the effective
+    operand computed on the CPU); transposed: per column tile, (tile columns, d_in) views of its transpose."""
     n_tiles, rows, d_out = g_diff.shape
     if transposed:
         flat = g_diff.reshape(n_tiles * rows, d_out)[:d_in]
@@ -128,11 +140,13 @@ def analog_mvm_torch(
     g_neg_us: torch.Tensor | None = None,
     transposed: bool = False,
     tile_cols: int = 0,
+    operands: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The analog MVM (or, `transposed`, d @ W) of `crossbar.mvm` on the device of `g_diff_us`.
 
     g_diff_us (T, tile_rows, d_out) float32: the arrays' G+ - G- in tile layout (`AnalogLinear.g_diff_us`);
-    x (B, d_in), or (B, d_out) transposed; out_scale (d_out,); key: the call's 64-bit read-noise key. Returns
+    x (B, d_in), or (B, d_out) transposed; out_scale (d_out,); key: the call's 64-bit read-noise key; `operands`:
+    the tile blocks `tile_operands` gives for these arguments (kept by `TorchEngine`), else made here. Returns
     (B, d_out), or (B, d_in), float32 on that device."""
     device = g_diff_us.device
     d_out = g_diff_us.shape[2]
@@ -156,13 +170,13 @@ def analog_mvm_torch(
             else bias.detach().to(device=device, dtype=torch.float32)
         )
         tile = g_diff_us.shape[1]
-    operands = _operands(g_diff_us, g_neg_us, d_in, settings, transposed, tile_cols)
+    if operands is None:
+        operands = tile_operands(g_diff_us, g_neg_us, d_in, settings, transposed, tile_cols)
     xq, sum_sq, scale = _dac(x.contiguous(), settings.dac_levels, tile)
     n_tiles, n_vec = len(operands), x.shape[0]
     if settings.per_cycle:
         tiles = [xq[t, :, : op.shape[0]] for t, op in enumerate(operands)]
-        z = read_noise_normals_torch(key, n_tiles * settings.cycles, n_vec, n_out, device)
-        return per_cycle_accumulate(tiles, operands, settings, key, scale, col_scale, bias_vec, normals=z)
+        return per_cycle_accumulate(tiles, operands, settings, key, scale, col_scale, bias_vec)
     levels = settings.adc_levels
     sum_sq, sigma = noise_terms_tensor(sum_sq, settings)
     noisy = sigma > 0
@@ -191,3 +205,71 @@ def analog_mvm_torch(
         acc = acc + value
     coef = step * scale if levels > 0 else scale
     return acc * coef[:, None] * col_scale[None, :] + bias_vec[None, :]
+
+
+def per_cycle_accumulate(
+    tiles: list[torch.Tensor],
+    operands: list[torch.Tensor],
+    settings: MvmSettings,
+    key: int,
+    scale: torch.Tensor,
+    col_scale: np.ndarray | torch.Tensor,
+    bias: np.ndarray | torch.Tensor | None,
+) -> torch.Tensor:
+    """Bit-serial inputs, one conversion per cycle: per tile t and cycle p, ADC(planes[p] . G_t + noise) in steps,
+    shift-added with weight 2^p / L, summed over tiles, times the vector's input scale and the output scale.
+
+    tiles[t] (B, k_t): the DAC outputs (code / L) of tile t; operands[t] (k_t, N). Read noise of cycle p of tile t
+    is sigma * sqrt(number of driven rows) * z with z = read_noise_normals(key, T * P, B, N)[t * P + p]. Runs on
+    the operands' device; no gradient (the reference with straight-through gradients: `tests/reference_mvm.py`)."""
+    n_cycles = settings.cycles
+    n_vec = tiles[0].shape[0]
+    n_out = operands[0].shape[1]
+    where = operands[0].device
+    z = read_noise_normals_torch(key, len(operands) * n_cycles, n_vec, n_out, where)
+    levels = settings.adc_levels
+    steps, inv_steps = (torch.from_numpy(a).to(where) for a in settings.steps(len(operands), n_out))
+    acc = torch.zeros((n_vec, n_out), dtype=torch.float32, device=where)
+    for t, (applied, operand) in enumerate(zip(tiles, operands)):
+        planes, weights = bit_planes(applied, settings.dac_levels, n_cycles)
+        weights = weights.to(where)
+        k = operand.shape[0]
+        partial = (planes.reshape(n_cycles * n_vec, k) @ operand).reshape(n_cycles, n_vec, n_out)
+        driven = (planes * planes).sum(dim=-1)  # (P, B): rows driven per cycle = sum of squared plane inputs
+        sum_sq, sigma_t = noise_terms_tensor(driven, settings)  # read noise, plus output noise per conversion
+        sigma_sqrt = (torch.tensor(sigma_t, dtype=torch.float32, device=where) * torch.sqrt(sum_sq))[..., None]
+        z_t = z[t * n_cycles : (t + 1) * n_cycles]
+        if levels > 0:  # each tile column converts with its own range: step[t] broadcasts over cycles and vectors
+            noise = (sigma_sqrt * inv_steps[t]) * z_t  # in ADC steps
+            codes = torch.clamp(torch.round(partial * inv_steps[t] + noise), -float(levels), float(levels))
+            acc = acc + (weights[:, None, None] * codes).sum(dim=0) * steps[t]
+        else:
+            acc = acc + (weights[:, None, None] * (partial + sigma_sqrt * z_t)).sum(dim=0)
+    y = acc * scale.reshape(n_vec, 1) * torch.as_tensor(col_scale, dtype=torch.float32, device=where)[None, :]
+    if bias is not None:
+        y = y + torch.as_tensor(bias, dtype=torch.float32, device=where)[None, :]
+    return y
+
+
+class TorchEngine(MvmEngine):
+    """Pure torch on the arrays' own device (also on the CPU when forced: `AnalogLinear.mvm_backend = "torch"`)."""
+
+    kind = "torch"
+
+    def run(
+        self, array: AnalogArray, x2: torch.Tensor, settings: MvmSettings, *, transposed: bool,
+        bias: torch.Tensor | None, kept: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        tile_cols = array.array_config.tile_cols
+        operands = None
+        if kept:  # the tile views of this generation (IR drop: its effective operand, made once)
+            derived = self.derived(array)
+            operands = derived.get(("operands", transposed))
+            if operands is None:
+                operands = tile_operands(array.g_diff_us, array.g_neg_us, array.in_features, settings, transposed,
+                                         tile_cols)  # fmt: skip
+                derived[("operands", transposed)] = operands
+        return analog_mvm_torch(
+            x2, array.g_diff_us, array.in_features, array.out_scale, settings, key=array.next_key(), bias=bias,
+            g_neg_us=array.g_neg_us, transposed=transposed, tile_cols=tile_cols, operands=operands,
+        )  # fmt: skip
