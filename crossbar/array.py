@@ -27,18 +27,22 @@ from torch import nn
 from crossbar.device import DeviceConfig
 from crossbar.extra_state import parse_extra_state
 from crossbar.mapping import Targets, map_weights
-from crossbar.noise import apply_drift, fabricate_faults
+from crossbar.noise import DriftOrigin, apply_drift, fabricate_faults
 from crossbar.presets import device_preset
 from crossbar.programming import ProgramReport, program_state
 from crossbar.rng import derive_seed, mix_seed_int
 from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
 
-__all__ = ["OPERAND_SOURCES", "STATE_BUFFERS", "AnalogArray", "check_weight"]
+__all__ = ["OPERAND_SOURCES", "OPTIONAL_BUFFERS", "STATE_BUFFERS", "AnalogArray", "check_weight"]
 
 STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
 STUCK marks a fault), in tile layout."""
+
+OPTIONAL_BUFFERS = ("out_scale", *STATE_BUFFERS, "target_weight", "drift_origin")
+"""Buffers present or absent, and shaped, by the array's state (programmed or not, target held or not, drifting or
+not) rather than its architecture: a load takes the saved array's presence and shape."""
 
 OPERAND_SOURCES = frozenset({*STATE_BUFFERS, "out_scale", "bias", "array_config", "adc_ranges",
                              "adc_ranges_transposed", "mvm_backend"})  # fmt: skip
@@ -102,6 +106,10 @@ class AnalogArray(nn.Module):
             self.register_buffer(buffer, None)
         self.register_buffer("target_weight", None)
         """(out, in) float32 programming target held until `program()`; None afterwards."""
+        self.register_buffer("drift_origin", None)
+        """(3, n_tiles, tile_rows, d_out) float32 where drift started after the latest programming
+        (`crossbar.noise.DriftOrigin.cells`: latent G+, G-, signed reference; 12 bytes per weight); None until the
+        first `drift_to` after a write."""
         self.adc_ranges: np.ndarray | None = None
         """(input tiles, out_features) float32 forward ADC range of every tile column (normalised units), set by
         `calibrate_adc`; None = not calibrated (fixed range: `array_config.adc_full_scale` everywhere)."""
@@ -214,7 +222,7 @@ class AnalogArray(nn.Module):
                               error_msgs):  # noqa: ANN001 - nn.Module's hook signature  # fmt: skip
         # Optional buffers (programmed or not, target held or not) take the saved layer's presence and shape.
         where = self._where()
-        for buffer in ("out_scale", *STATE_BUFFERS, "target_weight"):
+        for buffer in OPTIONAL_BUFFERS:
             saved = state_dict.get(prefix + buffer)
             if saved is None:
                 self._buffers[buffer] = None
@@ -353,6 +361,7 @@ class AnalogArray(nn.Module):
 
     def _after_write(self) -> None:
         self._t_s = 0.0
+        self.drift_origin = None  # drift restarts from what was just written
         self.bump_generation()
 
     def programmed_weight(self) -> torch.Tensor:
@@ -363,16 +372,20 @@ class AnalogArray(nn.Module):
         return g.T * self.out_scale.to(torch.float32)[:, None]
 
     def drift_to(self, t_s: float) -> None:
-        """Let the conductances relax until `t_s` seconds after the latest programming (t_s >= the current time)."""
+        """Let the conductances relax until `t_s` seconds after the latest programming (t_s >= the current time).
+        The state at `t_s` does not depend on the steps that reached it (`crossbar.noise.DriftOrigin`)."""
         self.check_ready()
         if isinstance(t_s, bool) or not isinstance(t_s, (int, float)) or not math.isfinite(t_s) or t_s < self._t_s:
             raise ValueError(f"t_s must be a finite number >= the layer's current time {self._t_s} s, got {t_s!r}")
         self.drift_calls += 1
+        origin = None if self.drift_origin is None else DriftOrigin(self.drift_origin.detach().cpu().numpy())
         with self._kernel_state() as state:
-            apply_drift(
+            origin = apply_drift(
                 state, self.array_config, t_from_s=self._t_s, t_to_s=float(t_s), seed=self.drift_seed,
-                stream=self.drift_calls - 1,
+                stream=self.drift_calls - 1, origin=origin,
             )  # fmt: skip
+        if self.drift_origin is None or self.drift_origin.device.type != "cpu":  # on the CPU it was updated in place
+            self.drift_origin = torch.from_numpy(origin.cells).to(self._where())
         self._t_s = float(t_s)
 
     @property

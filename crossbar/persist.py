@@ -44,7 +44,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from crossbar.layers import STATE_BUFFERS, AnalogLinear
+from crossbar.array import OPTIONAL_BUFFERS
+from crossbar.layers import AnalogLinear
 
 __all__ = [
     "ARRAYS_FILE",
@@ -69,9 +70,9 @@ _MAX_HEADER_BYTES = 100 * 2**20
 """Largest safetensors JSON header read (bytes), the limit the safetensors library itself applies."""
 _STATE_KEYS = ("format", "tensors", "extra_state", "extra_state_sha256", "device_configs", "architecture",
                "architecture_sha256")  # fmt: skip
-_ANALOG_STATE_TENSORS = ("out_scale", *STATE_BUFFERS, "target_weight")
-"""`AnalogLinear` buffers present or absent and shaped by the layer's state (programmed or not), not its
-architecture: left out of the architecture fingerprint (their tile layout is checked by the layer)."""
+_ANALOG_STATE_TENSORS = OPTIONAL_BUFFERS
+"""`AnalogLinear` buffers present or absent and shaped by the layer's state (programmed or not, drifting or not),
+not its architecture: left out of the architecture fingerprint (their tile layout is checked by the layer)."""
 
 log = logging.getLogger("crossbar_sim.persist")
 

@@ -33,7 +33,8 @@ With `programming_noise="none"` the state the pulses leave is final.
 Energy: each SET/RESET pulse costs V_write^2 * t_write / mean(R_old, R_new), NeuroSim V2.1's formula
 (ProcessingUnit.cpp 895) applied per pulse, R_old and R_new the cell's resistance before and after that pulse
 (NeuroSim applies it once per write with the write's end states, which for a multi-pulse swing is dominated by the
-high-resistance end; per pulse it follows the conductance the pulse sees); verify reads V_read^2 * G * t_read at
+high-resistance end; per pulse it follows the conductance the pulse sees). A ledger whose cost table sets
+`write_energy="neurosim"` gets NeuroSim's per-write pricing instead (`_price_per_write`); verify reads V_read^2 * G * t_read at
 the G each read sees. Latency: rows are written one after another, all cells of a row in parallel (NeuroSim
 V2.1 ProcessingUnit.cpp 893 / 940, SubArray.cpp 1406): per row one verify read, then a SET phase and a RESET
 phase, each as long as the row's slowest cell, every pulse followed by a verify read: sum over rows of
@@ -163,6 +164,9 @@ def program_state(
                 f"{getattr(changed, 'dtype', type(changed).__name__)} {getattr(changed, 'shape', '')}"
             )
         changed_view, use_changed = np.ascontiguousarray(changed).reshape(views[0].shape), True
+    per_write = ledger is not None and ledger.costs.write_energy == "neurosim"
+    g_before = _cell_conductances(state) if per_write else None
+    return_pulses, caller_wants_pulses = return_pulses or per_write, return_pulses
     pulses_shape = views[0].shape if return_pulses else (1, 1)
     pulses_pos = np.zeros(pulses_shape, dtype=np.uint8)
     pulses_neg = np.zeros(pulses_shape, dtype=np.uint8)
@@ -190,10 +194,44 @@ def program_state(
         statistical_kernel(views, target_views, changed_view, settings, expected_pulse_table(device), error,
                            NORMAL_TABLE, pulses, totals)  # fmt: skip
 
+    if per_write:
+        _price_per_write(energies, g_before, _cell_conductances(state), (pulses_pos, pulses_neg), state.d_in,
+                         settings.write_coef_pj_per_us)  # fmt: skip
     report = _report(counts, energies, device, ledger, layer)
-    if return_pulses:
+    if caller_wants_pulses:
         return report, pulses_pos.reshape(shape), pulses_neg.reshape(shape)
     return report
+
+
+def _cell_conductances(state: ArrayState) -> tuple[np.ndarray, np.ndarray]:
+    """(G+, G-) of every stored row, float64 uS, in kernel row order (rows, d_out)."""
+    rows = state.n_tiles * state.tile_rows
+    g_neg = state.g_neg_us.reshape(rows, state.d_out)
+    return (state.g_diff_us.reshape(rows, state.d_out) + g_neg).astype(np.float64), g_neg.astype(np.float64)
+
+
+def _price_per_write(
+    energies: np.ndarray,
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+    pulses: tuple[np.ndarray, np.ndarray],
+    d_in: int,
+    write_coef_pj_per_us: float,
+) -> None:
+    """Re-price the write pulses of `energies` (per row: SET pJ, RESET pJ, read pJ) in NeuroSim's per-write
+    convention (`energy.CostTable.write_energy`): each cell's pulses at V^2 t / mean(R_start, R_end) of its write,
+    i.e. the harmonic mean of its start and end conductances (0 when either is 0 uS). A row's total is split
+    between SET and RESET in the proportion the per-pulse pricing gave (by pulse energy; evenly if that was 0)."""
+    total = np.zeros(d_in)
+    for g0, g1, n in zip(before, after, pulses, strict=True):
+        g0, g1 = g0[:d_in], g1[:d_in]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            harmonic = np.where((g0 > 0) & (g1 > 0), 2.0 * g0 * g1 / (g0 + g1), 0.0)
+        total += (n[:d_in].astype(np.float64) * harmonic).sum(axis=1) * write_coef_pj_per_us
+    per_pulse = energies[:, 0] + energies[:, 1]
+    share_set = np.divide(energies[:, 0], per_pulse, out=np.full(d_in, 0.5), where=per_pulse > 0)
+    energies[:, 0] = total * share_set
+    energies[:, 1] = total - energies[:, 0]
 
 
 def _report(

@@ -23,6 +23,7 @@ from crossbar.jit import inline
 __all__ = [
     "DOMAIN_D2D",
     "DOMAIN_DRIFT",
+    "DOMAIN_DRIFT_ORIGIN",
     "DOMAIN_FAULT",
     "DOMAIN_PROGRAM",
     "DOMAIN_TABLE",
@@ -65,6 +66,7 @@ DOMAIN_DRIFT = 0x44524654  # "DRFT"
 DOMAIN_FAULT = 0x46414C54  # "FALT"
 DOMAIN_TABLE = 0x5441424C  # "TABL"
 DOMAIN_D2D = 0x44324444  # "D2DD": device-to-device spread of the pulse step, fixed per cell
+DOMAIN_DRIFT_ORIGIN = 0x4F524947  # "ORIG": latent state of cells clamped at 0 uS when drift starts
 
 
 def _normal_table(bits: int = 16) -> np.ndarray:

@@ -32,7 +32,9 @@ __all__ = [
     "COST_PRESETS",
     "DATAPATHS",
     "CostTable",
+    "WRITE_ENERGY_CONVENTIONS",
     "Datapath",
+    "WriteEnergy",
     "cost_preset",
     "pulse_energy_pj",
 ]
@@ -48,6 +50,9 @@ def pulse_energy_pj(voltage_v: float, conductance_us: float, width_ns: float) ->
 
 
 Datapath = Literal["fp32", "fp16", "bf16", "int16", "int8"]
+WriteEnergy = Literal["per_pulse", "neurosim"]
+WRITE_ENERGY_CONVENTIONS: tuple[str, ...] = ("per_pulse", "neurosim")
+"""How a programming call prices its SET/RESET pulses (`CostTable.write_energy`)."""
 
 # Digital arithmetic at 45 nm by datapath: (multiply pJ, add pJ, word bits). Horowitz ISSCC 2014 gives FP32
 # 3.7 / 0.9, FP16 1.1 / 0.4, INT32 3.1 / 0.1 and INT8 0.2 / 0.03 pJ. INT16 is derived from his INT8 and INT32
@@ -85,6 +90,16 @@ class CostTable:
     # --- write path (used only when the recorder supplies no V^2*G*t physics) ---
     write_pulse_pj: float = 2.0
     """One SET/RESET pulse. Derived: pulse_energy_pj(2 V, 10 uS, 50 ns) = 2.0 pJ (NeuroSim V1.4/V2.1 Param.cpp)."""
+    write_energy: WriteEnergy = "per_pulse"
+    """Convention for the energy of the write pulses the crossbar model simulates (both from NeuroSim V2.1
+    ProcessingUnit.cpp 895, E = V^2 t / mean(R_old, R_new) per pulse):
+    - "per_pulse" (default): R_old, R_new are the cell's resistances before and after each pulse, so every pulse
+      is priced at the conductance it sees. Chosen as default because it follows the physics of incremental
+      pulses and stays defined for devices whose g_min is 0 uS (the default preset);
+    - "neurosim": NeuroSim's own use, once per write: every pulse of a cell's write is priced with R_old, R_new
+      the write's start and end states. A multi-pulse swing is then dominated by its high-resistance end (11.7x
+      less than per pulse for fresh programming on reram_wan2022), and on a device with g_min = 0 uS a write that
+      starts or ends at 0 uS (R infinite) costs nothing, as NeuroSim's formula gives for an infinite resistance."""
     verify_read_pj: float = 0.05
     """One verify read of one cell. Derived: pulse_energy_pj(0.5 V, 20 uS, 10 ns) (NeuroSim V2.1 read 0.5 V,
     10 ns; 20 uS = mid-range of the 0-40 uS Wan 2022 device)."""
@@ -147,6 +162,11 @@ class CostTable:
                 if value not in DATAPATHS:
                     raise ValueError(f"CostTable.datapath must be one of {list(DATAPATHS)}, got {value!r}")
                 continue
+            if f.name == "write_energy":
+                if value not in WRITE_ENERGY_CONVENTIONS:
+                    raise ValueError(f"CostTable.write_energy must be one of {list(WRITE_ENERGY_CONVENTIONS)}, "
+                                     f"got {value!r}")  # fmt: skip
+                continue
             if f.name == "adc_pj_by_bits":
                 _validate_adc_table(value)
                 continue
@@ -176,15 +196,23 @@ class CostTable:
     @property
     def mult_pj(self) -> float:
         """One multiply at the datapath's precision (FP32 uses the `fp32_mult_pj` field, INT8 `int8_mult_pj`)."""
-        return self.fp32_mult_pj if self.datapath == "fp32" else self.int8_mult_pj if self.datapath == "int8" else (
-            DATAPATHS[self.datapath][0]
+        return (
+            self.fp32_mult_pj
+            if self.datapath == "fp32"
+            else self.int8_mult_pj
+            if self.datapath == "int8"
+            else (DATAPATHS[self.datapath][0])
         )
 
     @property
     def add_pj(self) -> float:
         """One add at the datapath's precision."""
-        return self.fp32_add_pj if self.datapath == "fp32" else self.int8_add_pj if self.datapath == "int8" else (
-            DATAPATHS[self.datapath][1]
+        return (
+            self.fp32_add_pj
+            if self.datapath == "fp32"
+            else self.int8_add_pj
+            if self.datapath == "int8"
+            else (DATAPATHS[self.datapath][1])
         )
 
     @property
@@ -216,7 +244,7 @@ class CostTable:
                 continue
             value = getattr(self, f.name)
             unit = "pJ" if f.name.endswith("_pj") else "ns" if f.name.endswith("_ns") else "pJ by bits"
-            if f.name == "datapath":
+            if f.name in ("datapath", "write_energy"):
                 unit = "-"
             if f.name == "adc_pj_by_bits":
                 shown = ", ".join(f"{b}b {e:g}" for b, e in value)
@@ -248,6 +276,7 @@ def _validate_adc_table(table: object) -> None:
 
 
 _DEFAULT_SOURCES: dict[str, str] = {
+    "write_energy": "per pulse: NeuroSim V2.1 ProcessingUnit.cpp 895 applied to each pulse (neurosim: per write)",
     "write_pulse_pj": "derived: 2 V^2 x 10 uS x 50 ns (NeuroSim V1.4/V2.1 Param.cpp)",
     "verify_read_pj": "derived: 0.5 V^2 x 20 uS x 10 ns (NeuroSim V2.1 Param.cpp; Wan 2022 0-40 uS)",
     "cell_read_pj": "derived: 0.5 V^2 x 20 uS x 10 ns (NeuroSim V2.1 Param.cpp; Wan 2022 0-40 uS)",

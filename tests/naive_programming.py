@@ -325,28 +325,80 @@ def drift_sigma_np(g, *, model, step, fits, g_min, g_range):
     return np.sqrt(np.where(var > 0.0, var, 0.0))
 
 
-def drift_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_range, model, step, fits, key, moments=None):
-    """Twin of `drift_kernel`: `model` the kernel id, `step` the model's record, `fits` its table; for
-    KERNEL_PER_CELL, `moments(g)` gives each cell's (mean, sigma)."""
+def _references_np(ref, g_min):
+    return g_min + np.maximum(ref, 0.0), g_min + np.maximum(-ref, 0.0)
+
+
+def drift_origin_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, sigma_idle, key):
+    """Twin of `drift_origin_kernel`: returns the origin (3, rows, d_out) float32 (latent G+, latent G-, signed
+    reference)."""
+    rows, cols, weights = _real_weights(g_diff, d_in)
+    h = _hash(key, weights)
+    gn = g_neg[rows, cols].astype(np.float64)
+    gp = (g_diff[rows, cols] + g_neg[rows, cols]).astype(np.float64)
+    origin = np.zeros((3, *g_diff.shape), dtype=np.float32)
+    origin[2, rows, cols] = np.where(gp >= gn, np.maximum(gp - g_min, 0.0), -np.maximum(gn - g_min, 0.0))
+    for k, (g, writes) in enumerate(((gp, writes_pos), (gn, writes_neg))):
+        z = normal_from_hash_np(h, k).astype(np.float64)
+        keep = (g > 0.0) | (writes[rows, cols] == STUCK)
+        origin[k, rows, cols] = np.where(keep, g, -np.abs(sigma_idle * z))
+    return origin
+
+
+def drift_np(
+    g_diff, g_neg, writes_pos, writes_neg, d_in, *, origin, g_min, g_range, model, step, fits, key, moments=None
+):
+    """Twin of `drift_kernel`: `origin` (3, rows, d_out) float32 is updated in place; `model` the kernel id, `step`
+    the model's record, `fits` its table; for KERNEL_PER_CELL, `moments(ref)` gives each cell's (mean, sigma)."""
     rows, cols, weights = _real_weights(g_diff, d_in)
     h = _hash(key, weights)
     gn32 = g_neg[rows, cols]
     gp0 = (g_diff[rows, cols] + gn32).astype(np.float64)
     gn0 = gn32.astype(np.float64)
+    ref_p, ref_n = _references_np(origin[2, rows, cols].astype(np.float64), g_min)
     if model == KERNEL_PER_CELL:
-        (mp, sp), (mn, sn) = moments(gp0), moments(gn0)
+        (mp, sp), (mn, sn) = moments(ref_p), moments(ref_n)
     else:
         kw = {"model": model, "step": step, "fits": fits, "g_min": g_min, "g_range": g_range}
         mp = mn = step.mean_us
-        sp, sn = drift_sigma_np(gp0, **kw), drift_sigma_np(gn0, **kw)
-    gp = np.maximum(gp0 + mp + sp * normal_from_hash_np(h, 0).astype(np.float64), 0.0)
-    gn = np.maximum(gn0 + mn + sn * normal_from_hash_np(h, 1).astype(np.float64), 0.0)
-    gp = np.where(writes_pos[rows, cols] == STUCK, gp0, gp)
-    gn = np.where(writes_neg[rows, cols] == STUCK, gn0, gn)
+        sp, sn = drift_sigma_np(ref_p, **kw), drift_sigma_np(ref_n, **kw)
+    new = []
+    for k, (g0, mean, sigma, writes) in enumerate(((gp0, mp, sp, writes_pos), (gn0, mn, sn, writes_neg))):
+        working = writes[rows, cols] != STUCK
+        latent = origin[k, rows, cols].astype(np.float64) + mean + sigma * normal_from_hash_np(h, k).astype(np.float64)
+        origin[k, rows[working], cols[working]] = latent[working].astype(np.float32)
+        new.append(np.where(working, np.maximum(latent, 0.0), g0))
+    gp, gn = new
     moved = (gp != gp0) | (gn != gn0)
     new_neg = gn[moved].astype(np.float32)
     g_neg[rows[moved], cols[moved]] = new_neg
     g_diff[rows[moved], cols[moved]] = gp[moved].astype(np.float32) - new_neg
+
+
+def apply_drift_np(state, device, *, t_from_s, t_to_s, seed, stream, origin=None):
+    """Twin of `crossbar.noise.apply_drift` on an `ArrayState`, through the twins above; returns the origin (3,
+    n_tiles, tile_rows, d_out) float32 (`DriftOrigin.cells`), updated in place when given."""
+    from crossbar.noise import drift_step, programming_sigma_us
+    from crossbar.rng import DOMAIN_DRIFT, DOMAIN_DRIFT_ORIGIN, domain_key
+
+    rows = state.n_tiles * state.tile_rows
+    arrays = (state.g_diff_us, state.g_neg_us, state.writes_pos, state.writes_neg)
+    views = [a.reshape(rows, state.d_out) for a in arrays]
+    g_min = float(device.g_min_us)
+    if origin is None:
+        sigma_idle = float(programming_sigma_us(np.array([g_min]), device)[0])
+        origin = drift_origin_np(*views, state.d_in, g_min=g_min, sigma_idle=sigma_idle,
+                                 key=domain_key(seed, stream, DOMAIN_DRIFT_ORIGIN))  # fmt: skip
+        origin = origin.reshape(3, *state.g_diff_us.shape)
+    call = drift_step(device, t_from_s, t_to_s)
+    if call is None:
+        return origin
+    model, step = call
+    moments = None if model.cell_moments is None else (lambda g: model.cell_moments(g, step, device))
+    drift_np(*views, state.d_in, origin=origin.reshape(3, rows, state.d_out), g_min=g_min, g_range=float(device.g_range_us),
+             model=model.kernel_id, step=step, fits=model.kernel_fits(), key=domain_key(seed, stream, DOMAIN_DRIFT),
+             moments=moments)  # fmt: skip
+    return origin
 
 
 def fault_np(g_diff, g_neg, writes_pos, writes_neg, d_in, *, g_min, g_max, rate_min, rate_max, key):

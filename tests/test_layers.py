@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from naive_mvm import naive_mvm
+from scipy.stats import ks_2samp
 from torch import nn
 
 from crossbar import (
@@ -266,6 +267,25 @@ def test_drift_shrinks_weights_on_average():
     assert float(change.mean()) < 0
     with pytest.raises(ValueError, match="t_s"):
         analog[0].drift_to(10.0)
+
+
+def test_layer_drift_depends_on_the_time_not_the_steps():
+    """A layer drifted to one day in one call and its twin in 24 hourly calls: the same distribution of weight
+    changes (two-sample KS) but other draws; the origin (12 bytes per weight) exists only while drifting and a
+    rewrite drops it."""
+    device = device_preset("reram_wan2022", programming_mode="statistical")
+    one, steps = (_programmed(_linear(128, 64), device) for _ in range(2))
+    before = one.programmed_weight()
+    assert one.drift_origin is None
+    one.drift_to(86400.0)
+    for hour in range(1, 25):
+        steps.drift_to(3600.0 * hour)
+    assert one.drift_origin.shape == (3, *one.g_diff_us.shape) and one.drift_origin.dtype == torch.float32
+    a = (one.programmed_weight() - before).flatten().numpy()
+    b = (steps.programmed_weight() - before).flatten().numpy()
+    assert ks_2samp(a, b).pvalue > 1e-3 and not np.array_equal(a, b)
+    one.reprogram(before)
+    assert one.drift_origin is None and one.time_s == 0.0
 
 
 def test_calibrated_adc():

@@ -22,7 +22,7 @@ from crossbar.programming import (
 )
 from crossbar.rng import DOMAIN_D2D, DOMAIN_PROGRAM, DOMAIN_TABLE, NORMAL_TABLE, domain_key
 from crossbar.state import STUCK, ArrayState, pulses_per_count
-from energy import Ledger, pulse_energy_pj
+from energy import CostTable, Ledger, pulse_energy_pj
 
 WAN = device_preset("reram_wan2022")
 
@@ -214,6 +214,32 @@ def test_single_cell_energy_and_latency_by_hand() -> None:
     assert ledger.total("latency_ns") == pytest.approx(report.latency_ns)
     assert state.g_pos_us()[0, 0, 0] == pytest.approx(15.0)
     assert state.writes_pos[0, 0, 0] == 12 and state.writes_neg[0, 0, 0] == 0
+
+
+def test_neurosim_write_energy_convention_by_hand() -> None:
+    """CostTable.write_energy = "neurosim": 5 -> 15 uS in 8 unit pulses is priced 8 V^2 t / mean(R_5, R_15) (one
+    per-write harmonic mean, NeuroSim V2.1 ProcessingUnit.cpp 895); a write from 0 uS costs nothing (R infinite);
+    pulse counts, reads and latency are the per-pulse convention's."""
+    device = WAN.replace(
+        tile_rows=1, c2c_sigma_frac=0.0, d2d_step_sigma_frac=0.0, endurance_pulses=math.inf, programming_noise="none"
+    )
+    results = {}
+    for convention in ("per_pulse", "neurosim"):
+        state = ArrayState.fresh(1, 2, device)
+        state.g_diff_us[0, 0, 0] = 5.0
+        targets = _targets(state, np.array([[[15.0, 15.0]]]), np.zeros((1, 1, 2)))
+        ledger = Ledger(CostTable(write_energy=convention))
+        report = program_state(state, targets, device, seed=0, stream=0, ledger=ledger.scope(phase="adapt"))
+        write = ledger.total("energy_pj", event="set_pulse") + ledger.total("energy_pj", event="reset_pulse")
+        results[convention] = (report, write)
+    (per_pulse, per_pulse_write), (neurosim, neurosim_write) = results["per_pulse"], results["neurosim"]
+    assert neurosim.set_pulses == per_pulse.set_pulses == 8 + 12
+    assert neurosim.latency_ns == per_pulse.latency_ns and neurosim.verify_reads == per_pulse.verify_reads
+    expected = 8 * pulse_energy_pj(device.write_voltage_v, _harmonic(5.0, 15.0), device.write_pulse_ns)
+    assert neurosim_write == pytest.approx(expected)
+    assert per_pulse_write > neurosim_write
+    with pytest.raises(ValueError, match="CostTable.write_energy must be one of"):
+        CostTable(write_energy="per_cell")
 
 
 def test_ideal_jump_keeps_the_former_controller() -> None:

@@ -38,7 +38,14 @@ weights keep their stored bits exactly.
 """
 
 from crossbar.kernels.cells import DRAW_COUNTER, DRAW_PULSE_SHIFT, DRAW_STATISTICAL, ProgramSettings
-from crossbar.kernels.noise import drift_kernel, fault_kernel
+from crossbar.kernels.noise import (
+    ORIGIN_LATENT_NEG,
+    ORIGIN_LATENT_POS,
+    ORIGIN_REF,
+    drift_kernel,
+    drift_origin_kernel,
+    fault_kernel,
+)
 from crossbar.kernels.statistical import statistical_kernel
 from crossbar.kernels.write_verify import (
     LANES,
@@ -58,6 +65,9 @@ __all__ = [
     "DRAW_PULSE_SHIFT",
     "DRAW_STATISTICAL",
     "LANES",
+    "ORIGIN_LATENT_NEG",
+    "ORIGIN_LATENT_POS",
+    "ORIGIN_REF",
     "PM_C0",
     "PM_C1",
     "PM_D2D",
@@ -67,6 +77,7 @@ __all__ = [
     "PM_SIZE",
     "ProgramSettings",
     "drift_kernel",
+    "drift_origin_kernel",
     "fault_kernel",
     "pulse_table_kernel",
     "statistical_kernel",

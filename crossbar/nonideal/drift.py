@@ -1,12 +1,14 @@
 """Drift models: conductance relaxation after programming, from each device's own data.
 
-One step t_from -> t_to (seconds after programming) moves every working cell from its own state G by
-mean + sigma(G) z, z ~ N(0, 1), clamped at 0 uS (`crossbar.noise.apply_drift`, `crossbar.kernels.drift_kernel`).
+One step t_from -> t_to (seconds after programming) moves every working cell's latent (unclamped) conductance by
+mean + sigma(G_ref) z, z ~ N(0, 1), with sigma^2 the model's variance increment at the cell's fixed reference
+G_ref, and the array reads the latent clamped at 0 uS (`crossbar.noise.apply_drift`, `DriftOrigin`,
+`crossbar.kernels.drift_kernel`): the state at t does not depend on the steps taken.
 An entry gives, per step, a named record of its parameters (`step`, every field a float; `mean_us` the mean
 shift), and either a built-in kernel id (`kernel_id`: the per-cell sigma is computed inside the numba kernel from
 the record, flattened to a float64 vector in field order, plus the entry's constant table `fits_us`) or a NumPy
-function `cell_moments(g_us, step, device) -> (mean_us, sigma_us)` evaluated on every cell before the kernel draws
-(plug-ins; costs 32 bytes per weight while it runs). `DeviceConfig.drift_model` names an entry of `DRIFT_MODELS`.
+function `cell_moments(g_us, step, device) -> (mean_us, sigma_us)` evaluated at every cell's reference before the
+kernel draws (plug-ins; costs 32 bytes per weight while it runs). `DeviceConfig.drift_model` names an entry of `DRIFT_MODELS`.
 NumPy twins of the kernel side: `tests/naive_programming.py::drift_sigma_np`, `drift_np`.
 """
 
@@ -223,7 +225,7 @@ DRIFT_MODELS: Registry[DriftModel] = Registry(
             _wan_step, KERNEL_WAN2022,
             fits_us=tuple(WAN2022_DRIFT_COEFFS_US[t] for t in _WAN_TIMES),
             total_sigma_us=_wan_total_sigma,
-            fidelity_rows=("drift sigma reram_wan2022", "drift mean reram_wan2022"),
+            fidelity_rows=("drift sigma reram_wan2022", "drift mean G reram_wan2022"),
         ),
         DriftModel(
             "cmo_hfox",
