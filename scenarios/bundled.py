@@ -15,6 +15,7 @@ BUNDLED_SCENARIOS: dict[str, str] = {
     "lifetime": "2,000 daily task switches on one device: accuracy, wear",
     "minilm_wordnet": "the real study: MiniLM on WordNet and BBC (real extra)",
     "minilm_tiny": "minilm_wordnet at toy size (needs the real extra)",
+    "fusion_design": "the real study's bank swept, one seed (real extra)",
 }
 """Bundled scenario name -> what it runs, in the order the help and the README list them (each line at most 60
 characters, so that the help's table fits 80 columns)."""

@@ -27,6 +27,7 @@ from scenarios.allocator import keep_freed_memory
 from scenarios.cache import Blob
 from scenarios.errors import ScenarioError
 from scenarios.families import TaskData
+from scenarios.hardware_bank import hardware_aware_bank_part
 from scenarios.lifetime import LifetimeResult, simulate_lifetime
 from scenarios.results import UnitResult
 from scenarios.schema import Scenario
@@ -120,7 +121,11 @@ def bank_part_task(base_blob: Blob, shipped: Shipped, source: str) -> Blob:
             seed=derive_seed(scenario.seed, "bank_train"),
             progress=False,
         )
-        return phase_blobs.bank_blob(workload_for(scenario).train_bank_part(base_blob, task, **settings))
+        if spec.hardware_aware:  # the LoRA trains through the base as programmed (scenarios.hardware_bank)
+            bank = hardware_aware_bank_part(scenario, base_blob, task, calibration_set, **settings)
+        else:
+            bank = workload_for(scenario).train_bank_part(base_blob, task, **settings)
+        return phase_blobs.bank_blob(bank)
 
 
 def bank_task(shipped: Shipped, *parts: Blob) -> Blob:

@@ -404,6 +404,8 @@ def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
     tasks = {k: v for k, v in resolved["tasks"].items() if k not in ("sources", "targets", "few_shot_train")}
     base = {"seed": resolved["seed"], "model": resolved["model"], "tasks": tasks}
     bank = {**base, "bank": resolved["bank"], "sources": resolved["tasks"]["sources"]}
+    if resolved["bank"].get("hardware_aware"):  # its LoRAs train through the programmed, calibrated base
+        bank = {**bank, "device": resolved["device"], "calibration": resolved["calibration"]}
     return {"base_model": base, "bank": bank,
             "programmed": {**bank, "device": resolved["device"], "costs": resolved["costs"],
                            "calibration": resolved["calibration"]}}  # fmt: skip

@@ -165,6 +165,11 @@ class BankSpec(Section):
     lr: float = Field(0.01, gt=0, description="Adam learning rate for LoRA training (constant: no schedule).")
     train_size: int = Field(800, ge=1, description="Training examples per source task (npz: at most this).")
     batch_size: int | None = Field(None, ge=1, description="Mini-batch size (examples); default model.batch_size.")
+    hardware_aware: bool = Field(
+        False,
+        description="Train each LoRA through the base as programmed (same cells, ADC ranges, read noise) instead of "
+        "the digital base; false: digital, as LoRAFusion's bank (scenarios/hardware_bank.py).",
+    )
 
     @_model_validator(mode="after")
     def _modules(self) -> BankSpec:

