@@ -14,6 +14,7 @@ import typer
 from energy import COST_PRESETS, DEFAULT_COST_PRESET
 from scenarios.bundled import BUNDLED_SCENARIOS
 from scenarios.stamp import package_version
+from simutil.memory import release_large_frees
 
 app = typer.Typer(
     name="crossbar-sim",
@@ -142,20 +143,26 @@ def run(
         None, "--workers", min=1, help="Worker processes of the local Dask cluster (default: one per core)."
     ),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", metavar="ADDRESS",
+        None,
+        "--scheduler",
+        metavar="ADDRESS",
         help="Run on an existing Dask cluster, e.g. tcp://host:8786 (default: $CROSSBAR_SIM_SCHEDULER, else local).",
     ),  # fmt: skip
     serial: bool = typer.Option(False, "--serial", help="Run everything in this process (debugging, profiling)."),
     cache: Path | None = typer.Option(
-        None, "--cache", help="Folder of shared phases (base model, bank, programmed arrays) reused between runs "
-        "(default: <run>/cache)."
+        None,
+        "--cache",
+        help="Folder of shared phases (base model, bank, programmed arrays) reused between runs "
+        "(default: <run>/cache).",
     ),
     allow_version_change: bool = typer.Option(
         False, "--allow-version-change", help="Resume a run started by another crossbar-sim version or git commit."
     ),
     allow_large: bool = typer.Option(
-        False, "--allow-large", help="Run even when the estimated memory exceeds what the machine has available, or "
-        "the estimated work exceeds 24 h of a 2-core machine (see `crossbar-sim validate`)."
+        False,
+        "--allow-large",
+        help="Run even when the estimated memory exceeds what the machine has available, or "
+        "the estimated work exceeds 24 h of a 2-core machine (see `crossbar-sim validate`).",
     ),
 ) -> None:
     """Validate a scenario, then run it: train, program, adapt, evaluate, and write results and figures."""
@@ -234,8 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     typer runs with `standalone_mode=False`, so it *returns* the code of a `typer.Exit` (raised by a command, or
     made by typer itself from Ctrl-C: 130) instead of exiting; that return value is the exit code. typer may bundle
     its own copy of click, so click's exceptions are recognised by what they carry (`UsageError` has
-    `format_message()` and exit code 2) rather than imported from click.
+    `format_message()` and exit code 2) rather than imported from click. Freed blocks of 1 MiB and up leave the
+    resident set at once (`simutil.memory.release_large_frees`), as large runs need.
     """
+    release_large_frees()
     try:
         code = app(args=argv, prog_name="crossbar-sim", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):

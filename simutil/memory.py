@@ -1,0 +1,46 @@
+"""Process memory: hand large freed blocks back to the operating system at once.
+
+glibc's malloc serves a request of at least its mmap threshold with a mapping of its own, unmapped on free; smaller
+requests come from the heap, whose freed space stays resident unless it sits at the heap's top. The threshold starts
+at 128 KiB and rises to the size of every mapped block freed, up to 32 MiB on 64-bit systems (glibc manual,
+mallopt(3), M_MMAP_THRESHOLD; `DEFAULT_MMAP_THRESHOLD_MAX` in malloc/malloc.c). A long run of a large simulated
+model frees many activations and MVM partial sums of 1-30 MiB: after the first such free they come from the heap,
+and freed space pinned below live blocks stays resident. Measured (benchmarks/lorafusion_scale.py, FLAN-T5-large
+shape, glibc 2.36): one fusion step left 4.8 GiB free but resident in the heap next to 10.3 GiB in use. Setting the
+threshold explicitly switches the dynamic rise off, so blocks from `MMAP_THRESHOLD_BYTES` up are mapped and
+returned on free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+__all__ = ["MMAP_THRESHOLD_BYTES", "release_large_frees"]
+
+MMAP_THRESHOLD_BYTES = 1 << 20
+"""1 MiB: blocks from this size up are mapped on their own and unmapped on free. The state arrays and activations
+of a large model are far above it (MiB to GiB each); below it, the heap keeps serving the many small objects."""
+
+_M_MMAP_THRESHOLD = -3
+"""mallopt's parameter number for M_MMAP_THRESHOLD (glibc malloc.h)."""
+
+
+def release_large_frees(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold at `threshold_bytes` for this process, so that freed blocks of that size and up
+    leave the resident set at once; returns whether it was set (False where the C library is not glibc).
+
+    For entry points that run large models (benchmarks, the study CLI): it changes where memory comes from, never a
+    result. Call it early, before the first large block is freed."""
+    if isinstance(threshold_bytes, bool) or not isinstance(threshold_bytes, int) or threshold_bytes < 1:
+        raise ValueError(f"threshold_bytes must be an int >= 1, got {threshold_bytes!r}")
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (macOS, musl): its allocator needs no switch here
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
