@@ -194,6 +194,7 @@ class AnalogArray(nn.Module):
         # buffers are never a copy's.
         state = dict(super().__getstate__())
         state.pop("_engines", None)
+        state.pop("_engine", None)
         state.pop("_tallies", None)  # MVMs this layer made and will record itself: a copy starts recording directly
         return state
 
@@ -422,12 +423,14 @@ class AnalogArray(nn.Module):
 
     def check_ready(self) -> None:
         """Raise unless the layer is programmed and its arrays hold values (not on the meta device)."""
-        if self.g_diff_us is None or self.out_scale is None:
+        buffers = self._buffers  # directly: nn.Module's attribute lookup costs more than the checks (every MVM)
+        g_diff = buffers["g_diff_us"]
+        if g_diff is None or buffers["out_scale"] is None:
             raise RuntimeError(
                 f"{type(self).__name__} {self.name or '(unnamed)'!r} is not programmed: call its program() "
                 "(or crossbar.program(model)) before running it"
             )
-        if self.g_diff_us.device.type == "meta":
+        if g_diff.is_meta:
             raise RuntimeError(
                 f"{type(self).__name__} {self.name!r}: its arrays are on the meta device (shapes only, no values); "
                 "move the model to a real device (`.to_empty(...)` then `load_state_dict`) before running it"

@@ -11,6 +11,7 @@ from crossbar.conv import AnalogConv2d
 from crossbar.device import DeviceConfig
 from crossbar.layers import AnalogLinear, BackwardMode, layer_seed
 from crossbar.selection import name_matcher
+from crossbar.sliced import SlicedAnalogLinear
 
 __all__ = ["convert_to_analog", "is_hf_conv1d"]
 
@@ -31,14 +32,24 @@ def convert_to_analog(
     with `inplace`). Linear layers inside `nn.MultiheadAttention` are left digital: that module reads their
     weights directly instead of calling them.
     A model that is itself an `nn.Linear` is converted under the name "". Hugging Face GPT-2-style `Conv1D`
-    layers (a linear layer storing its weight as (in, out)) are converted like `nn.Linear`, weight transposed."""
+    layers (a linear layer storing its weight as (in, out)) are converted like `nn.Linear`, weight transposed.
+    A device config with `weight_bits` set gives `SlicedAnalogLinear`s (bit-sliced weights, `crossbar.sliced`)."""
     selected = name_matcher(include, exclude)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
 
+    sliced = array_config is not None and array_config.weight_bits is not None
+
     def analog(name: str, linear: nn.Module) -> nn.Module:
+        if sliced:  # bit-sliced weights (`crossbar.sliced`)
+            if isinstance(linear, nn.Conv2d):
+                raise ValueError(f"{name or 'model'}: bit-sliced weights (device weight_bits) are not available for "
+                                 "nn.Conv2d; convert it with weight_bits=None")  # fmt: skip
+            weight = linear.weight.detach().T.contiguous() if is_hf_conv1d(linear) else linear.weight
+            return SlicedAnalogLinear.from_weight(weight, linear.bias, array_config, seed=layer_seed(seed, name),
+                                                  name=name, backward_mode=backward_mode)  # fmt: skip
         if isinstance(linear, nn.Conv2d):
             return AnalogConv2d.from_conv2d(
                 linear, array_config, seed=layer_seed(seed, name), name=name, backward_mode=backward_mode

@@ -40,6 +40,17 @@ class DeviceConfig:
     """Highest programmable conductance (uS): low-resistance state."""
     levels: int | None = 32
     """Programmable conductance levels per cell, evenly spaced in [g_min_us, g_max_us]; None = continuous."""
+    # --- bit-sliced weights (crossbar.sliced) ---
+    weight_bits: int | None = None
+    """Weight precision of bit-sliced weights (bits of |w|; sign-magnitude, the sign picks the cell of each pair):
+    |w| is quantised per output row to 2^weight_bits - 1 steps of max |w| and split into base-2^bits_per_cell
+    digits, one array (of differential pairs) per digit, whose column outputs are shift-added digitally
+    (`crossbar.sliced.SlicedAnalogLinear`, built by `convert_to_analog`). None = unsliced: one analog weight per
+    cell pair (an `AnalogLinear` built directly is always unsliced)."""
+    bits_per_cell: int = 2
+    """Bits of a sliced weight one cell holds: its slice programs 2^bits_per_cell levels; read only when
+    `weight_bits` is set (slices = ceil(weight_bits / bits_per_cell)). 2: ISAAC's cells (Shafiee et al. ISCA 2016
+    Table 6)."""
     # --- programming: write-verify pulse model ---
     programming_mode: ProgrammingMode = "write_verify"
     """`write_verify` simulates every pulse and verify read per cell; `statistical` samples the residual error
@@ -101,6 +112,10 @@ class DeviceConfig:
     wire_resistance_ohm: float = 0.0
     """Wire resistance of one cell pitch of a row or column line (Ohm); > 0 enables the first-order IR drop in
     the forward MVM (`crossbar.ir_drop`). 0 = off (presets without wire data)."""
+    wire_cap_ff_per_cell: float = 0.0
+    """Wire capacitance of one cell pitch of a row or column line (fF); > 0 prices the charging of every line a
+    write pulse or an MVM drives, C V^2 per cell pitch, as the `line_charge` ledger event (`crossbar.lines`).
+    0 = off (presets whose source has no wire model)."""
     # --- peripherals ---
     dac_bits: int | None = 8
     """Input DAC resolution (signed, bits); None = ideal inputs. Inputs are scaled per vector by max |x|."""
@@ -158,6 +173,7 @@ class DeviceConfig:
         need(0 <= self.d2d_step_sigma_frac <= 1, "d2d_step_sigma_frac", "in [0, 1]")
         need(0 <= self.out_noise_frac <= 10, "out_noise_frac", "in [0, 10]")
         need(self.wire_resistance_ohm >= 0, "wire_resistance_ohm", ">= 0")
+        need(self.wire_cap_ff_per_cell >= 0, "wire_cap_ff_per_cell", ">= 0")
         need(0 <= self.c2c_sigma_frac <= 1, "c2c_sigma_frac", "in [0, 1]")
         need(0 < self.verify_tolerance_frac < 1, "verify_tolerance_frac", "in (0, 1)")
         need(_is_int(self.max_pulses) and 1 <= self.max_pulses <= 255, "max_pulses", "an int in [1, 255]")
@@ -170,6 +186,11 @@ class DeviceConfig:
             value = getattr(self, field)
             need(value is None or (_is_int(value) and 2 <= value <= 24), field, "None or an int in [2, 24]")
         need(self.adc_full_scale > 0, "adc_full_scale", "> 0")
+        need(self.weight_bits is None or (_is_int(self.weight_bits) and 1 <= self.weight_bits <= 24), "weight_bits",
+             "None or an int in [1, 24] (float32 holds the quantised magnitudes exactly)")  # fmt: skip
+        need(_is_int(self.bits_per_cell) and 1 <= self.bits_per_cell <= 8, "bits_per_cell", "an int in [1, 8]")
+        need(self.weight_bits is None or self.levels is None or self.levels >= 2**self.bits_per_cell,
+             "bits_per_cell", f"<= log2(levels) = log2({self.levels}) for sliced weights")  # fmt: skip
         need(_is_int(self.tile_rows) and self.tile_rows >= 1, "tile_rows", "an int >= 1")
         need(_is_int(self.tile_cols) and self.tile_cols >= 1, "tile_cols", "an int >= 1")
         from crossbar.scheme import MVM_SCHEMES  # imports nothing of crossbar: no cycle
@@ -194,6 +215,11 @@ class DeviceConfig:
         from crossbar.scheme import mvm_scheme
 
         return mvm_scheme(self.mvm_scheme)
+
+    @property
+    def weight_slices(self) -> int:
+        """Arrays per weight matrix: ceil(weight_bits / bits_per_cell), 1 when unsliced."""
+        return 1 if self.weight_bits is None else -(-self.weight_bits // self.bits_per_cell)
 
     @property
     def g_range_us(self) -> float:

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from crossbar.mvm import MvmSettings
-from crossbar.pricing import MvmPricing, conductance_sums
+from crossbar.pricing import MvmPricing, MvmTally, conductance_sums
 from crossbar.scheme import ConductanceSums
 from energy import CostTable
 
 if TYPE_CHECKING:
     from crossbar.array import AnalogArray
 
-__all__ = ["MvmEngine", "exact_transposed"]
+__all__ = ["MvmEngine"]
 
 
 class MvmEngine:
@@ -59,6 +59,43 @@ class MvmEngine:
         kept = settings is None
         settings = self.settings(array, transposed=transposed) if kept else settings
         return self.run(array, x2, settings, transposed=transposed, bias=bias, kept=kept)
+
+    def forward(
+        self, array: AnalogArray, x2: torch.Tensor, *, bias: torch.Tensor | None = None, tally: MvmTally | None = None
+    ) -> torch.Tensor:
+        """`mvm` forward with the array's own settings (a layer's forward), adding x2's activity (what the DAC
+        sees) to `tally` for the ledger once the MVM succeeded. An engine may do both in one pass."""
+        y = self.mvm(array, x2, bias=bias)
+        if tally is not None:
+            tally.add(x2.shape[0], x2)
+        return y
+
+    def exact_transposed(self, array: AnalogArray, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d2 @ W_programmed, d2 * out_scale): the "exact" backward of every engine, noise-free and unquantised,
+        as (d2 * out_scale) @ (G+ - G-)^T on the buffer's device, without forming W (bit for bit the product of the
+        scaled gradient and a transposed view of the buffer; both operands kept per generation). The scaled
+        gradient is what the array's DAC would see (the ledger prices it)."""
+        g_t, out_scale = self.exact_operands(array)
+        scaled = d2.to(device=g_t.device, dtype=torch.float32) * out_scale
+        return torch.mm(scaled, g_t), scaled
+
+    def exact_operands(self, array: AnalogArray) -> tuple[torch.Tensor, torch.Tensor]:
+        """((G+ - G-)^T as a (d_out, d_in) view of the buffer, out_scale as float32), kept per generation."""
+        derived = self.derived(array)
+        kept = derived.get("exact")
+        if kept is None:
+            array.check_ready()
+            g = array.g_diff_us.reshape(-1, array.out_features)[: array.in_features]
+            kept = derived["exact"] = (g.T, array.out_scale.to(torch.float32))
+        return kept
+
+    def backward_exact(self, array: AnalogArray, d2: torch.Tensor, tally: MvmTally | None) -> torch.Tensor:
+        """`exact_transposed` of d2 (the input gradient of the exact backward), adding the scaled gradient's
+        activity (what the DAC of the transposed MVM the ledger prices would see) to `tally`."""
+        grad_x, scaled = self.exact_transposed(array, d2)
+        if tally is not None:
+            tally.add(d2.shape[0], scaled)
+        return grad_x
 
     def run(
         self, array: AnalogArray, x2: torch.Tensor, settings: MvmSettings, *, transposed: bool,
@@ -102,11 +139,3 @@ class MvmEngine:
                                     transposed=transposed, bias=bias)  # fmt: skip
             derived[("pricing", transposed, bias)] = pricing
         return pricing
-
-
-def exact_transposed(array: AnalogArray, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_y @ W_programmed, d2 * out_scale) without forming W: (d * out_scale) @ (G+ - G-)^T on the buffer, on
-    its device (noise-free, unquantised: the "exact" backward of every engine)."""
-    g = array.g_diff_us.reshape(-1, array.out_features)[: array.in_features]
-    scaled = d2.to(device=g.device, dtype=torch.float32) * array.out_scale.to(torch.float32)[None, :]
-    return scaled @ g.T, scaled

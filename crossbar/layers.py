@@ -25,12 +25,12 @@ from torch import nn
 
 from crossbar.array import STATE_BUFFERS, AnalogArray, check_weight
 from crossbar.device import DeviceConfig
-from crossbar.engine import MvmEngine, exact_transposed
+from crossbar.engine import MvmEngine
 from crossbar.engine_numba import NumbaEngine, adc_inputs
 from crossbar.engine_torch import TorchEngine
 from crossbar.mvm import MvmSettings
 from crossbar.periphery import check_adc_calibration, pooled_ranges
-from crossbar.pricing import record_or_tally, record_tallies
+from crossbar.pricing import MvmTally, close_tally, open_tally, record_tallies
 from crossbar.programming import ProgramReport
 from crossbar.protocols import Recording
 from crossbar.rng import derive_seed
@@ -169,18 +169,17 @@ class AnalogLinear(AnalogArray):
         self.check_ready()
         d2 = _flatten(d, self.out_features, "d").detach()
         y = self.engine().mvm(self, d2, transposed=True)
-        self._record_transposed(d2)
-        return y.reshape(*d.shape[:-1], self.in_features).to(device=d.device, dtype=d.dtype)
+        self._record_read(self.ledger, d2, transposed=True)
+        return _shaped_like(y, d)
 
     def engine(self, backend: str | None = None) -> MvmEngine:
-        """The MVM engine of `backend` (default: the one `mvm_backend` picks for the arrays' device), one per
-        layer and backend, made at first use."""
-        backend = self.mvm_backend if backend is None else backend
-        if backend == "auto":
-            g = self._buffers["g_diff_us"]
-            backend = "numba" if g is None or g.device.type == "cpu" else "torch"
-        engines = self.__dict__.setdefault("_engines", {})  # not copied with the layer (`__getstate__`)
-        return engines.get(backend) or engines.setdefault(backend, MVM_ENGINES[backend]())
+        """The MVM engine of `backend` (default: the one `mvm_backend` picks for the arrays' device, kept per
+        generation), one per layer and backend, made at first use (`_engine_of`)."""
+        if backend is None:
+            kept = self.__dict__.get("_engine")
+            if kept is not None and kept[0] == self.generation:
+                return kept[1]
+        return _engine_of(self, backend)
 
     def calibrate_adc(
         self,
@@ -240,32 +239,38 @@ class AnalogLinear(AnalogArray):
     def _record_read(self, scope: LedgerScope | None, x2: torch.Tensor, transposed: bool) -> None:
         """Record the read-outs of x2 in `scope` with the inputs the DAC sees (transposed: x2 * out_scale)."""
         if scope is not None:
-            inputs = x2 * self.out_scale.cpu().to(torch.float32)[None, :] if transposed else x2
-            self.record_reads(x2.shape[0], scope, transposed=transposed, inputs=inputs)
+            scale = self.out_scale.to(device=x2.device, dtype=torch.float32)
+            inputs = x2.to(torch.float32) * scale[None, :] if transposed else x2
+            self._record_mvms(scope, x2.shape[0], inputs.detach(), transposed=transposed, bias=False)
 
     def _run(self, x: torch.Tensor, *, with_bias: bool) -> torch.Tensor:
-        self.check_ready()
         x2 = _flatten(x, self.in_features, "x")
+        self.check_ready()
         if self._before_mvm is not None:
             self._before_mvm(self, x2)
         bias = self.bias if with_bias else None
-        if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
-            y = _AnalogMvmFunction.apply(x2, self)
-            if bias is not None:
+        engine = self.engine()
+        tally = self._tally(self.ledger, transposed=False, bias=bias is not None)
+        bias_grad = bias is not None and bias.requires_grad
+        if torch.is_grad_enabled() and (x.requires_grad or bias_grad):
+            y = _apply_mvm(x2, self, engine, tally, None if bias_grad else bias)  # a frozen bias: in the kernel
+            if bias_grad:
                 y = y + bias
         else:
-            y = self.engine().mvm(self, x2.detach(), bias=bias)
-        if self.ledger is not None:
-            self._record_mvms(self.ledger, x2.shape[0], x2.detach(), transposed=False, bias=bias is not None)
-        return y.reshape(*x.shape[:-1], self.out_features).to(device=x.device, dtype=x.dtype)
+            y = engine.forward(self, x2.detach(), bias=bias, tally=tally)
+        close_tally(self.__dict__.get("_tallies"), tally, self.name)
+        return _shaped_like(y, x)
 
     # --- ledger ----------------------------------------------------------------------------------------------
-    def _record_transposed(self, d2: torch.Tensor, scaled: torch.Tensor | None = None) -> None:
-        """Record a transposed MVM of d2; `scaled` = d2 * out_scale (what the DAC sees) when already at hand."""
-        if self.ledger is not None:
-            if scaled is None or scaled.device != d2.device:
-                scaled = d2.to(torch.float32) * self.out_scale.to(device=d2.device, dtype=torch.float32)[None, :]
-            self.record_reads(d2.shape[0], self.ledger, transposed=True, inputs=scaled.detach())
+    def _tally(self, ledger: LedgerScope | None, *, transposed: bool, bias: bool) -> MvmTally | None:
+        """Where the next MVM of this direction adds its activity for `ledger` (`crossbar.pricing.open_tally`,
+        priced by the engine's kept `MvmPricing`); None without a ledger. `close_tally` records it after the MVM."""
+        if ledger is None:
+            return None
+        engine = self.engine()
+        pricing = engine.pricing(self, ledger.costs, transposed=transposed, bias=bias)
+        tallies = self.__dict__.get("_tallies")
+        return open_tally(tallies, (transposed, bias), ledger, pricing, engine.conductance(self), self.name)
 
     def record_reads(
         self, n_vectors: int, ledger: LedgerScope, *, transposed: bool = False, inputs: torch.Tensor | None = None
@@ -279,12 +284,10 @@ class AnalogLinear(AnalogArray):
     def _record_mvms(
         self, ledger: LedgerScope, n_vectors: int, inputs: torch.Tensor | None, *, transposed: bool, bias: bool
     ) -> None:
-        """Record `n_vectors` MVMs in `ledger`, or add them up while deferred recording is on
-        (`crossbar.pricing.record_or_tally`), priced by the engine's kept `MvmPricing`."""
-        engine = self.engine()
-        pricing = engine.pricing(self, ledger.costs, transposed=transposed, bias=bias)
-        record_or_tally(self.__dict__.get("_tallies"), (transposed, bias), ledger, pricing, engine.conductance(self),
-                        layer=self.name, n_vectors=n_vectors, inputs=inputs)  # fmt: skip
+        """Record `n_vectors` MVMs in `ledger`, or add them up while deferred recording is on."""
+        tally = self._tally(ledger, transposed=transposed, bias=bias)
+        tally.add(n_vectors, inputs)
+        close_tally(self.__dict__.get("_tallies"), tally, self.name)
 
     def defer_mvm_records(self, defer: bool) -> None:
         """Start (True) adding MVMs up per direction instead of recording each, or stop (False) and record what was
@@ -307,24 +310,74 @@ class _AnalogMvmFunction(torch.autograd.Function):
     ADC and read noise). The layer's weights are not tensors of the graph, so they never get gradients."""
 
     @staticmethod
-    def forward(ctx, x2: torch.Tensor, layer: AnalogLinear) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x2: torch.Tensor, layer: AnalogLinear, engine: MvmEngine, tally: MvmTally | None,  # noqa: ANN001
+                bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         ctx.layer = layer
         ctx.input_dtype = x2.dtype
         ctx.input_device = x2.device
-        return layer.engine().mvm(layer, x2.detach())
+        return engine.forward(layer, x2.detach(), bias=bias, tally=tally)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
         layer: AnalogLinear = ctx.layer
         layer.check_ready()
-        grad2 = grad.detach().to(dtype=torch.float32).contiguous()
+        grad2 = grad.detach()
+        if grad2.dtype is not torch.float32:
+            grad2 = grad2.to(torch.float32)
+        grad2 = grad2.contiguous()
+        engine = layer.engine()
         if layer.backward_mode == "analog":
-            grad_x = layer.engine().mvm(layer, grad2, transposed=True)
-            layer._record_transposed(grad2)
+            grad_x = engine.mvm(layer, grad2, transposed=True)
+            layer._record_read(layer.ledger, grad2, transposed=True)
         else:
-            grad_x, scaled = exact_transposed(layer, grad2)
-            layer._record_transposed(grad2, scaled)
-        return grad_x.to(device=ctx.input_device, dtype=ctx.input_dtype), None
+            tally = layer._tally(layer.ledger, transposed=True, bias=False)
+            grad_x = engine.backward_exact(layer, grad2, tally)
+            close_tally(layer.__dict__.get("_tallies"), tally, layer.name)
+        if grad_x.dtype is not ctx.input_dtype or grad_x.device != ctx.input_device:
+            grad_x = grad_x.to(device=ctx.input_device, dtype=ctx.input_dtype)
+        return grad_x, None, None, None, None
+
+
+try:  # `Function.apply` minus its Python wrapper (a third of a small layer's forward glue): see `_apply_mvm`
+    from torch._C._functorch import unwrap_if_dead as _unwrap_if_dead
+
+    _FUNCTION_APPLY = super(torch.autograd.Function, _AnalogMvmFunction).apply
+except (ImportError, AttributeError):  # another torch: the public path
+    _FUNCTION_APPLY = None
+
+
+def _apply_mvm(x2: torch.Tensor, layer: AnalogLinear, engine: MvmEngine, tally: MvmTally | None,
+               bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """`_AnalogMvmFunction.apply(...)`. Without functorch transforms active, torch's `Function.apply` binds
+    default arguments (only with a `setup_context`, which this function has not), unwraps dead functorch wrappers
+    in its arguments (done here for the one tensor that can hold one) and calls the C++ apply: called here directly,
+    which saves a pytree pass over the arguments on every training MVM."""
+    if _FUNCTION_APPLY is None or torch._C._are_functorch_transforms_active():
+        return _AnalogMvmFunction.apply(x2, layer, engine, tally, bias)
+    return _FUNCTION_APPLY(_unwrap_if_dead(x2), layer, engine, tally, bias)
+
+
+def _engine_of(layer: AnalogLinear, backend: str | None) -> MvmEngine:
+    """`layer.engine(backend)` made or looked up; the layer's own (backend None) is kept with its generation (a move
+    or a new `mvm_backend` bumps it). Neither is copied with the layer (`AnalogArray.__getstate__`)."""
+    name = layer.mvm_backend if backend is None else backend
+    if name == "auto":
+        g = layer._buffers["g_diff_us"]
+        name = "numba" if g is None or g.device.type == "cpu" else "torch"
+    engines = layer.__dict__.setdefault("_engines", {})
+    engine = engines.get(name) or engines.setdefault(name, MVM_ENGINES[name]())
+    if backend is None:
+        layer.__dict__["_engine"] = (layer.generation, engine)
+    return engine
+
+
+def _shaped_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y (B, width) as x's leading dims, dtype and device (no copy where they already agree)."""
+    if x.dim() != 2:
+        y = y.reshape(*x.shape[:-1], y.shape[-1])
+    if y.dtype is not x.dtype or y.device != x.device:
+        y = y.to(device=x.device, dtype=x.dtype)
+    return y
 
 
 def _flatten(x: torch.Tensor, width: int, name: str) -> torch.Tensor:
@@ -334,7 +387,7 @@ def _flatten(x: torch.Tensor, width: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x.reshape(-1, width)
+    return x if x.dim() == 2 else x.reshape(-1, width)
 
 
 # --- model level -----------------------------------------------------------------------------------------------

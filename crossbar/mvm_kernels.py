@@ -30,7 +30,7 @@ from numba import prange
 from crossbar.jit import inline, kernel, serial_kernel
 from crossbar.rng import normal_from_hash, splitmix64
 
-__all__ = ["adc_accumulate_kernel", "dac_tiles_kernel", "input_activity_kernel"]
+__all__ = ["adc_accumulate_kernel", "dac_tiles_kernel", "input_activity_kernel", "scaled_activity_kernel"]
 
 _ABS_MASK = 0x7FFFFFFF  # float32 sign bit cleared
 _EXP_INF = 0x7F800000  # float32 exponent all ones: inf or NaN
@@ -55,13 +55,20 @@ def dac_tiles_kernel(
     sum_sq: np.ndarray,
     scale: np.ndarray,
     bad: np.ndarray,
-) -> None:
-    """Input DAC, writing the applied inputs in tile layout.
+    activity_levels: int,
+    bit_serial: bool,
+    drives: np.ndarray,
+    energy_weight: np.ndarray,
+) -> int:
+    """Input DAC, writing the applied inputs in tile layout, and (for the ledger) the inputs' line activity.
 
     x (B, D) float32 and x_bits, the same memory viewed as int32; levels: DAC steps per sign (0 = ideal DAC,
     inputs only normalised). Writes xq (T, B, tile) float32, the normalised quantised inputs of each tile (rows past
     D zero); sum_sq (T, B) float32, sum of xq^2 over each tile; scale (B,) float32, each vector's max |x|; bad (B,)
-    uint8, 1 where a vector holds NaN or inf.
+    uint8, 1 where a vector holds NaN or inf. Returns the number of bad vectors. When drives and energy_weight
+    (D,) float64 are not empty and no vector is bad, adds the batch's activity to them exactly as
+    `input_activity_kernel(x, x_bits, activity_levels, bit_serial, drives, energy_weight)` does (the same helper
+    after the same max |x|; the MVM's inputs are what the ledger prices, so one pass reads them for both).
     """
     n_vec, d_in = x.shape
     n_tiles, _, tile = xq.shape
@@ -119,6 +126,13 @@ def dac_tiles_kernel(
                 sum_sq[t, b] = np.float32(total_f)
             for i in range(n_rows, tile):
                 applied[i] = np.float32(0.0)
+    n_bad = 0
+    for b in range(n_vec):
+        n_bad += np.int64(bad[b])
+    if n_bad == 0 and drives.shape[0] > 0:
+        for b in range(n_vec):  # sequential: the vectors add to the sums in batch order
+            _add_activity(x[b], scale[b], activity_levels, bit_serial, drives, energy_weight)
+    return n_bad
 
 
 @kernel
@@ -226,30 +240,72 @@ def input_activity_kernel(
     ideal DAC: the exact normalised value); bit_serial: one cycle per magnitude bit of the code (drives = energy
     weight = number of 1-bits), else one multi-level drive (drives = codes != 0, energy weight = (code / L)^2).
     Adds to drives and energy_weight (W,) float64 (zero them first for one batch's activity), the vectors in batch
-    order (as NumPy's axis-0 sum does), so both agree bit for bit. The loops over lines are branch-free so that they
-    vectorise. Sequential: called on small per-call batches, where a parallel launch costs more than the work.
+    order (as NumPy's axis-0 sum does), so both agree bit for bit. Sequential: called on small per-call batches,
+    where a parallel launch costs more than the work. `dac_tiles_kernel` adds the same activity in its DAC pass.
     """
     n_vec, width = x.shape
     for b in range(n_vec):
         m_bits = 0
         for i in range(width):
             m_bits = max(m_bits, x_bits[b, i] & _ABS_MASK)
-        m = np.float32(_float32_from_bits(m_bits))
-        if levels > 0:
-            inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
-            if bit_serial:
-                for i in range(width):
-                    ones = np.float64(_popcount(abs(np.int32(np.rint(x[b, i] * inv)))))  # |code| <= levels < 2^31
-                    drives[i] += ones
-                    energy_weight[i] += ones
-            else:
-                for i in range(width):
-                    code = np.rint(x[b, i] * inv)  # an integer held exactly in float32 (no int64 conversion,
-                    fraction = np.float64(code) / np.float64(levels)  # which AVX2 cannot vectorise)
-                    drives[i] += np.float64(code != 0)
-                    energy_weight[i] += fraction * fraction
+        _add_activity(x[b], np.float32(_float32_from_bits(m_bits)), levels, bit_serial, drives, energy_weight)
+
+
+@inline
+def _add_activity(
+    row: np.ndarray, m: np.float32, levels: int, bit_serial: bool, drives: np.ndarray, energy_weight: np.ndarray
+) -> None:
+    """Add one vector's line activity (its max |x| is m) to drives and energy_weight; the loops over lines are
+    branch-free so that they vectorise."""
+    width = row.shape[0]
+    if levels > 0:
+        inv = np.float32(levels) / m if m > 0 else np.float32(0.0)
+        if bit_serial:
+            for i in range(width):
+                ones = np.float64(_popcount(abs(np.int32(np.rint(row[i] * inv)))))  # |code| <= levels < 2^31
+                drives[i] += ones
+                energy_weight[i] += ones
         else:
             for i in range(width):
-                applied = np.float64(x[b, i] / m) if m > 0 else 0.0
-                drives[i] += np.float64(applied != 0)
-                energy_weight[i] += applied * applied
+                code = np.rint(row[i] * inv)  # an integer held exactly in float32 (no int64 conversion,
+                fraction = np.float64(code) / np.float64(levels)  # which AVX2 cannot vectorise)
+                drives[i] += np.float64(code != 0)
+                energy_weight[i] += fraction * fraction
+    else:
+        for i in range(width):
+            applied = np.float64(row[i] / m) if m > 0 else 0.0
+            drives[i] += np.float64(applied != 0)
+            energy_weight[i] += applied * applied
+
+
+@serial_kernel
+def scaled_activity_kernel(
+    d: np.ndarray,
+    col_scale: np.ndarray,
+    levels: int,
+    bit_serial: bool,
+    scaled: np.ndarray,
+    scaled_bits: np.ndarray,
+    drives: np.ndarray,
+    energy_weight: np.ndarray,
+) -> None:
+    """The input of a transposed MVM as its DAC sees it, and (for the ledger) its line activity, in one pass.
+
+    d (B, W) float32: output gradients; col_scale (W,) float32: each output's weight scale. Writes scaled (B, W)
+    float32 = d * col_scale (one float32 multiply per element, as torch's), scaled_bits being the same memory viewed
+    as int32. When drives and energy_weight (W,) float64 are not empty, adds scaled's activity to them exactly as
+    `input_activity_kernel(scaled, scaled_bits, levels, bit_serial, drives, energy_weight)` does. Twin: NumPy's
+    d * col_scale and `crossbar.scheme.input_activity`."""
+    n_vec, width = d.shape
+    count = drives.shape[0] > 0
+    for b in range(n_vec):
+        source = d[b]
+        row = scaled[b]
+        for i in range(width):
+            row[i] = source[i] * col_scale[i]
+        if count:
+            bits_row = scaled_bits[b]
+            m_bits = 0
+            for i in range(width):
+                m_bits = max(m_bits, bits_row[i] & _ABS_MASK)
+            _add_activity(row, np.float32(_float32_from_bits(m_bits)), levels, bit_serial, drives, energy_weight)

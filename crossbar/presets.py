@@ -12,6 +12,12 @@ Sources (each preset field names its own):
   does) on the `reram_cmo_hfox` preset only, with that device's 9-88.19 uS window.
 - Endurance 1e6 cycles for multi-level HfOx (Huang et al., HfOx MLC endurance model); 1e12 best case (Yang,
   Strukov & Stewart, Nat. Nanotech. 2013).
+
+Line charging (`wire_cap_ff_per_cell`, `crossbar.lines`): only NeuroSim models the wires' capacitance (0.2 fF/um,
+SubArray.cpp 138-140), so only `neurosim_rram` charges lines, with NeuroSim's 0.0256 fF per 1T1R cell pitch at
+32 nm. The other presets' sources (aihwkit, CrossSim, ISAAC's measured array power) give no wire capacitance: they
+keep 0, so their energies are those of their sources; a study that wants the lines on such a device sets the
+field (e.g. NeuroSim's value) in its overrides.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 
 from crossbar.device import DeviceConfig
+from crossbar.lines import NEUROSIM_WIRE_CAP_FF_PER_CELL
 
 __all__ = ["DEFAULT_DEVICE_PRESET", "DEVICE_PRESETS", "device_preset", "device_preset_rows"]
 
@@ -139,6 +146,7 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         drift_model="none",  # NeuroSim's drift lives in its wrapper (--t, --v); off here
         endurance_pulses=1e6,  # cycles (lit. Huang et al.)
         wire_resistance_ohm=2.1,  # Ohm per 1T1R pitch, NeuroSim V2.1 Param.cpp lines 268-274
+        wire_cap_ff_per_cell=NEUROSIM_WIRE_CAP_FF_PER_CELL,  # 0.2 fF/um x 4 F x 32 nm, SubArray.cpp 138-140 (src)
         dac_bits=8,
         adc_bits=5,  # DNN NeuroSim inference.py --ADCprecision default 5 (src)
         adc_full_scale=12.0,
@@ -154,10 +162,17 @@ DEVICE_PRESETS: dict[str, DeviceConfig] = {
         g_min_us=1e6 / 2e6,  # 1 / Rmax = 0.5 uS, CrossSim ISAAC.json (src)
         g_max_us=1e6 / 2e3,  # 1 / Rmin = 500 uS, CrossSim ISAAC.json (src)
         levels=4,  # cell_bits 2, CrossSim ISAAC.json; ISAAC Table 6 (src)
+        # 16-bit weights over eight 2-bit cells whose column outputs shift-and-add units combine (Shafiee et al.
+        # ISCA 2016: 16-bit fixed point, a 16-bit weight spans 8 cells of 2 bits; Table 6: 2 bits/cell, 128x128).
+        # convert_to_analog gives SlicedAnalogLinear layers (crossbar.sliced). ISAAC stores the signed weight with a
+        # 2^15 offset, one cell per digit; here each digit is a differential pair (idle cell at g_min) (assumption).
+        weight_bits=16,
+        bits_per_cell=2,
         read_voltage_v=0.1,  # V, CrossSim xbar_parameters.py Vread (src)
-        # 5 ns, MLP NeuroSim V3.0 Cell.cpp read pulse (src). Chosen between the two cited widths because it brings
-        # the cell-read power of ReLU inputs on N(0,1) weights to within 25 % of ISAAC's 2.4 mW per IMA (Table 6);
-        # NeuroSim DNN's 10 ns gives 1.7x (tests/test_scheme.py). ISAAC does not state V_read or t_read.
+        # 5 ns, MLP NeuroSim V3.0 Cell.cpp read pulse (src); an assumption: ISAAC states neither V_read nor t_read.
+        # Unsliced, ReLU inputs on N(0,1) weights read within 25 % of ISAAC's 2.4 mW of arrays per IMA (Table 6,
+        # tests/test_scheme.py); sliced 16-bit weights read 1.5x (ReLU), 2.9x (signed N(0,1)) and 3.2x (uniform
+        # [0,1]) inputs: the figure does not say for which inputs (benchmarks/fidelity.py isaac_slicing_rows).
         read_pulse_ns=5.0,
         programming_noise="none",  # ISAAC and CrossSim ISAAC.json model no programming error (src)
         read_noise_frac=0.0,  # CrossSim ISAAC.json read_noise disabled (src)

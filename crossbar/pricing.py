@@ -3,9 +3,11 @@
 `record_mvm` is the definition (one call, every cost looked up); `MvmPricing` is the same price list computed once
 per array, direction and cost table, so that a call only measures its input activity (`fast_input_activity`, one
 numba pass, twin `crossbar.scheme.input_activity`) and adds its rows with one `Ledger.record_many`. `MvmTally` adds
-MVMs up for deferred recording (`crossbar.deferred_mvm_records`); `record_or_tally` is the one rule a layer uses to
-record or to add up. The MVM engines (`crossbar.engine`) keep each array's `MvmPricing` and `ConductanceSums`
-behind the array's generation counter.
+MVMs up: a layer opens one per MVM (`open_tally`: with deferred recording, `crossbar.deferred_mvm_records`, the
+kept one of its direction), the MVM adds its activity (the numba engine counts it inside the kernel pass that
+already reads the inputs) and `close_tally` records it unless recording is deferred; `record_or_tally` does the
+three for MVMs whose inputs are at hand. The MVM engines (`crossbar.engine`) keep each array's `MvmPricing` and
+`ConductanceSums` behind the array's generation counter.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from crossbar.device import DeviceConfig
+from crossbar.lines import ReadLines
 from crossbar.mvm_kernels import input_activity_kernel
 from crossbar.scheme import PRICED_BITS_IF_IDEAL, ConductanceSums, InputActivity, MvmScheme
 from crossbar.state import ArrayState
@@ -25,8 +28,10 @@ __all__ = [
     "PRICED_BITS_IF_IDEAL",
     "MvmPricing",
     "MvmTally",
+    "close_tally",
     "conductance_sums",
     "fast_input_activity",
+    "open_tally",
     "record_mvm",
     "record_or_tally",
     "record_tallies",
@@ -139,6 +144,9 @@ class MvmPricing:
     mult_ns: float
     add_pj: float
     add_ns: float
+    lines: ReadLines | None = None
+    """Line charging of the driven input lines and the read output lines (`crossbar.lines`); None without a wire
+    capacitance."""
 
     @classmethod
     def of(cls, device: DeviceConfig, costs: CostTable, *, d_in: int, d_out: int, transposed: bool, bias: bool
@@ -168,6 +176,8 @@ class MvmPricing:
             cell_read_ns=costs.mvm_cycle_ns, adc_ns=costs.adc_conversion_ns, shift_add_pj=float(costs.shift_add_pj),
             mult_pj=float(costs.mult_pj), mult_ns=float(costs.digital_op_ns), add_pj=float(costs.add_pj),
             add_ns=float(costs.digital_op_ns),
+            lines=ReadLines.of(device, cells_per_line=cells_per_line, n_inputs=n_inputs,
+                               conversions_per_column=per_column),
         )  # fmt: skip
 
     def activity(self, inputs: torch.Tensor) -> InputActivity:
@@ -230,6 +240,9 @@ class MvmPricing:
         if self.bias:
             adds = float(self.n_outputs * n_vectors)
             events.append(("digital_add", adds, adds * self.add_pj, adds * self.add_ns))
+        if self.lines is not None:
+            drives, weight = float(activity.drives.sum()), float(activity.energy_weight.sum())
+            events.append(self.lines.event(n_vectors, drives, weight))
         ledger.record_many(events, layer=layer)
 
 
@@ -251,9 +264,20 @@ class MvmTally:
         return self.pricing is pricing and self.scope is scope and self.conductance is conductance
 
     def add(self, n_vectors: int, inputs: torch.Tensor | None) -> None:
+        """Add `n_vectors` MVMs with `inputs` as the DAC sees them (None: every line at full scale)."""
         if n_vectors:
             self.activity = self.pricing._activity_of(n_vectors, inputs, self.activity)
             self.n_vectors += n_vectors
+
+    def kernel_sums(self) -> tuple[int, bool, np.ndarray, np.ndarray]:
+        """(DAC levels, bit-serial, drives, energy weight) for a kernel that adds a batch's activity to the running
+        sums itself (`crossbar.mvm_kernels.dac_tiles_kernel`, `scaled_activity_kernel`; the caller then raises
+        `n_vectors`); the sums are (width,) float64 zeros before the first MVM."""
+        activity = self.activity
+        if activity is None:
+            width = self.pricing.n_inputs
+            activity = self.activity = InputActivity(np.zeros(width), np.zeros(width))
+        return self.pricing.levels, self.pricing.bit_serial, activity.drives, activity.energy_weight
 
     def record(self, layer: str) -> None:
         if self.n_vectors:
@@ -279,15 +303,33 @@ def record_or_tally(
 ) -> None:
     """Record `n_vectors` MVMs in `ledger` now (`tallies` None), or add them to the tally of `direction` (recorded
     first if it holds MVMs under another scope, pricing or conductance summary)."""
+    tally = open_tally(tallies, direction, ledger, pricing, conductance, layer)
+    tally.add(n_vectors, inputs)
+    close_tally(tallies, tally, layer)
+
+
+def open_tally(
+    tallies: Tallies | None, direction: object, ledger: LedgerScope, pricing: MvmPricing, conductance: ConductanceSums,
+    layer: str,
+) -> MvmTally:  # fmt: skip
+    """The tally the next MVMs of `direction` add to: with deferred recording (`tallies` a dict) the kept one,
+    recorded first and replaced when it holds MVMs under another scope, pricing or conductance summary; without
+    (`tallies` None) a fresh one, which the caller records right after the MVM (`close_tally`). Adding to a tally
+    and recording it gives the rows `record_or_tally` gives."""
     if tallies is None:
-        pricing.record(ledger, layer=layer, n_vectors=n_vectors, conductance=conductance, inputs=inputs)
-        return
+        return MvmTally(pricing, ledger, conductance)
     tally = tallies.get(direction)
     if tally is None or not tally.holds(pricing, ledger, conductance):
         if tally is not None:
             tally.record(layer)
         tally = tallies[direction] = MvmTally(pricing, ledger, conductance)
-    tally.add(n_vectors, inputs)
+    return tally
+
+
+def close_tally(tallies: Tallies | None, tally: MvmTally | None, layer: str) -> None:
+    """After an MVM added to `tally` (`open_tally`): record it now unless recording is deferred."""
+    if tally is not None and tallies is None:
+        tally.record(layer)
 
 
 def record_tallies(tallies: Tallies | None, layer: str) -> None:

@@ -34,8 +34,10 @@ Energy: each SET/RESET pulse costs V_write^2 * t_write / mean(R_old, R_new), Neu
 (ProcessingUnit.cpp 895) applied per pulse, R_old and R_new the cell's resistance before and after that pulse
 (NeuroSim applies it once per write with the write's end states, which for a multi-pulse swing is dominated by the
 high-resistance end; per pulse it follows the conductance the pulse sees). A ledger whose cost table sets
-`write_energy="neurosim"` gets NeuroSim's per-write pricing instead (`_price_per_write`); verify reads V_read^2 * G * t_read at
-the G each read sees. Latency: rows are written one after another, all cells of a row in parallel (NeuroSim
+`write_energy="neurosim"` gets NeuroSim's per-write pricing instead (`_price_per_write`); verify reads
+V_read^2 * G * t_read at the G each read sees. With a wire capacitance (`wire_cap_ff_per_cell`), every pulse step
+of a row also charges the row line and all column lines of its tile to V_write (`line_charge`, `crossbar.lines`).
+Latency: rows are written one after another, all cells of a row in parallel (NeuroSim
 V2.1 ProcessingUnit.cpp 893 / 940, SubArray.cpp 1406): per row one verify read, then a SET phase and a RESET
 phase, each as long as the row's slowest cell, every pulse followed by a verify read: sum over rows of
 t_read + (max SET + max RESET pulses) * (t_write + t_read).
@@ -67,6 +69,7 @@ from crossbar.kernels import (
     statistical_kernel,
     write_verify_kernel,
 )
+from crossbar.lines import write_line_charge
 from crossbar.mapping import Targets
 from crossbar.nonideal import PROGRAMMING_NOISE_MODELS, SigmaPolynomial
 from crossbar.rng import DOMAIN_D2D, DOMAIN_PROGRAM, DOMAIN_TABLE, NORMAL_TABLE, check_seed, domain_key
@@ -103,7 +106,8 @@ class ProgramReport:
     verify_reads: int = 0
     """One first verify read per targeted cell plus one after every pulse."""
     energy_pj: float = 0.0
-    """Write pulses (V^2 t / mean(R_old, R_new) each, NeuroSim) plus verify reads (V^2 G t each) (pJ)."""
+    """Write pulses (V^2 t / mean(R_old, R_new) each, NeuroSim) plus verify reads (V^2 G t each) plus line charging
+    (C V^2 of the lines each pulse step drives, `crossbar.lines`; 0 without a wire capacitance) (pJ)."""
     latency_ns: float = 0.0
     """Sum over written rows of t_read + (slowest cell's SET + slowest cell's RESET pulses) * (t_write + t_read)."""
 
@@ -197,7 +201,7 @@ def program_state(
     if per_write:
         _price_per_write(energies, g_before, _cell_conductances(state), (pulses_pos, pulses_neg), state.d_in,
                          settings.write_coef_pj_per_us)  # fmt: skip
-    report = _report(counts, energies, device, ledger, layer)
+    report = _report(counts, energies, device, ledger, layer, d_out=state.d_out)
     if caller_wants_pulses:
         return report, pulses_pos.reshape(shape), pulses_neg.reshape(shape)
     return report
@@ -235,9 +239,16 @@ def _price_per_write(
 
 
 def _report(
-    counts: np.ndarray, energies: np.ndarray, device: DeviceConfig, ledger: LedgerScope | None, layer: str
+    counts: np.ndarray,
+    energies: np.ndarray,
+    device: DeviceConfig,
+    ledger: LedgerScope | None,
+    layer: str,
+    *,
+    d_out: int,
 ) -> ProgramReport:
-    """The call's report from the kernels' per-row counts and energies, recorded in `ledger` when given."""
+    """The call's report from the kernels' per-row counts and energies, recorded in `ledger` when given; with a
+    wire capacitance, the lines every pulse step drives as `line_charge` (`crossbar.lines.write_line_charge`)."""
     cells, set_pulses, reset_pulses = (int(v) for v in counts[:, :3].sum(axis=0))
     rows_written = int((counts[:, 0] > 0).sum())
     row_set, row_reset = (int(v) for v in counts[:, 3:].sum(axis=0))
@@ -250,16 +261,19 @@ def _report(
     lat_set = row_set * t_w
     lat_reset = row_reset * t_w
     lat_read = (rows_written + row_set + row_reset) * t_r
+    line_cells, e_lines = write_line_charge(device, counts[:, 3] + counts[:, 4], d_out)
     if ledger is not None:
         ledger.record("set_pulse", set_pulses, layer=layer, energy_pj=e_set, latency_ns=lat_set)
         ledger.record("reset_pulse", reset_pulses, layer=layer, energy_pj=e_reset, latency_ns=lat_reset)
         ledger.record("verify_read", verify_reads, layer=layer, energy_pj=e_read, latency_ns=lat_read)
+        if line_cells:
+            ledger.record("line_charge", line_cells, layer=layer, energy_pj=e_lines, latency_ns=0.0)
     return ProgramReport(
         cells_targeted=cells,
         set_pulses=set_pulses,
         reset_pulses=reset_pulses,
         verify_reads=verify_reads,
-        energy_pj=e_set + e_reset + e_read,
+        energy_pj=e_set + e_reset + e_read + e_lines,
         latency_ns=lat_set + lat_reset + lat_read,
     )
 

@@ -305,14 +305,19 @@ _FIELD_SOURCES: dict[str, dict[str, str]] = {
         "verify_read_pj": "derived: 0.5 V^2 x (1/240 kOhm) x 10 ns (NeuroSim DNN V2.1 Param.cpp)",
         "cell_read_pj": "derived: 0.5 V^2 x (1/240 kOhm) x 10 ns (NeuroSim DNN V2.1 Param.cpp)",
         "adc_pj_by_bits": "NeuroSim V1.4 SarADC.cpp, 22 nm HP: P=(0.72 log2 L + 3.30) uW x (log2 L + 1) ns, "
-        "without the column-current term",
+        "without the column-current term (V2.1 as configured, 32 nm LP with it: 0.09-0.35 pJ at 5 bits against "
+        "0.041; benchmarks/fidelity_lines.py)",
     },
 }
 
 
 def _neurosim_sar_adc_pj(bits: int) -> float:
     """NeuroSim V1.4 SarADC.cpp at 22 nm HP: P = (a*log2(L) + b) uW for (log2(L) + 1) ns, a = 0.72, b = 3.30,
-    L = 2^bits levels; uW x ns = 1e-15 J = 1e-3 pJ. The column-current term is left out (it depends on the array)."""
+    L = 2^bits levels; uW x ns = 1e-15 J = 1e-3 pJ. The column-current term is left out (it depends on the array).
+    This is the source the preset follows; DNN_NeuroSim V2.1 as configured (technode 32, deviceroadmap 2 = LP,
+    Param.cpp 71 / 122) gives 2.2x (a column of 128 cells at Roff) to 8.4x (128 at Ron) at 5 bits with the column
+    term of SarADC.cpp 213-215 (and defaults to a multilevel sense amp, Param.cpp 96): benchmarks/fidelity_lines.py
+    shows both."""
     levels_log2 = float(bits)
     return (0.72 * levels_log2 + 3.30) * (levels_log2 + 1.0) * 1e-3
 

@@ -30,7 +30,8 @@ PHASES: tuple[str, ...] = ("deploy_base", "deploy_bank", "adapt", "inference", "
 """Phases of DESIGN section 4, plus `calibration` for one-time read-outs after programming. Other phase names
 are allowed (a scenario may add its own), these are the ones the tool itself uses."""
 
-# event -> (CostTable energy field or callable name, CostTable latency field or None for "recorder supplies").
+# event -> (CostTable energy field or callable name, or "recorder" for no table cost; CostTable latency field or
+# None for "recorder supplies").
 EVENTS: dict[str, tuple[str, str | None]] = {
     "set_pulse": ("write_pulse_pj", "write_pulse_ns"),
     "reset_pulse": ("write_pulse_pj", "write_pulse_ns"),
@@ -44,10 +45,14 @@ EVENTS: dict[str, tuple[str, str | None]] = {
     "sram_read": ("sram_word_pj", "sram_access_ns"),
     "sram_write": ("sram_word_pj", "sram_access_ns"),
     "dram_access": ("dram_word_pj", "dram_access_ns"),
+    "line_charge": ("recorder", None),
 }
 """Known event kinds. Pulses and reads are per cell; ADC/DAC per conversion; digital ops per operation at the cost
 table's `datapath` precision; memory traffic per datapath word (`CostTable.word_bits`). Default pricing of
-ADC/DAC assumes 8 bits; recorders pass the energy for other resolutions (`CostTable.adc_conversion_pj(bits)`)."""
+ADC/DAC assumes 8 bits; recorders pass the energy for other resolutions (`CostTable.adc_conversion_pj(bits)`).
+`line_charge` is the C V^2 of the array's row and column wires charged by write pulses and MVM reads, counted in
+cell pitches of wire (`crossbar.lines`, NeuroSim V2.1's line energies); it has no table cost: its recorder always
+supplies the energy (recorded only for devices with a wire capacitance)."""
 
 WRITE_EVENTS: frozenset[str] = frozenset({"set_pulse", "reset_pulse"})
 
@@ -181,6 +186,8 @@ class Ledger:
             return self.costs.adc_conversion_pj(8)
         if source == "dac8":
             return self.costs.dac_conversion_pj(8)
+        if source == "recorder":  # priced by its recorder only (line_charge): no unit cost to default to
+            return 0.0
         return float(getattr(self.costs, source))
 
     def unit_latency_ns(self, event: str) -> float:

@@ -395,7 +395,8 @@ def apply_drift_np(state, device, *, t_from_s, t_to_s, seed, stream, origin=None
         return origin
     model, step = call
     moments = None if model.cell_moments is None else (lambda g: model.cell_moments(g, step, device))
-    drift_np(*views, state.d_in, origin=origin.reshape(3, rows, state.d_out), g_min=g_min, g_range=float(device.g_range_us),
+    drift_np(*views, state.d_in, origin=origin.reshape(3, rows, state.d_out), g_min=g_min,
+             g_range=float(device.g_range_us),
              model=model.kernel_id, step=step, fits=model.kernel_fits(), key=domain_key(seed, stream, DOMAIN_DRIFT),
              moments=moments)  # fmt: skip
     return origin

@@ -147,3 +147,44 @@ def test_output_noise_adds_in_quadrature() -> None:
     ref = analog_mvm_reference(x[:8], state, torch.ones(4), MvmSettings.from_device(device), key=3)
     torch.testing.assert_close(analog_mvm(x[:8], state, torch.ones(4), MvmSettings.from_device(device), key=3), ref,
                                rtol=1e-5, atol=1e-4)  # fmt: skip
+
+
+# --- line charging and ADC energy vs NeuroSim V2.1 (benchmarks/fidelity_lines.py) -----------------------------------
+def test_line_charging_and_adc_rows_against_neurosim() -> None:
+    """Write line charge per pulse step within 5 % of NeuroSim's formula (per cell within the pulse-count
+    tolerance), read column lines within 5 %; NeuroSim as coded (sqrt(2) x V_write) is 2x and only stated; the ADC
+    default equals the source it follows, and NeuroSim V2.1's own (32 nm LP, column term) is shown beside it."""
+    import fidelity_lines
+
+    rows = fidelity_lines.line_write_rows(seed=5) + fidelity_lines.line_read_rows(16, seed=5)
+    _assert_rows(rows)
+    per_step = [r for r in rows if r.item.endswith("per row pulse step")]
+    assert len(per_step) == 3 and all(r.tolerance == fidelity.WRITE_ENERGY_TOL for r in per_step)
+    coded = [r for r in rows if r.item.endswith("NeuroSim as coded")]
+    assert len(coded) == 3 and all(r.tolerance is None for r in coded)
+    for row in coded:
+        plain = next(r for r in rows if r.item == row.item.removesuffix(", NeuroSim as coded"))
+        assert row.source == pytest.approx(2 * plain.source, rel=0.01)  # V = sqrt(2) x 4 V (the WL stays at Vdd)
+    adc = fidelity_lines.adc_rows()
+    _assert_rows(adc)
+    stated = {r.item: r for r in adc if r.tolerance is None}
+    assert len(stated) == 4
+    assert stated["vs V2.1 32 nm LP, 128 cells at Ron"].source > stated["vs V2.1 32 nm LP, 64 cells at Ron"].source
+    assert fidelity_lines.neurosim_sar_adc_pj(5, np.inf) == pytest.approx(1e-6 * 6e-9 * 1e12)  # SarADC.cpp 167-168
+
+
+def test_neurosim_write_lines_by_hand() -> None:
+    """ProcessingUnit.cpp 964-971 on a 2 x 2 sub-array: row 0 SETs one cell and row 1 RESETs one, by 1.5 unit
+    steps each (2 pulses, 892): per phase the WL at Vdd, the other column's line and the BL once per written cell."""
+    import fidelity_lines
+
+    device = device_preset("neurosim_rram")
+    delta = device.g_range_us / device.pulse_levels
+    g0 = np.full((2, 2), 1.0)
+    g1 = g0 + np.array([[1.5 * delta, 0.0], [0.0, -1.5 * delta]])
+    pj, steps = fidelity_lines.neurosim_write_lines(g0, g1, device, 4.0, 1.0)
+    assert steps == 4
+    c_row = c_col = 2.0  # fF, 2 cells of 1 fF
+    v2, vdd2 = 16.0, 0.81
+    expected = 2 * (c_row * vdd2 * 2 + c_col * v2 * 1 * 2 + c_row * v2 * 1 * 2)
+    assert pj == pytest.approx(expected * 1e-3)

@@ -1,4 +1,4 @@
-"""The import graph of the four packages: imports only go up simutil <- energy <- crossbar <- fusion <- scenarios (DESIGN
+"""The import graph of the packages: imports only go up simutil <- energy <- crossbar <- fusion <- scenarios (DESIGN
 section 2), and no module imports itself through others. Every import statement counts, also those inside
 functions and `if TYPE_CHECKING:` blocks."""
 

@@ -453,6 +453,18 @@ def test_layer_ledger_records_equal_record_mvm_called_directly():
         record_mvm(direct.scope(phase="inference"), inputs=x, bias=True, **common)
         record_mvm(direct.scope(phase="inference"), inputs=d, transposed=True, **common)
         assert by_layer.to_records() == direct.to_records()
+    # A training MVM: the forward's activity counted in the DAC pass, the backward's in the pass that scales the
+    # gradient; the same records as pricing the inputs the DAC sees directly.
+    by_layer, direct = Ledger(), Ledger()
+    layer.ledger = by_layer.scope(phase="adapt")
+    xg = x.clone().requires_grad_(True)
+    layer(xg).backward(d)
+    layer.ledger = None
+    record_mvm(direct.scope(phase="adapt"), inputs=x, bias=True, **common)
+    record_mvm(direct.scope(phase="adapt"), inputs=d * layer.out_scale[None, :], transposed=True, **common)
+    assert by_layer.to_records() == direct.to_records()
+    g_diff = layer.g_diff_us.reshape(-1, 24)[:40]
+    assert torch.equal(xg.grad, (d * layer.out_scale) @ g_diff.T)  # the exact backward, bit for bit
 
 
 def _training_like_run(model: nn.Module, scopes: list, defer: bool) -> None:

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from crossbar.engine_numba import SCRATCH_MAX_FLOATS, SCRATCH_SHAPES
+
 pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -144,7 +146,9 @@ def test_programmed_fused_model_holds_little_beyond_its_state(fused_toy):
     digital = {_storage(p) for name, p in model.named_parameters() if "magnitude" not in name}
     calibration = {_storage(t) for name, t in model.named_buffers() if name.rsplit(".", 1)[-1].startswith("cal_")}
     assert len(state) == 4 * len(analog_layers(model)) and state <= set(found)
-    extra = {key: path for key, path in found.items() if key not in state | digital | calibration}
+    scratch = {key: path for key, path in found.items() if ".scratch." in path}  # batch buffers, not per weight
+    assert sum(size for _, size in scratch) <= len(analog_layers(model)) * SCRATCH_SHAPES * 3 * SCRATCH_MAX_FLOATS * 4
+    extra = {key: path for key, path in found.items() if key not in state | digital | calibration | set(scratch)}
     extra_bytes = sum(size for _, size in extra)
     largest = sorted(extra.items(), key=lambda item: -item[0][1])[:3]
     per_weight = extra_bytes / fused_toy["weights"]

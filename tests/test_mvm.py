@@ -38,7 +38,9 @@ def _dac(x: np.ndarray, levels: int, tile: int):
     sum_sq = np.empty((n_tiles, n_vec), dtype=np.float32)
     scale = np.empty(n_vec, dtype=np.float32)
     bad = np.empty(n_vec, dtype=np.uint8)
-    dac_tiles_kernel(x, x.view(np.int32), levels, xq, sum_sq, scale, bad)
+    none = np.zeros(0, dtype=np.float64)
+    n_bad = dac_tiles_kernel(x, x.view(np.int32), levels, xq, sum_sq, scale, bad, 0, False, none, none)
+    assert n_bad == int(bad.sum())
     return xq, sum_sq, scale, bad
 
 
@@ -410,6 +412,65 @@ def test_input_activity_kernel_matches_numpy_twin(dac_bits, scheme):
     np.testing.assert_array_equal(fast.drives, ref.drives)
     np.testing.assert_array_equal(fast.energy_weight, ref.energy_weight)
     assert fast.drives.sum() > 0
+
+
+@pytest.mark.parametrize("dac_bits", [None, 3, 8])
+@pytest.mark.parametrize("scheme", ["multi_bit", "neurram"])
+def test_dac_kernel_adds_the_activity_of_its_numpy_twin(dac_bits, scheme):
+    """The DAC kernel's activity count (the ledger's, in the same pass) equals `crossbar.scheme.input_activity`
+    bit for bit, added onto the sums it is given, at levels of its own (the priced DAC, not the simulated one); a
+    batch with a NaN adds nothing."""
+    from crossbar.pricing import _activity_levels
+    from crossbar.scheme import MVM_SCHEMES, input_activity
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((13, 37)).astype(np.float32)
+    x[3] = 0.0
+    x[5, ::2] = 0.0
+    levels = _activity_levels(dac_bits, MVM_SCHEMES[scheme])
+    drives, weights = np.full(37, 2.0), np.zeros(37)  # drives: whole counts, exact in any order
+    xq, sum_sq = np.empty((3, 13, 16), dtype=np.float32), np.empty((3, 13), dtype=np.float32)
+    scale, bad = np.empty(13, dtype=np.float32), np.empty(13, dtype=np.uint8)
+    args = (xq, sum_sq, scale, bad, levels, MVM_SCHEMES[scheme].bit_serial, drives, weights)
+    assert dac_tiles_kernel(x, x.view(np.int32), 127, *args) == 0
+    ref = input_activity(torch.from_numpy(x), dac_bits, MVM_SCHEMES[scheme])
+    np.testing.assert_array_equal(drives, ref.drives + 2.0)
+    np.testing.assert_array_equal(weights, ref.energy_weight)
+    ref_xq, _, _ = naive_dac(x, 127, 16)
+    np.testing.assert_array_equal(xq, ref_xq)  # the DAC output is unchanged by counting
+    x[7, 2] = np.nan
+    before = drives.copy()
+    assert dac_tiles_kernel(x, x.view(np.int32), 127, *args) == 1
+    np.testing.assert_array_equal(drives, before)
+
+
+@pytest.mark.parametrize("dac_bits", [None, 8])
+@pytest.mark.parametrize("scheme", ["multi_bit", "neurram"])
+def test_scaled_activity_kernel_matches_numpy_twin(dac_bits, scheme):
+    """The exact backward's one pass: d * col_scale as NumPy multiplies it, and that product's activity as
+    `crossbar.scheme.input_activity` counts it, bit for bit; with empty sums only the product is written."""
+    from crossbar.mvm_kernels import scaled_activity_kernel
+    from crossbar.pricing import _activity_levels
+    from crossbar.scheme import MVM_SCHEMES, input_activity
+
+    rng = np.random.default_rng(5)
+    d = rng.standard_normal((11, 29)).astype(np.float32)
+    d[4] = 0.0
+    col_scale = rng.uniform(0.01, 3.0, 29).astype(np.float32)
+    scaled = np.full_like(d, np.nan)
+    drives, weights = np.zeros(29), np.zeros(29)
+    levels = _activity_levels(dac_bits, MVM_SCHEMES[scheme])
+    bit_serial = MVM_SCHEMES[scheme].bit_serial
+    scaled_activity_kernel(d, col_scale, levels, bit_serial, scaled, scaled.view(np.int32), drives, weights)
+    np.testing.assert_array_equal(scaled, d * col_scale[None, :])
+    ref = input_activity(torch.from_numpy(d * col_scale[None, :]), dac_bits, MVM_SCHEMES[scheme])
+    np.testing.assert_array_equal(drives, ref.drives)
+    np.testing.assert_array_equal(weights, ref.energy_weight)
+    assert drives.sum() > 0
+    none = np.zeros(0)
+    scaled[:] = 0.0
+    scaled_activity_kernel(d, col_scale, levels, bit_serial, scaled, scaled.view(np.int32), none, none)
+    np.testing.assert_array_equal(scaled, d * col_scale[None, :])
 
 
 def test_integer_mix_seed_equals_the_numpy_splitmix_twin():

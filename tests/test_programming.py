@@ -127,7 +127,7 @@ DEVICES = {
     "wan_ppc16": WAN,  # endurance 1e6 -> 16 pulses per counter step
     "wan_endurance": WAN.replace(endurance_pulses=520),  # some pre-worn cells pass it
     "milo": device_preset("reram_milo2021", max_pulses=7),  # 50-225 uS, cells that give up
-    "neurosim": device_preset("neurosim_rram"),
+    "neurosim": device_preset("neurosim_rram", wire_cap_ff_per_cell=0.0),  # the twin prices no lines (test_lines.py)
 }
 
 

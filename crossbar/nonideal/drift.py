@@ -8,7 +8,8 @@ An entry gives, per step, a named record of its parameters (`step`, every field 
 shift), and either a built-in kernel id (`kernel_id`: the per-cell sigma is computed inside the numba kernel from
 the record, flattened to a float64 vector in field order, plus the entry's constant table `fits_us`) or a NumPy
 function `cell_moments(g_us, step, device) -> (mean_us, sigma_us)` evaluated at every cell's reference before the
-kernel draws (plug-ins; costs 32 bytes per weight while it runs). `DeviceConfig.drift_model` names an entry of `DRIFT_MODELS`.
+kernel draws (plug-ins; costs 32 bytes per weight while it runs). `DeviceConfig.drift_model` names an entry of
+`DRIFT_MODELS`.
 NumPy twins of the kernel side: `tests/naive_programming.py::drift_sigma_np`, `drift_np`.
 """
 
