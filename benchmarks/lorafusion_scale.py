@@ -22,7 +22,8 @@ attach, step), the trainable-parameter count and the ledger's totals (energy and
 event). Targets: peak memory <= 16 GiB, programming (base + bank) <= 10 minutes, completes on 2 cores.
 
 The process hands freed blocks of 1 MiB and up back to the system at once (`simutil.memory.release_large_frees`):
-with glibc's rising threshold, one step left ~5 GiB of freed activations resident in the heap.
+with glibc's rising threshold, one step left ~5 GiB of freed activations resident in the heap. That costs time
+(every large block is mapped and zeroed anew): `--keep-allocator` leaves glibc's default, for the comparison.
 
 Run: python benchmarks/lorafusion_scale.py [--small] [--profile]. `--small` is a quick check (4 + 4 blocks,
 d_model 256). The last lines are JSON, one metric per line.
@@ -319,8 +320,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-rss-gib", type=float, default=20.0, help="abort once resident memory passes this (default 20)"
     )
+    parser.add_argument("--keep-allocator", action="store_true", help="leave glibc's mmap threshold as it is")
     args = parser.parse_args(argv)
-    release_large_frees()
+    if not args.keep_allocator:
+        release_large_frees()
     start_memory_guard(args.max_rss_gib)
     config = t5_config(small=args.small)
     print(

@@ -34,7 +34,7 @@ from crossbar.rng import derive_seed, mix_seed_int
 from crossbar.state import ArrayState, stored_tile_rows
 from energy import LedgerScope
 
-__all__ = ["OPERAND_SOURCES", "OPTIONAL_BUFFERS", "STATE_BUFFERS", "AnalogArray", "check_weight"]
+__all__ = ["OPERAND_SOURCES", "OPTIONAL_BUFFERS", "STATE_BUFFERS", "AnalogArray", "check_weight", "copy_bias"]
 
 STATE_BUFFERS = ("g_diff_us", "g_neg_us", "writes_pos", "writes_neg")
 """The array state (`crossbar.state.ArrayState`) as buffers: conductances (uS) and per-cell write counters (uint16,
@@ -447,6 +447,13 @@ def check_weight(weight: torch.Tensor, shape: tuple[int, int] | None, name: str)
     if not torch.isfinite(weight).all():
         raise ValueError(f"{name} must be finite")
     return weight
+
+
+def copy_bias(bias: torch.Tensor, into: torch.Tensor) -> None:
+    """Copy a frozen bias `bias` (out,) into the parameter `into` as float32, or ValueError naming the shape."""
+    if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != tuple(into.shape):
+        raise ValueError(f"bias must be a tensor of shape ({into.shape[0]},), got {getattr(bias, 'shape', bias)}")
+    into.data.copy_(bias.detach().to(torch.float32))
 
 
 def _ranges_to_json(ranges: np.ndarray | None) -> list[list[float]] | None:

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from crossbar.array import STATE_BUFFERS, AnalogArray, check_weight
+from crossbar.array import STATE_BUFFERS, AnalogArray, check_weight, copy_bias
 from crossbar.device import DeviceConfig
 from crossbar.engine import MvmEngine
 from crossbar.engine_numba import NumbaEngine, adc_inputs
@@ -131,10 +131,7 @@ class AnalogLinear(AnalogArray):
         )  # fmt: skip
         layer.target_weight = weight
         if bias is not None:
-            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
-                got = getattr(bias, "shape", bias)
-                raise ValueError(f"bias must be a tensor of shape ({weight.shape[0]},), got {got}")
-            layer.bias.data.copy_(bias.detach().to(torch.float32))
+            copy_bias(bias, layer.bias)
         return layer
 
     @classmethod

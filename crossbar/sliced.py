@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossbar.array import check_weight
+from crossbar.array import check_weight, copy_bias
 from crossbar.device import DeviceConfig
 from crossbar.extra_state import _device_config
 from crossbar.layers import AnalogLinear, BackwardMode
@@ -128,10 +128,7 @@ class SlicedAnalogLinear(nn.Module):
             array.target_weight = torch.from_numpy(target)
         layer.weight_step.copy_(torch.from_numpy(step))
         if bias is not None:
-            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
-                got = getattr(bias, "shape", bias)
-                raise ValueError(f"bias must be a tensor of shape ({weight.shape[0]},), got {got}")
-            layer.bias.data.copy_(bias.detach().to(torch.float32))
+            copy_bias(bias, layer.bias)
         return layer
 
     @classmethod

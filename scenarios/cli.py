@@ -14,7 +14,6 @@ import typer
 from energy import COST_PRESETS, DEFAULT_COST_PRESET
 from scenarios.bundled import BUNDLED_SCENARIOS
 from scenarios.stamp import package_version
-from simutil.memory import release_large_frees
 
 app = typer.Typer(
     name="crossbar-sim",
@@ -241,10 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     typer runs with `standalone_mode=False`, so it *returns* the code of a `typer.Exit` (raised by a command, or
     made by typer itself from Ctrl-C: 130) instead of exiting; that return value is the exit code. typer may bundle
     its own copy of click, so click's exceptions are recognised by what they carry (`UsageError` has
-    `format_message()` and exit code 2) rather than imported from click. Freed blocks of 1 MiB and up leave the
-    resident set at once (`simutil.memory.release_large_frees`), as large runs need.
+    `format_message()` and exit code 2) rather than imported from click.
     """
-    release_large_frees()
     try:
         code = app(args=argv, prog_name="crossbar-sim", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
