@@ -139,7 +139,7 @@ def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...])
         for other in others:  # the other swept keys at their first value
             rows = rows[rows[other] == fresh[other].iloc[0]]
         for metric in HEADLINE_METRICS:
-            figure, axes = plt.subplots(figsize=(5.5, 3.8))
+            figure, axes = plt.subplots(figsize=(7.0, 3.8))
             for method, frame in rows.groupby("method", sort=False):
                 frame = frame.sort_values("_x")
                 mean, half = frame[f"{metric}_mean"], frame[f"{metric}_ci95"]
@@ -152,7 +152,7 @@ def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...])
                            fontsize=8)  # fmt: skip
             if metric != "accuracy" and (rows[f"{metric}_mean"] > 0).all() and len(rows):
                 axes.set_yscale("log")
-            axes.legend(fontsize=7)
+            axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # off the bands
             figure.tight_layout()
             stem = f"sweep_{metric}_vs_{key.replace('.', '_')}"
             for fmt in formats:
