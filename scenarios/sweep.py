@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.names import inside
+from scenarios.quantities import energy_unit
 from scenarios.schema import Scenario
 from simutil import atomic_write_text
 
@@ -140,14 +141,15 @@ def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...])
             rows = rows[rows[other] == fresh[other].iloc[0]]
         for metric in HEADLINE_METRICS:
             figure, axes = plt.subplots(figsize=(7.0, 3.8))
+            scale, label = _axis_scale(metric, rows[f"{metric}_mean"])
             for method, frame in rows.groupby("method", sort=False):
                 frame = frame.sort_values("_x")
-                mean, half = frame[f"{metric}_mean"], frame[f"{metric}_ci95"]
+                mean, half = frame[f"{metric}_mean"] / scale, frame[f"{metric}_ci95"] / scale
                 axes.plot(frame["_x"], mean, marker="o", label=str(method))
                 axes.fill_between(frame["_x"], mean - half, mean + half, alpha=0.2)
             n_seeds = int(rows["n_seeds"].min()) if len(rows) else 0
             axes.set_xlabel(key)
-            axes.set_ylabel(metric.replace("_", " "))
+            axes.set_ylabel(label)
             axes.set_title(f"{metric} vs {key} (mean, 95 % CI over {n_seeds} seed(s); drift {first_drift:g} s)",
                            fontsize=8)  # fmt: skip
             if metric != "accuracy" and (rows[f"{metric}_mean"] > 0).all() and len(rows):
@@ -158,6 +160,14 @@ def _figures(folder: Path, summary: Any, study: Study, formats: tuple[str, ...])
             for fmt in formats:
                 figure.savefig(inside(folder, f"{stem}.{fmt}"), dpi=120)
             plt.close(figure)
+
+
+def _axis_scale(metric: str, means: Any) -> tuple[float, str]:
+    """(divisor, axis label) of a headline metric: energies (pJ columns) in the unit that fits their magnitude."""
+    if metric.endswith("_pj") or "_pj_" in metric:
+        scale, unit = energy_unit(float(v) for v in means if v > 0)
+        return scale, f"{metric.replace('_pj', '').replace('_', ' ')} ({unit})"
+    return 1.0, metric.replace("_", " ")
 
 
 def _cell(value: Any) -> Any:
