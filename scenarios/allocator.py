@@ -15,8 +15,7 @@ which is what a run's worker does anyway. Results do not change: only where memo
 
 from __future__ import annotations
 
-import ctypes
-import sys
+from simutil.memory import mallopt
 
 __all__ = ["keep_freed_memory"]
 
@@ -27,12 +26,4 @@ _TRIM_THRESHOLD_BYTES = 1 << 30
 
 def keep_freed_memory() -> bool:
     """Apply the policy of the module docstring; True where glibc accepted it (False on other C libraries)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:  # the C library the process already runs on: no library search (find_library would run ldconfig)
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+    return mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)

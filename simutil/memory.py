@@ -14,9 +14,9 @@ returned on free.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import sys
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "release_large_frees"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "mallopt", "release_large_frees"]
 
 MMAP_THRESHOLD_BYTES = 1 << 20
 """1 MiB: blocks from this size up are mapped on their own and unmapped on free. The state arrays and activations
@@ -24,6 +24,26 @@ of a large model are far above it (MiB to GiB each); below it, the heap keeps se
 
 _M_MMAP_THRESHOLD = -3
 """mallopt's parameter number for M_MMAP_THRESHOLD (glibc malloc.h)."""
+_M_MMAP_MAX = -4
+"""mallopt's parameter number for M_MMAP_MAX, the most blocks served by mmap at once (glibc malloc.h)."""
+_DEFAULT_MMAP_MAX = 65536
+"""glibc's default M_MMAP_MAX (malloc/malloc.c DEFAULT_MMAP_MAX): restored, since a process that kept freed memory
+(`scenarios.allocator`, M_MMAP_MAX = 0) would otherwise never map a block, whatever the threshold."""
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's `mallopt(param, value)` in this process; False where it is not available (not Linux, not glibc).
+    Takes the C library the process already runs on (`ctypes.CDLL(None)`): `find_library` would run ldconfig in a
+    subprocess."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        function = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    function.argtypes = [ctypes.c_int, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function(param, value) == 1
 
 
 def release_large_frees(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
@@ -33,16 +53,8 @@ def release_large_frees(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     It changes where memory comes from, never a result, and it costs time: every large block is mapped and zeroed
     anew (the LoRAFusion-scale benchmark's `--small` step: 4.6 s with it, 2.7 s without; its full step 112 s, peak
     12.0 GiB with it, ~17 GiB without). So only that benchmark calls it, where the memory bound is the binding one;
-    the CLI does not. Call it early, before the first large block is freed."""
+    the CLI does not. Call it early, before the first large block is freed. The run processes' opposite policy
+    (keep freed memory for reuse) is `scenarios.allocator`."""
     if isinstance(threshold_bytes, bool) or not isinstance(threshold_bytes, int) or threshold_bytes < 1:
         raise ValueError(f"threshold_bytes must be an int >= 1, got {threshold_bytes!r}")
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except (OSError, TypeError):
-        return False
-    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (macOS, musl): its allocator needs no switch here
-        return False
-    mallopt = libc.mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
+    return mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
