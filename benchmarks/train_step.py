@@ -32,12 +32,13 @@ import torch
 from _common import emit, median_ms
 from torch import nn
 
-from crossbar import analog_layers, convert_to_analog, derive_seed, program, record_all_to
+from crossbar import analog_layers, derive_seed, record_all_to
 from energy import LedgerScope
-from fusion import LoRABank, calibrate_deployed_adc, calibrate_norms, program_bank
+from fusion import LoRABank
 from fusion.deploy import BankArrays, ProgrammedBank, attach_fusion
 from fusion.loop import ParamGroup, train_loop
 from fusion.lora import attach_lora, set_module
+from scenarios.deployment import deploy
 from scenarios.loading import load_scenario
 from scenarios.models import build_model
 from scenarios.phases import RUN_THREADS, calibration_set, target_task, threads
@@ -69,19 +70,8 @@ def build_programmed(scenario) -> tuple[nn.Module, ProgrammedBank]:
             b = torch.randn(layer.out_features, bank_spec.rank, generator=generator) * 0.02
             entry[name] = (a, b)
         bank.add(source, entry)
-    device = scenario.device_config()
-    ledger = scenario.new_ledger()
-    analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))
-    program(analog, ledger.scope(phase="deploy_base"))
-    programmed = program_bank(analog, bank, device, ledger.scope(phase="deploy_bank"),
-                              seed=derive_seed(scenario.seed, "bank"), calibrate_norms=False)  # fmt: skip
-    if device.adc_range == "calibrated":
-        calib = scenario.calibration
-        calibrate_deployed_adc(analog, programmed, calibration_set(scenario), ledger.scope(phase="calibration"),
-                               percentile=calib.adc_percentile, granularity=calib.adc_granularity)  # fmt: skip
-    calibrate_norms(analog, programmed, ledger.scope(phase="calibration"), reads=scenario.calibration.norm_reads,
-                    storage=scenario.calibration.norm_storage)  # fmt: skip
-    return analog, programmed
+    deployed = deploy(scenario, base, bank, scenario.new_ledger(), calibration_set)
+    return deployed.analog, deployed.bank
 
 
 def _digital(layer: nn.Module) -> nn.Linear:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossbar import convert_to_analog, derive_seed, program
-from fusion import LoRABank, build_bank, calibrate_deployed_adc
+from fusion import LoRABank, build_bank
 from scenarios.cache import Blob
+from scenarios.deployment import deploy
 from scenarios.families import TaskData
 from scenarios.workload import Workload, workload_for
 
@@ -28,20 +28,12 @@ __all__ = ["hardware_aware_bank_part", "programmed_base"]
 
 def programmed_base(scenario: Any, workload: Workload, base_blob: Blob,
                     calibration_set: Callable[[Any], torch.Tensor]) -> nn.Module:  # fmt: skip
-    """The base model converted and programmed as `programmed_task` does it (same seed, so the same cells), its
-    ADC ranges calibrated on the same calibration set when the device calibrates them. No bank is attached: the
+    """The base model deployed as `programmed_task` deploys it (`scenarios.deployment.deploy`: same seed, so the
+    same cells; the same calibration set for the ADC ranges when the device calibrates them). No bank is attached: the
     base layers' ranges come from their own inputs, which the bank does not change."""
-    device = scenario.device_config()
     ledger = scenario.new_ledger()  # work before deployment: not part of the run's ledger
-    analog = convert_to_analog(workload.load_base(base_blob), device, seed=derive_seed(scenario.seed, "analog"))
-    program(analog, ledger.scope(phase="deploy_base"))
-    if device.adc_range == "calibrated":
-        spec = scenario.calibration
-        calibrate_deployed_adc(
-            analog, None, calibration_set(scenario), None, percentile=spec.adc_percentile,
-            granularity=spec.adc_granularity, forward=workload.calibration_forward,
-        )  # fmt: skip
-    return analog
+    base = workload.load_base(base_blob)
+    return deploy(scenario, base, None, ledger, calibration_set, forward=workload.calibration_forward).analog
 
 
 def hardware_aware_bank_part(scenario: Any, base_blob: Blob, task: TaskData,

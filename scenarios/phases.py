@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossbar import convert_to_analog, derive_seed, program
-from fusion import LoRABank, calibrate_deployed_adc, calibrate_norms, program_bank
+from crossbar import derive_seed
+from fusion import LoRABank
 from scenarios import phase_blobs
 from scenarios.allocator import keep_freed_memory
 from scenarios.cache import Blob
+from scenarios.deployment import deploy
 from scenarios.errors import ScenarioError
 from scenarios.families import TaskData
 from scenarios.hardware_bank import hardware_aware_bank_part
@@ -147,24 +148,10 @@ def programmed_task(base_blob: Blob, bank_blob: Blob, shipped: Shipped) -> Blob:
         workload = workload_for(scenario)
         base = workload.load_base(base_blob)
         bank = phase_blobs.load_bank(bank_blob)
-        device = scenario.device_config()
         ledger = scenario.new_ledger()
-        analog = convert_to_analog(base, device, seed=derive_seed(scenario.seed, "analog"))
-        program(analog, ledger.scope(phase="deploy_base"))
-        programmed = program_bank(analog, bank, device, ledger.scope(phase="deploy_bank"),
-                                  seed=derive_seed(scenario.seed, "bank"), calibrate_norms=False)  # fmt: skip
-        samples = None
-        if device.adc_range == "calibrated":
-            samples = calibration_set(scenario)
-            spec = scenario.calibration
-            calibrate_deployed_adc(
-                analog, programmed, samples, ledger.scope(phase="calibration"),
-                percentile=spec.adc_percentile, granularity=spec.adc_granularity,
-                forward=workload.calibration_forward,
-            )  # fmt: skip
-        calibrate_norms(analog, programmed, ledger.scope(phase="calibration"), reads=scenario.calibration.norm_reads,
-                        storage=scenario.calibration.norm_storage)  # fmt: skip
-        phase = phase_blobs.ProgrammedPhase(analog, programmed, workload.task_heads(base_blob), samples)
+        deployed = deploy(scenario, base, bank, ledger, calibration_set, forward=workload.calibration_forward)
+        phase = phase_blobs.ProgrammedPhase(deployed.analog, deployed.bank, workload.task_heads(base_blob),
+                                             deployed.calibration_set)
         return {**phase_blobs.programmed_blob(phase, base_blob),
                 "deploy_ledger.json": json.dumps(ledger.to_records()).encode()}  # fmt: skip
 
