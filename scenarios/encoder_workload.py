@@ -62,6 +62,8 @@ class EncoderWorkload:
     trained), each task's class embeddings (computed once, digitally, from the task's class descriptions: the
     zero-shot head, the per-task heads of the base phase), and a bank built with each source task's own classes."""
 
+    heads_per_task = True
+
     def __init__(self, scenario: Any) -> None:
         self.scenario = scenario
 

@@ -55,6 +55,7 @@ from scenarios.rundir import RunRecord, check_run_dir, log_to, prepare_run_dir, 
 from scenarios.schema import Scenario
 from scenarios.stamp import run_stamp
 from scenarios.sweep import Study, SweepPoint, write_sweep
+from scenarios.workload import workload_for
 
 __all__ = ["RunOutcome", "run_scenario", "run_study"]
 
@@ -406,9 +407,11 @@ def _phase_parts(scenario: Scenario) -> dict[str, dict[str, Any]]:
     bank = {**base, "bank": resolved["bank"], "sources": resolved["tasks"]["sources"]}
     if resolved["bank"].get("hardware_aware"):  # its LoRAs train through the programmed, calibrated base
         bank = {**bank, "device": resolved["device"], "calibration": resolved["calibration"]}
-    return {"base_model": base, "bank": bank,
-            "programmed": {**bank, "device": resolved["device"], "costs": resolved["costs"],
-                           "calibration": resolved["calibration"]}}  # fmt: skip
+    programmed = {**bank, **{key: resolved[key] for key in ("device", "costs", "calibration")}}
+    if workload_for(scenario).heads_per_task:  # the base phase embeds, and the arrays carry, every named task's head
+        names = {"task_names": [resolved["tasks"]["sources"], resolved["tasks"]["targets"]]}
+        base, programmed = {**base, **names}, {**programmed, **names}
+    return {"base_model": base, "bank": bank, "programmed": programmed}
 
 
 def _one_line(error: BaseException) -> str:

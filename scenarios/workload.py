@@ -60,6 +60,11 @@ class Workload(Protocol):
     """One scenario's model kind, as the runner's phases use it. Every method is a pure function of the scenario
     it was made for and its arguments, so any worker gives the same result."""
 
+    heads_per_task: bool
+    """True when the base phase carries a head per task the scenario names (`task_heads`), so the base phase
+    depends on `tasks.sources` and `tasks.targets` (the runner's content key includes them); False when the
+    model has one trained head."""
+
     def train_base(self) -> Blob:
         """The base phase's files (`scenarios.phase_blobs.base_blob`): the digital base model built or trained,
         its info and any per-task heads."""

@@ -182,6 +182,8 @@ class ClassifierWorkload:
     """A classifier trained from scratch on the base task (`build_model`: the patch transformer or the CNN), one
     trained head shared by every task."""
 
+    heads_per_task = False
+
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
 

@@ -89,6 +89,20 @@ def test_content_keys_share_base_and_bank_across_device_settings() -> None:
     assert content_key(other_method) == content_key(_phase_parts(load_study("tiny").scenario)["programmed"])
 
 
+def test_a_base_with_a_head_per_task_is_keyed_by_the_task_names() -> None:
+    """An encoder's base phase embeds every named task's classes, so a sweep over the bank's sources must not
+    reuse the first point's base (it would lack the new sources' heads); a digits base is shared across sources."""
+    sources = "tasks.sources=[[wn_nature, wn_verbs_physical], [wn_nature, wn_verbs_physical, wn_mind_pos]]"
+    first, second = (_phase_parts(point.scenario) for point in load_study("minilm_tiny", [], [sources]).points)
+    assert content_key(first["base_model"]) != content_key(second["base_model"])
+    assert content_key(first["programmed"]) != content_key(second["programmed"])
+    targets = _phase_parts(load_study("minilm_tiny", ["tasks.targets=[wn_regrouped]"]).scenario)
+    assert content_key(targets["bank"]) == content_key(first["bank"])  # the LoRAs do not depend on the targets
+    assert content_key(targets["base_model"]) != content_key(first["base_model"])
+    digits = [_phase_parts(p.scenario) for p in load_study("tiny", [], ["tasks.sources=[[invert], [blur]]"]).points]
+    assert content_key(digits[0]["base_model"]) == content_key(digits[1]["base_model"])
+
+
 def test_cache_store_detects_corruption(tmp_path: Path) -> None:
     store = CacheStore(tmp_path / "cache")
     blob = {"a.bin": b"\x00" * 100, "b.json": b"{}"}
