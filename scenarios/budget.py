@@ -102,6 +102,7 @@ def _sizes(scenario: Any) -> tuple[dict[str, float], dict[str, float]]:
             if isinstance(default, int):
                 defaults[f"{section}.{name}"] = float(default)
     sizes["bank.batch_size"] = sizes["bank.batch_size"] or sizes["model.batch_size"]
+    sizes["bank.hardware_aware"] = float(bool(scenario.bank.hardware_aware))
     sizes.update({"evaluate.drift_times_s": len(scenario.evaluate.drift_times_s), "seeds": len(scenario.seed_list),
                   "tasks.sources": len(scenario.tasks.sources), "tasks.targets": len(scenario.tasks.targets)})
     defaults.update({"evaluate.drift_times_s": 1.0, "seeds": 1.0})
@@ -241,6 +242,7 @@ def _phases(scenario: Any, sizes: dict[str, float]) -> list[PhaseEstimate]:
     cells = 2 * (net.weights + bank_weights)
     calibration_s = sizes["calibration.samples"] * per_eval_s
     batch_bytes = 4 * net.activations
+    aware = sizes["bank.hardware_aware"]
     return [
         PhaseEstimate("data", PROCESS_BYTES + all_rows * net.example_bytes, generated, "examples generated",
                       generated / DATA_EXAMPLES_PER_CORE_S),
@@ -248,8 +250,9 @@ def _phases(scenario: Any, sizes: dict[str, float]) -> list[PhaseEstimate]:
                       + sizes["model.batch_size"] * batch_bytes, seeds * (base_macs + test * net.macs), "MAC",
                       seeds * (base_macs + test * net.macs) / DIGITAL_MACS_PER_CORE_S),
         PhaseEstimate("bank", PROCESS_BYTES + source_rows * net.example_bytes + 4 * net.params
-                      + 16 * bank_weights / max(n_sources, 1.0) + sizes["bank.batch_size"] * batch_bytes,
-                      seeds * bank_macs, "MAC", seeds * bank_macs / DIGITAL_MACS_PER_CORE_S),
+                      + 16 * bank_weights / max(n_sources, 1.0) + sizes["bank.batch_size"] * batch_bytes
+                      + aware * ANALOG_BYTES_PER_WEIGHT * net.weights,
+                      seeds * bank_macs, "MAC", seeds * _bank_core_s(bank_macs, n_sources, net, sizes, calibration_s)),
         PhaseEstimate("program", PROCESS_BYTES + arrays + base_rows * net.example_bytes, seeds * cells, "cells",
                       seeds * (cells / PROGRAM_CELLS_PER_CORE_S + calibration_s)),
         PhaseEstimate("adapt", PROCESS_BYTES + arrays + target_rows * net.example_bytes + batch * batch_bytes,
@@ -258,6 +261,18 @@ def _phases(scenario: Any, sizes: dict[str, float]) -> list[PhaseEstimate]:
                       + min(EVAL_BATCH, test) * 4 * net.live, eval_passes * net.macs, "MAC",
                       eval_passes * per_eval_s),
     ]  # fmt: skip
+
+
+def _bank_core_s(bank_macs: float, n_sources: float, net: _Net, sizes: dict[str, float], calibration_s: float
+                 ) -> float:  # fmt: skip
+    """Core-seconds of one seed's bank: digital training, or with `bank.hardware_aware` one base programming and
+    calibration per source task and its LoRA trained through the arrays (forward and transposed MVMs)."""
+    if not sizes["bank.hardware_aware"]:
+        return bank_macs / DIGITAL_MACS_PER_CORE_S
+    examples = sizes["bank.epochs"] * sizes["bank.train_size"]
+    per_source = (2 * net.weights / PROGRAM_CELLS_PER_CORE_S + calibration_s
+                  + examples * 2 * (net.macs / TRAIN_MACS_PER_CORE_S + net.vectors * TRAIN_VECTOR_S))  # fmt: skip
+    return n_sources * per_source
 
 
 def estimate_study(study: Any) -> list[PhaseEstimate]:

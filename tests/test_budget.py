@@ -190,3 +190,16 @@ def test_npz_rows_beyond_the_memory_are_refused_from_the_header(tmp_path: Path) 
     with pytest.raises(ScenarioError, match=r"huge\.npz: x_train declares shape \(1000000000000, 8, 8\) float32 "
                        r"\(233 TiB\): the 1000000000000 rows .* of memory available"):  # fmt: skip
         load_npz_task(tmp_path / "huge.npz", "huge", n_train=10**12, n_val=0, n_test=4, patch_size=2)
+
+
+def test_a_hardware_aware_bank_is_priced_with_its_programmings() -> None:
+    """bank.hardware_aware programs and calibrates the base once per source task and trains each LoRA through the
+    arrays: the bank phase holds the arrays (more memory) and its work includes every source's programming."""
+    digital, aware = (
+        {p.phase: p for p in estimate_study(load_study("tiny", [f"bank.hardware_aware={flag}"]))}
+        for flag in ("false", "true")
+    )
+    assert aware["bank"].peak_bytes > digital["bank"].peak_bytes
+    assert aware["bank"].core_s != digital["bank"].core_s
+    program_one = aware["program"].core_s  # one base + bank programming and calibration per seed
+    assert aware["bank"].core_s > program_one * 0.5  # three sources' base programmings at least
