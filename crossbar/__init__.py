@@ -2,10 +2,10 @@
 
 Device configs and cited presets, weight <-> conductance mapping, write-verify programming, non-idealities (read
 noise, drift, stuck-at faults, endurance), DAC/ADC peripherals, tiling, the analog MVM and the PyTorch layers built
-on it (`AnalogLinear`, `AnalogConv2d`, `convert_to_analog`), saved and loaded with their whole analog state
-(`save_programmed`, `load_programmed`; in memory `state_files`, `load_state_files`). Not to be confused with the
-unrelated Crossbar.io router on PyPI, which shares the import name `crossbar`: do not install both in one
-environment.
+on it (`AnalogLinear`, `AnalogConv2d`, the bit-sliced `SlicedAnalogLinear`, `convert_to_analog`), saved and loaded
+with their whole analog state (`save_programmed`, `load_programmed`; in memory `state_files`, `load_state_files`).
+Not to be confused with the unrelated Crossbar.io router on PyPI, which shares the import name `crossbar`: do not
+install both in one environment.
 """
 
 from crossbar.calibration import ADC_GRANULARITIES, AdcCalibrationReport, adc_calibration
@@ -28,9 +28,10 @@ from crossbar.noise import apply_drift, fabricate_faults, programming_sigma_us
 from crossbar.persist import load_programmed, load_state_files, save_programmed, state_files
 from crossbar.presets import DEFAULT_DEVICE_PRESET, DEVICE_PRESETS, device_preset
 from crossbar.programming import ProgramReport, program_state
-from crossbar.protocols import AnalogLayer, Recording
+from crossbar.protocols import AnalogLayer, Recording, weight_layers
 from crossbar.rng import derive_seed
 from crossbar.selection import block_of, literal_pattern, name_matcher
+from crossbar.sliced import SlicedAnalogLinear
 from crossbar.state import STUCK, ArrayState
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "MvmSettings",
     "ProgramReport",
     "Recording",
+    "SlicedAnalogLinear",
     "Targets",
     "adc_calibration",
     "analog_layers",
@@ -73,4 +75,5 @@ __all__ = [
     "save_programmed",
     "state_files",
     "state_weights",
+    "weight_layers",
 ]

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from crossbar.device import DeviceConfig
     from crossbar.programming import ProgramReport
     from energy import LedgerScope
 
-__all__ = ["AnalogLayer", "Recording"]
+__all__ = ["AnalogLayer", "Recording", "weight_layers"]
 
 
 @runtime_checkable
@@ -61,3 +62,15 @@ class AnalogLayer(Protocol):
         """Write a new target weight (only the cells whose target moved beyond the verify tolerance when
         `previous_weight` is given)."""
         ...
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, AnalogLayer]]:
+    """Every analog weight matrix of `model` as its user sees it, with its qualified name, in module order: the
+    outermost modules implementing `AnalogLayer`. A bit-sliced layer (`crossbar.sliced`) is one weight matrix, its
+    slices (arrays, each an `AnalogLayer` too) are not listed; `crossbar.analog_layers` lists every array."""
+    found: list[tuple[str, AnalogLayer]] = []
+    for name, module in model.named_modules():
+        inside = any(name.startswith(f"{outer}.") for outer, _ in found)
+        if not inside and isinstance(module, AnalogLayer):
+            found.append((name, module))
+    return found

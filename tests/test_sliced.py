@@ -15,7 +15,7 @@ from torch import nn
 from crossbar import AnalogLayer, AnalogLinear, Recording, convert_to_analog, device_preset, drift, program
 from crossbar.persist import load_state_files, state_files
 from crossbar.sliced import SlicedAnalogLinear, slice_config
-from energy import Ledger
+from energy import WRITE_EVENTS, Ledger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fidelity  # noqa: E402
@@ -180,3 +180,28 @@ def test_isaac_per_ima_power_for_three_input_statistics() -> None:
     assert len(array) == 3
     assert array["ReLU(N(0,1)) inputs"] < array["N(0,1) inputs"] < array["U(0,1) inputs"]
     assert 1.0 < array["ReLU(N(0,1)) inputs"] / 2.4 < 2.0 and array["U(0,1) inputs"] / 2.4 < 4.0
+
+
+def test_full_finetune_rewrites_a_sliced_layer_as_one_weight_matrix() -> None:
+    """`crossbar.weight_layers` lists a bit-sliced layer once (not its slices), so full fine-tuning trains one
+    digital copy per weight matrix and rewrites it through the sliced layer's own `reprogram` (every slice whose
+    digits moved), leaving the model's structure as it was."""
+    from crossbar import weight_layers
+    from fusion import adapt
+    from fusion.methods.lora_methods import FullFinetuneConfig
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    analog = convert_to_analog(model, device_preset("ideal", weight_bits=8, bits_per_cell=2), seed=1)
+    program(analog)
+    assert [name for name, _ in weight_layers(analog)] == ["0", "2"]
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    ledger = Ledger()
+    result = adapt("full_finetune", analog, None, (x, y), FullFinetuneConfig(epochs=3, lr=0.05), ledger=ledger,
+                   task="toy", seed=0, progress=False, val_fraction=0.0)  # fmt: skip
+    adapted = result.model
+    assert all(isinstance(adapted[i], SlicedAnalogLinear) for i in (0, 2))
+    assert result.cell_write_pulses == ledger.cell_write_pulses(phase="adapt") > 0
+    written = {r.layer for r in ledger.rows(phase="adapt") if r.event in WRITE_EVENTS}
+    assert written and all(".slices." in layer for layer in written)
+    assert not torch.equal(adapted[0].programmed_weight(), analog[0].programmed_weight())

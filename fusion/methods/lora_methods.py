@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crossbar import AnalogLayer, DeviceConfig, derive_seed
+from crossbar import AnalogLayer, DeviceConfig, derive_seed, weight_layers
 from fusion.analog_lora import AnalogLoRALinear
 from fusion.fused import read_weight
 from fusion.loop import LoopResult, ParamGroup
@@ -286,7 +286,7 @@ def adapt_full_finetune(ctx: AdaptContext) -> AdaptResult:
     A digital copy of every analog layer's weights is trained (analog forward in the loop), then the base cells
     whose target moved beyond the verify tolerance are reprogrammed once, at the deployed per-row scale (clipping
     weights that outgrew it), so cells of unchanged weights are not touched."""
-    names = [name for name, module in ctx.model.named_modules() if isinstance(module, AnalogLayer)]
+    names = [name for name, _ in weight_layers(ctx.model)]  # a bit-sliced layer as one weight matrix
     if not names:
         raise ValueError("full_finetune needs a model with analog layers (crossbar.convert_to_analog)")
     wrappers = {}
