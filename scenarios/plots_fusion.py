@@ -70,6 +70,8 @@ def _recovered(group: pd.DataFrame, roles: Mapping[str, str]) -> list[dict[str, 
     from scenarios.stats import t_interval
 
     acc = group.pivot_table(index=["seed", "task"], columns="method", values="accuracy", aggfunc="mean")
+    n_test = (group.pivot_table(index=["seed", "task"], columns="method", values="n_test", aggfunc="mean")
+              if "n_test" in group.columns else None)  # fmt: skip
     zero = [m for m in acc.columns if roles.get(m) == "zero_shot"]
     refs = [m for m in acc.columns if roles.get(m) == "reference"]
     if not zero or not refs:
@@ -84,12 +86,32 @@ def _recovered(group: pd.DataFrame, roles: Mapping[str, str]) -> list[dict[str, 
         gain = (acc[method] - base).groupby(level="seed").sum()
         per_seed = [100.0 * gain[s] / ref_gain[s] if ref_gain[s] > 0 else math.nan for s in gain.index]
         interval = t_interval(v for v in per_seed if not math.isnan(v))
+        binomial = _binomial_half(acc, n_test, method, zero[0], best) if n_test is not None else math.nan
+        pooled = float(n_test[method].sum()) if n_test is not None else math.nan
         state = group.loc[group["method"] == method, "digital_state_words"].mean()
         rows.append({"method": method, "role": roles.get(method, "other"), "reference": best,
                      "recovered_pct_mean": interval.mean, "recovered_pct_ci95": interval.half,
+                     "recovered_pct_binom_half": binomial,
                      "n_seeds": interval.n, "accuracy_mean": float(acc[method].mean()),
-                     "zero_shot_accuracy": float(base.mean()), "digital_state_words": float(state)})  # fmt: skip
+                     "zero_shot_accuracy": float(base.mean()), "n_test_pooled": pooled,
+                     "digital_state_words": float(state)})  # fmt: skip
     return rows
+
+
+def _binomial_half(acc: pd.DataFrame, n_test: pd.DataFrame, method: str, zero: str, best: str) -> float:
+    """95 % half-width (percentage points of gain recovered) that the test sets' sampling alone gives, mean over
+    seeds: each accuracy binomial on its n_test examples, the four accuracies of a (seed, task) taken independent
+    (conservative for the paired ones), propagated to gain / reference gain to first order. It sets the rounding
+    of a one-seed screening, which has no interval over seeds."""
+    variance = {m: acc[m] * (1 - acc[m]) / n_test[m] for m in (method, zero, best)}
+    gain = (acc[method] - acc[zero]).groupby(level="seed").sum()
+    ref_gain = (acc[best] - acc[zero]).groupby(level="seed").sum()
+    var_gain = (variance[method] + variance[zero]).groupby(level="seed").sum()
+    var_ref = (variance[best] + variance[zero]).groupby(level="seed").sum()
+    ratio = gain / ref_gain
+    half = 196.0 * ((var_gain + ratio**2 * var_ref) ** 0.5) / ref_gain
+    half = half[ref_gain > 0]
+    return float(half.mean()) if len(half) else math.nan
 
 
 def gain_table(metrics: pd.DataFrame, roles: Mapping[str, str], keys: Sequence[str] = ()) -> pd.DataFrame:
@@ -290,12 +312,17 @@ def _save(fig: Any, folder: Path, stem: str, formats: Sequence[str]) -> None:
 
 
 def merge_runs(run_dirs: Sequence[Path]) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
-    """sweep.csv of several sweep runs of one design (slices), their points renamed `<run>/<point>`; the method
-    roles from each run's config.json; the swept keys present in all of them."""
+    """sweep.csv of several sweep runs of one design (slices), their points renamed `<run>/<point>` (a run without
+    a sweep, e.g. the real study, is one point named after its directory); the method roles from each run's
+    sweep.json or config.json; the swept keys present in all of them."""
     frames, roles, keys = [], {}, None
     for run_dir in run_dirs:
-        frame = pd.read_csv(run_dir / "sweep.csv")
-        frame["point"] = run_dir.name + "/" + frame["point"].astype(str)
+        if (run_dir / "sweep.csv").is_file():
+            frame = pd.read_csv(run_dir / "sweep.csv")
+            frame["point"] = run_dir.name + "/" + frame["point"].astype(str)
+        else:  # one study (no sweep): its metrics are one point
+            frame = pd.read_csv(run_dir / "metrics.csv")
+            frame["point"] = run_dir.name
         frames.append(frame)
         record = run_dir / "sweep.json" if (run_dir / "sweep.json").is_file() else run_dir / "config.json"
         roles.update(fusion_roles(json.loads(record.read_text())["scenario"]["methods"]))

@@ -5,6 +5,7 @@
     python scripts/render_readme_tables.py runs/multitask --readme README.md --marker default-tasks --per-task
     python scripts/render_readme_tables.py runs/multitask --figures README.md --prune-figures
     python scripts/render_readme_tables.py runs/lifetime --figures README.md --figure lifetime
+    python scripts/render_readme_tables.py runs/fd --readme README.md --marker fusion-design --fusion
 
 With `--readme`, the text between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->` is replaced. With
 `--figures`, every figure the markdown file references (`![...](docs/figures/NAME.png)`) that the run drew
@@ -189,6 +190,52 @@ def render_per_task(run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_fusion(directory: Path) -> str:
+    """Gain recovered per zero-write configuration (`fusion_pareto.csv` of a fusion design sweep, or of
+    `python -m scenarios.plots_fusion RUN... --out DIR`): one row per (bank, method), fresh and after the last
+    drift time, with the accuracy and digital state; rounded to the t interval over seeds, or with one seed to the
+    test sets' binomial half-width (`recovered_pct_binom_half`)."""
+    from scenarios.plots_fusion import _point_label
+
+    gains = pd.read_csv(directory / "fusion_pareto.csv")
+    keys = [k for k in ("tasks.sources", "bank.rank", "bank.hardware_aware") if k in gains.columns]
+    fresh_s, last_s = sorted(gains["drift_s"].unique())[0], sorted(gains["drift_s"].unique())[-1]
+    fresh = gains[gains["drift_s"] == fresh_s].sort_values(["point", "recovered_pct_mean"], ascending=[True, False])
+    drifted_column = [f"after {format_duration(last_s)}"] if last_s != fresh_s else []
+    header = ["bank", "method", "gain recovered, fresh", *drifted_column, "accuracy, fresh", "digital state (words)",
+              "on the front"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+
+    def recovered(row: pd.Series | None) -> str:
+        if row is None:
+            return ""
+        fallback = row.get("recovered_pct_binom_half")
+        return stats.format_mean_ci(row["recovered_pct_mean"], row["recovered_pct_ci95"], unit=" %",
+                                    fallback_half=None if pd.isna(fallback) else float(fallback))  # fmt: skip
+
+    for _, row in fresh.iterrows():
+        drifted = _one(gains, point=row["point"], method=row["method"], drift_s=last_s)
+        bank = _point_label(row, keys) if keys else str(row["point"])
+        binomial = 1.96 * (row["accuracy_mean"] * (1 - row["accuracy_mean"]) / row["n_test_pooled"]) ** 0.5
+        accuracy = stats.format_mean_ci(row["accuracy_mean"], math.nan, scale=100, unit=" %", fallback_half=binomial)
+        cells = [bank, f"{row['method']} ({row['role']})", recovered(row)]
+        cells += [recovered(drifted)] if drifted_column else []
+        cells += [accuracy, f"{int(round(row['digital_state_words'])):,}", "yes" if row["on_front"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    n_seeds = int(gains["n_seeds"].max())
+    reference = ", ".join(sorted(gains["reference"].dropna().unique()))
+    lines += ["", f"Rendered by `scripts/render_readme_tables.py --fusion` from `{directory.name}/fusion_pareto.csv` "
+              f"({n_seeds} seed{'s' if n_seeds != 1 else ''} with a LoRA gain to recover). Gain recovered: 100 × "
+              "the method's gain over zero-shot "
+              f"/ the best LoRA variant's ({reference}), paired on the same (seed, task) units, summed over tasks; "
+              + ("± is the 95 % t interval over seeds" if n_seeds > 1 else
+                 "one seed: no interval over seeds, values rounded to the test sets' binomial half-width "
+                 "(conservative, unpaired)")
+              + "; accuracy rounded to its pooled test set's binomial half-width. The front: no other configuration "
+              "holds at most the words with at least the gain."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 _IMAGE = re.compile(r"!\[[^\]]*\]\((?P<path>[^)\s]+\.(?:png|svg|jpg|jpeg|gif))\)")
 _IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".pdf")
 
@@ -229,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readme", type=Path, help="README to update in place")
     parser.add_argument("--marker", default="default", help="name of the <!-- results:NAME --> block")
     parser.add_argument("--per-task", action="store_true", help="the accuracy per target task instead")
+    parser.add_argument("--fusion", action="store_true", help="the gain-recovered table of RUN_DIR/fusion_pareto.csv "
+                        "(a fusion design sweep, or python -m scenarios.plots_fusion's --out folder)")
     parser.add_argument("--figures", type=Path, metavar="MARKDOWN",
                         help="copy the run's figures over those this markdown file references (by file name)")
     parser.add_argument("--figure", action="append", metavar="NAME", help="with --figures: only this figure stem "
@@ -236,8 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prune-figures", action="store_true",
                         help="with --figures: delete images in the referenced folders that it does not reference")
     args = parser.parse_args(argv)  # fmt: skip
-    if not (args.run_dir / "metrics.csv").is_file():
-        parser.error(f"{args.run_dir}: no metrics.csv (not a finished run directory)")
+    needed = "fusion_pareto.csv" if args.fusion else "metrics.csv"
+    if not (args.run_dir / needed).is_file():
+        parser.error(f"{args.run_dir}: no {needed} (not a finished run directory)")
     if (args.figure or args.prune_figures) and args.figures is None:
         parser.error("--figure and --prune-figures need --figures MARKDOWN")
     if args.figures is not None:
@@ -246,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(copy_figures(args.run_dir, args.figures, args.figure, args.prune_figures)))
         if args.readme is None:
             return
-    table = render_per_task(args.run_dir) if args.per_task else render(args.run_dir)
+    if args.fusion:
+        table = render_fusion(args.run_dir)
+    else:
+        table = render_per_task(args.run_dir) if args.per_task else render(args.run_dir)
     if args.readme is None:
         print(table, end="")
         return

