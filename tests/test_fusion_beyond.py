@@ -39,7 +39,7 @@ from fusion import (
 )
 from fusion.digital_state import digital_state
 from fusion.fused import read_weight
-from fusion.peft_io import export_fused_peft
+from fusion.peft_export import export_fused_peft
 from scenarios.loading import load_scenario
 from scenarios.schema import ScenarioError
 

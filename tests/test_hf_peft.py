@@ -15,14 +15,8 @@ from test_hf_support import KINDS, TARGETS, build, close, make_adapter, outputs,
 
 from crossbar import convert_to_analog, device_preset, program
 from fusion import attach_fusion, detach_fusion, program_bank
-from fusion.peft_io import (
-    ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
-    bank_from_peft,
-    export_fused_peft,
-    load_peft_adapter,
-    save_peft_adapter,
-)
+from fusion.peft_export import export_fused_peft, save_peft_adapter
+from fusion.peft_io import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, bank_from_peft, load_peft_adapter
 
 IDEAL = device_preset("ideal")
 N_ADAPTERS = 3

@@ -357,7 +357,8 @@ def test_report_prints_drift_times_in_human_units(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from scenarios import stats
-    from scenarios.results import Statistics, _statistics_report
+    from scenarios.report import _statistics_report
+    from scenarios.run_statistics import Statistics
 
     write_synthetic_run(tmp_path, repeats=1, seeds=2)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
