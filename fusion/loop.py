@@ -144,19 +144,15 @@ def train_loop(
     (default epochs // 5) training stops once `patience` epochs (default epochs // 3, at least 1) passed without a
     new best, and groups with `keep_best` get their best-epoch values back.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need a non-empty training set with one label per input, got {len(x)} and {len(y)}")
     groups = [g for g in groups if g.params]
     parameters = [p for g in groups for p in g.params]
-    if not parameters:
-        raise ValueError("nothing to train: every parameter group is empty")
-    if early_stopping and (x_val is None or y_val is None or len(x_val) == 0):
-        raise ValueError("early_stopping needs a non-empty validation split (x_val, y_val)")
-    patience = max(1, epochs // 3) if patience is None else patience
-    warmup = epochs // 5 if warmup is None else warmup
-
+    _check_loop(x, y, parameters, epochs=epochs, batch_size=batch_size, early_stopping=early_stopping, x_val=x_val,
+                y_val=y_val)  # fmt: skip
+    stopper = _EarlyStopping(
+        patience=max(1, epochs // 3) if patience is None else patience,
+        warmup=epochs // 5 if warmup is None else warmup,
+        kept=[p for g in groups if g.keep_best for p in g.params],
+    )
     # foreach: one call per group and Adam stage instead of a Python loop over the (many small) parameters; on the
     # CPU it runs the same per-tensor kernels with the same scalars, so the values are those of the default loop.
     optimizer = torch.optim.Adam(
@@ -164,9 +160,6 @@ def train_loop(
     )
     generator = torch.Generator().manual_seed(seed)
     result = LoopResult()
-    best_loss = math.inf
-    best_values: list[torch.Tensor] | None = None
-    kept = [p for g in groups if g.keep_best for p in g.params]
     steps_per_epoch = math.ceil(len(x) / batch_size)
     was_training = model.training
     model.train()
@@ -181,25 +174,10 @@ def train_loop(
             weighted = 0.0
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                logits = model(x[batch])
-                loss = classification_loss(logits, y[batch])
-                _record_loss_ops(scope, logits, backward=True)
-                objective = loss
-                for group in groups:
-                    if group.l1:
-                        flat = torch.cat([p.reshape(-1) for p in group.params])
-                        objective = objective + group.l1 * flat.abs().mean()
-                        # |p| and its sum, and sign(p) * l1 / n for the gradient.
-                        record_digital(scope, "optimizer", mults=flat.numel() + 1, adds=flat.numel())
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                for group in groups:
-                    record_optimizer_step(scope, group.numel, weight_decay=group.weight_decay > 0)
+                loss_value = _train_step(model, x[batch], y[batch], groups, optimizer, scope)
                 result.steps += 1
                 if after_step is not None:
                     after_step(result.steps)
-                loss_value = float(loss.detach())
                 result.step_losses.append(loss_value)
                 weighted += loss_value * len(batch)
                 bar.update()
@@ -210,16 +188,72 @@ def train_loop(
                 model.eval()
                 val_loss = evaluate_loss(model, x_val, y_val)  # type: ignore[arg-type]
                 model.train()
-                result.val_losses.append(val_loss)
-                if val_loss < best_loss:
-                    best_loss = val_loss
-                    result.best_epoch = epoch
-                    best_values = [p.detach().clone() for p in kept]
-                elif epoch + 1 > warmup and epoch - (result.best_epoch or 0) >= patience:
+                if stopper.should_stop(epoch, val_loss, result):
                     break
-    if early_stopping and best_values is not None:
-        with torch.no_grad():
-            for parameter, value in zip(kept, best_values):
-                parameter.copy_(value)
+    if early_stopping:
+        stopper.restore_best()
     model.train(was_training)
     return result
+
+
+def _check_loop(x: torch.Tensor, y: torch.Tensor, parameters: list[nn.Parameter], *, epochs: int, batch_size: int,
+                early_stopping: bool, x_val: torch.Tensor | None, y_val: torch.Tensor | None) -> None:  # fmt: skip
+    """ValueError for a loop that cannot run: no epochs or batch, no examples, nothing to train, no validation split
+    for early stopping."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need a non-empty training set with one label per input, got {len(x)} and {len(y)}")
+    if not parameters:
+        raise ValueError("nothing to train: every parameter group is empty")
+    if early_stopping and (x_val is None or y_val is None or len(x_val) == 0):
+        raise ValueError("early_stopping needs a non-empty validation split (x_val, y_val)")
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: Sequence[ParamGroup],
+                optimizer: torch.optim.Optimizer, scope: LedgerScope | None) -> float:  # fmt: skip
+    """One optimizer step on a batch: the loss (plus each group's L1 penalty), backward, Adam; the digital work of
+    loss and optimizer recorded in `scope`. Returns the batch's loss (without the penalties)."""
+    logits = model(x)
+    loss = classification_loss(logits, y)
+    _record_loss_ops(scope, logits, backward=True)
+    objective = loss
+    for group in groups:
+        if group.l1:
+            flat = torch.cat([p.reshape(-1) for p in group.params])
+            objective = objective + group.l1 * flat.abs().mean()
+            # |p| and its sum, and sign(p) * l1 / n for the gradient.
+            record_digital(scope, "optimizer", mults=flat.numel() + 1, adds=flat.numel())
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    for group in groups:
+        record_optimizer_step(scope, group.numel, weight_decay=group.weight_decay > 0)
+    return float(loss.detach())
+
+
+@dataclass
+class _EarlyStopping:
+    """LoRAFusion's rule: stop once `patience` epochs after `warmup` passed without a new best validation loss;
+    the parameters in `kept` get their best-epoch values back."""
+
+    patience: int
+    warmup: int
+    kept: list[nn.Parameter]
+    best_loss: float = math.inf
+    best_values: list[torch.Tensor] | None = None
+
+    def should_stop(self, epoch: int, val_loss: float, result: LoopResult) -> bool:
+        result.val_losses.append(val_loss)
+        if val_loss < self.best_loss:
+            self.best_loss = val_loss
+            result.best_epoch = epoch
+            self.best_values = [p.detach().clone() for p in self.kept]
+            return False
+        return epoch + 1 > self.warmup and epoch - (result.best_epoch or 0) >= self.patience
+
+    def restore_best(self) -> None:
+        if self.best_values is not None:
+            with torch.no_grad():
+                for parameter, value in zip(self.kept, self.best_values):
+                    parameter.copy_(value)

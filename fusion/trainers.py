@@ -82,25 +82,11 @@ def adapt(
     """
     registered = get_method(method)
     config = registered.config() if config is None else config
-    if type(config) is not registered.config:
-        raise ValueError(f"method {method!r} takes a {registered.config.__name__}, got {type(config).__name__}")
-    ok = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 <= val_fraction < 1
-    if not ok:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if bank is not None and not isinstance(bank, ProgrammedBank):
-        raise ValueError(f"bank must be a ProgrammedBank (program_bank(...)) or None, got {type(bank).__name__}")
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("data must be an (inputs, labels) pair")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_adapt(method, registered.config, config, model, bank, data, seed, val_fraction, previous)
     x, y = as_tensors(*data)
     if len(x) < 1:
         raise ValueError("data holds no examples")
     x_train, y_train, x_val, y_val = split_few_shot(x, y, val_fraction, derive_seed(seed, "split"))
-    if previous is not None and not isinstance(previous, nn.Module):
-        raise ValueError(f"previous must be the previous task's adapted model or None, got {type(previous).__name__}")
     work_model, work_bank = _copy(model, bank)
     work_previous = _copy(previous, None)[0] if previous is not None else None
     for module in work_model.modules():  # exact per-cell pulses of this adaptation (arrays a method creates or
@@ -138,3 +124,23 @@ def adapt(
         result.adapt_energy_pj = ledger.total("energy_pj", **labels) - before[1]
         result.adapt_latency_ns = ledger.total("latency_ns", **labels) - before[2]
     return result
+
+
+def _check_adapt(method: str, config_type: type, config: object, model: object, bank: object, data: object,
+                 seed: object, val_fraction: object, previous: object) -> None:  # fmt: skip
+    """ValueError naming the argument of `adapt` that is not what it takes."""
+    if type(config) is not config_type:
+        raise ValueError(f"method {method!r} takes a {config_type.__name__}, got {type(config).__name__}")
+    ok = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 <= val_fraction < 1
+    if not ok:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if bank is not None and not isinstance(bank, ProgrammedBank):
+        raise ValueError(f"bank must be a ProgrammedBank (program_bank(...)) or None, got {type(bank).__name__}")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("data must be an (inputs, labels) pair")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if previous is not None and not isinstance(previous, nn.Module):
+        raise ValueError(f"previous must be the previous task's adapted model or None, got {type(previous).__name__}")
