@@ -42,6 +42,7 @@ LORA_REFERENCES = ("lora_digital", "lora_program_once", "lora_in_situ")
 MIXING_METHODS = ("fusion_rank", "fusion_core", "fusion_gate")
 """The zero-write methods beyond one coefficient per LoRA (`fusion.methods.mixing_methods`)."""
 SOURCES_KEY, RANK_KEY, AWARE_KEY = "tasks.sources", "bank.rank", "bank.hardware_aware"
+RECALIBRATE_KEY = "evaluate.recalibrate_after_drift"
 
 
 def fusion_roles(methods: Sequence[Any]) -> dict[str, str]:
@@ -187,6 +188,8 @@ def _point_label(row: pd.Series, keys: Sequence[str]) -> str:
             parts.append(f"r{row[key]}")
         elif key == AWARE_KEY:
             parts.append("hw" if str(row[key]).lower() == "true" else "dig")
+        elif key == RECALIBRATE_KEY:  # only when on: the norm read-out re-read after drift
+            parts += ["recal"] if str(row[key]).lower() == "true" else []
         else:
             parts.append(f"{key.rsplit('.', 1)[-1]}={row[key]}")
     return " ".join(parts)
@@ -314,8 +317,9 @@ def _save(fig: Any, folder: Path, stem: str, formats: Sequence[str]) -> None:
 def merge_runs(run_dirs: Sequence[Path]) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
     """sweep.csv of several sweep runs of one design (slices), their points renamed `<run>/<point>` (a run without
     a sweep, e.g. the real study, is one point named after its directory); the method roles from each run's
-    sweep.json or config.json; the swept keys present in all of them."""
-    frames, roles, keys = [], {}, None
+    sweep.json or config.json; the swept keys of any of them, a run that did not sweep a key getting its scenario's
+    value (so `--sweep evaluate.recalibrate_after_drift=true` beside the plain design labels both)."""
+    frames, roles, keys, scenarios = [], {}, [], []
     for run_dir in run_dirs:
         if (run_dir / "sweep.csv").is_file():
             frame = pd.read_csv(run_dir / "sweep.csv")
@@ -323,12 +327,27 @@ def merge_runs(run_dirs: Sequence[Path]) -> tuple[pd.DataFrame, dict[str, str], 
         else:  # one study (no sweep): its metrics are one point
             frame = pd.read_csv(run_dir / "metrics.csv")
             frame["point"] = run_dir.name
-        frames.append(frame)
         record = run_dir / "sweep.json" if (run_dir / "sweep.json").is_file() else run_dir / "config.json"
-        roles.update(fusion_roles(json.loads(record.read_text())["scenario"]["methods"]))
+        scenario = json.loads(record.read_text())["scenario"]
+        roles.update(fusion_roles(scenario["methods"]))
         swept = [c for c in frame.columns if c in (SOURCES_KEY, RANK_KEY, AWARE_KEY) or c.count(".")]
-        keys = swept if keys is None else [k for k in keys if k in swept]
-    return pd.concat(frames, ignore_index=True), roles, keys or []
+        keys += [k for k in swept if k not in keys]
+        frames.append(frame)
+        scenarios.append(scenario)
+    for frame, scenario in zip(frames, scenarios):
+        for key in keys:
+            if key not in frame.columns:
+                value = _lookup(scenario, key)
+                frame[key] = json.dumps(value) if isinstance(value, list) else value
+    return pd.concat(frames, ignore_index=True), roles, keys
+
+
+def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key path of a resolved scenario (None where it has none)."""
+    value: Any = document
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -195,10 +195,10 @@ def render_fusion(directory: Path) -> str:
     `python -m scenarios.plots_fusion RUN... --out DIR`): one row per (bank, method), fresh and after the last
     drift time, with the accuracy and digital state; rounded to the t interval over seeds, or with one seed to the
     test sets' binomial half-width (`recovered_pct_binom_half`)."""
-    from scenarios.plots_fusion import _point_label
+    from scenarios.plots_fusion import AWARE_KEY, RANK_KEY, RECALIBRATE_KEY, SOURCES_KEY, _point_label
 
     gains = pd.read_csv(directory / "fusion_pareto.csv")
-    keys = [k for k in ("tasks.sources", "bank.rank", "bank.hardware_aware") if k in gains.columns]
+    keys = [k for k in (SOURCES_KEY, RANK_KEY, AWARE_KEY, RECALIBRATE_KEY) if k in gains.columns]
     fresh_s, last_s = sorted(gains["drift_s"].unique())[0], sorted(gains["drift_s"].unique())[-1]
     fresh = gains[gains["drift_s"] == fresh_s].sort_values(["point", "recovered_pct_mean"], ascending=[True, False])
     drifted_column = [f"after {format_duration(last_s)}"] if last_s != fresh_s else []

@@ -112,6 +112,28 @@ def test_a_study_without_a_sweep_merges_as_one_point(tmp_path: Path) -> None:
     assert gains.set_index("method").loc["fusion_core", "recovered_pct_mean"] == pytest.approx(100.0)
 
 
+def test_slices_that_sweep_different_keys_merge_with_each_runs_own_values(tmp_path: Path) -> None:
+    """A slice sweeping evaluate.recalibrate_after_drift merges with the design run that did not: the design's
+    rows get its scenario's value (false), and the point labels tell the two apart."""
+    from scenarios.plots_fusion import _point_label, merge_runs
+
+    methods = [{"name": m} for m in ("zero_shot", "fusion_core", "lora_digital")]
+    for name, column, value in (("fd", "tasks.sources", json.dumps(["s1", "s2"])),
+                                ("fd_recal", "evaluate.recalibrate_after_drift", True)):  # fmt: skip
+        run = tmp_path / name
+        run.mkdir()
+        frame = _metrics(["s1", "s2"], "p000").query("method in ['zero_shot', 'fusion_core', 'lora_digital']")
+        frame.drop(columns=["tasks.sources"]).assign(**{column: value}).to_csv(run / "sweep.csv", index=False)
+        scenario = {"methods": methods, "tasks": {"sources": ["s1", "s2"]},
+                    "evaluate": {"recalibrate_after_drift": False}}  # fmt: skip
+        (run / "sweep.json").write_text(json.dumps({"scenario": scenario}))
+    merged, roles, keys = merge_runs([tmp_path / "fd", tmp_path / "fd_recal"])
+    assert keys == ["tasks.sources", "evaluate.recalibrate_after_drift"]
+    labels = {point: _point_label(rows.iloc[0], keys) for point, rows in merged.groupby("point")}
+    assert labels == {"fd/p000": "2 src", "fd_recal/p000": "2 src recal"}
+    assert roles["fusion_core"] == "mixing"
+
+
 # --- the hardware-aware bank -----------------------------------------------------------------------------------
 TOY = ["model.base_epochs=2", "tasks.base_train_size=300", "tasks.test_size=40", "tasks.few_shot_train=10",
        "bank.epochs=1", "bank.train_size=40", "calibration.samples=32"]  # fmt: skip
