@@ -9,11 +9,11 @@ seeds (`scenarios.stats.t_interval`; no interval with one seed). Digital state: 
 `digital_state_words` (mean over tasks and seeds).
 
 Outputs (from `scenarios.sweep.write_sweep`, when the sweep has zero_shot and a LoRA variant): `fusion_pareto.csv`
-and `figures/fusion_pareto_<drift>.png/.svg` (one marker per point and method, LoRA variants as reference markers,
-the front of non-dominated configurations joined), `fusion_bank.csv` and `figures/fusion_bank_size.png/.svg`
-(LoRAFusion's form and the best mixing method against the number of source tasks, one line per rank and bank
-training). Several sweep runs (slices of one design, e.g. `--sweep bank.rank=8`) merge with
-`python -m scenarios.plots_fusion RUN_DIR... --out DIR`.
+and `figures/fusion_pareto_<drift>.png/.svg` (drift as `0s`, `30days`; one marker per point and method, LoRA
+variants as reference markers, the front of non-dominated configurations joined), `fusion_bank.csv` and
+`figures/fusion_bank_size.png/.svg` (LoRAFusion's form and the best mixing method against the number of source
+tasks, one line per rank and bank training). Several sweep runs (slices of one design, e.g. `--sweep bank.rank=8`)
+merge with `python -m scenarios.plots_fusion RUN_DIR... --out DIR`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from scenarios.quantities import format_duration
 
 __all__ = [
     "LORA_REFERENCES",
@@ -197,7 +199,8 @@ def _point_label(row: pd.Series, keys: Sequence[str]) -> str:
 
 def draw_pareto(gains: pd.DataFrame, keys: Sequence[str], drift_s: float) -> Any:
     """Gain recovered against digital state words (log x) at `drift_s`: one marker per (point, method), colour and
-    marker by method, LoRA variants as black reference markers, the Pareto front joined."""
+    marker by method, error bars the 95 % CI over seeds (with one seed the test sets' binomial half-width), LoRA
+    variants as black reference markers, the Pareto front joined."""
     import matplotlib.pyplot as plt
 
     from scenarios.plot_style import legend_below, ordered, style
@@ -214,7 +217,10 @@ def draw_pareto(gains: pd.DataFrame, keys: Sequence[str], drift_s: float) -> Any
                                       label=f"{method} (reference)"))  # fmt: skip
             continue
         colour, marker = colours[method]
-        half = frame["recovered_pct_ci95"].fillna(0.0)
+        half = frame["recovered_pct_ci95"]  # one seed: the test sets' binomial half-width instead
+        if "recovered_pct_binom_half" in frame.columns:
+            half = half.fillna(frame["recovered_pct_binom_half"])
+        half = half.fillna(0.0)
         ax.errorbar(x, frame["recovered_pct_mean"], yerr=half, fmt="none", ecolor=colour, alpha=0.6)
         handles.append(ax.scatter(x, frame["recovered_pct_mean"], marker=marker, color=colour, s=36, label=method))
         if keys:
@@ -233,7 +239,9 @@ def draw_pareto(gains: pd.DataFrame, keys: Sequence[str], drift_s: float) -> Any
     ax.set_xlabel("digital state (words, log)")
     ax.set_ylabel("gain recovered (% of the best LoRA's gain)")
     n_seeds = int(rows["n_seeds"].min()) if len(rows) else 0
-    ax.set_title(f"zero-write methods vs LoRA, drift {drift_s:g} s (mean, 95 % CI over {n_seeds} seed(s))", fontsize=9)
+    when = "fresh devices" if drift_s == 0 else f"{format_duration(drift_s)} after programming"
+    interval = f"95 % CI over {n_seeds} seeds" if n_seeds > 1 else "1 seed: bars = test sets' binomial 95 %"
+    ax.set_title(f"zero-write methods vs LoRA, {when} (mean, {interval})", fontsize=9)
     legend_below(fig, handles, ncols=max(1, min(4, len(handles))), rows=math.ceil(len(handles) / 4))
     return fig
 
@@ -252,7 +260,10 @@ def draw_bank(bank: pd.DataFrame) -> Any:
         method, rank, aware = key
         colour, marker = colours[str(key)]
         frame = frame.sort_values("n_sources")
-        half = frame["recovered_pct_ci95"].fillna(0.0)
+        half = frame["recovered_pct_ci95"]  # one seed: the test sets' binomial half-width instead
+        if "recovered_pct_binom_half" in frame.columns:
+            half = half.fillna(frame["recovered_pct_binom_half"])
+        half = half.fillna(0.0)
         ax.fill_between(frame["n_sources"], frame["recovered_pct_mean"] - half, frame["recovered_pct_mean"] + half,
                         color=colour, alpha=0.15)  # fmt: skip
         training = "" if pd.isna(aware) else (" hw-aware" if str(aware).lower() == "true" else " digital bank")
@@ -287,7 +298,7 @@ def write_fusion_outputs(run_dir: Path, metrics: pd.DataFrame, roles: Mapping[st
         folder.mkdir(parents=True, exist_ok=True)
         for drift_s in sorted(gains["drift_s"].unique()):
             fig = draw_pareto(gains, keys, float(drift_s))
-            _save(fig, folder, f"fusion_pareto_{float(drift_s):g}s", formats)
+            _save(fig, folder, f"fusion_pareto_{format_duration(float(drift_s)).replace(' ', '')}", formats)
             plt.close(fig)
         if len(bank) and bank["n_sources"].notna().any():
             fig = draw_bank(bank)
