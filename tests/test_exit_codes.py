@@ -41,10 +41,18 @@ def _scenario(folder: Path, methods: list[dict] | None = None, **changes: object
 
 
 def _popen(*args: str, env: dict[str, str] | None = None, umask: int | None = None) -> subprocess.Popen[str]:
+    """The CLI in its own process group, as a terminal's foreground job: SIGINT at its default even when the tests
+    themselves run as a background job of a shell without job control (which starts them with SIGINT ignored, and
+    a child inherits that), so the Ctrl-C tests test the program, not how pytest was started."""
+
+    def child_setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if umask is not None:
+            os.umask(umask)
+
     return subprocess.Popen(
         [sys.executable, "-m", "scenarios", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "MPLBACKEND": "Agg", **(env or {})}, start_new_session=True,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        env={**os.environ, "MPLBACKEND": "Agg", **(env or {})}, start_new_session=True, preexec_fn=child_setup,
     )  # fmt: skip
 
 
