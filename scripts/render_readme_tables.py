@@ -216,8 +216,10 @@ def render_fusion(directory: Path) -> str:
     for _, row in fresh.iterrows():
         drifted = _one(gains, point=row["point"], method=row["method"], drift_s=last_s)
         bank = _point_label(row, keys) if keys else str(row["point"])
-        binomial = 1.96 * (row["accuracy_mean"] * (1 - row["accuracy_mean"]) / row["n_test_pooled"]) ** 0.5
-        accuracy = stats.format_mean_ci(row["accuracy_mean"], math.nan, scale=100, unit=" %", fallback_half=binomial)
+        pooled = row.get("n_test_pooled", math.nan)
+        low, high = stats.wilson_interval(row["accuracy_mean"], int(pooled) if pd.notna(pooled) else 0)
+        accuracy = stats.format_mean_ci(row["accuracy_mean"], math.nan, scale=100, unit=" %",
+                                        fallback_half=(high - low) / 2)  # the other tables' Wilson half-width
         cells = [bank, f"{row['method']} ({row['role']})", recovered(row)]
         cells += [recovered(drifted)] if drifted_column else []
         cells += [accuracy, f"{int(round(row['digital_state_words'])):,}", "yes" if row["on_front"] else ""]
