@@ -36,6 +36,7 @@ __all__ = [
     "fusion_roles",
     "gain_table",
     "pareto_front",
+    "point_label",
     "write_fusion_outputs",
 ]
 
@@ -183,7 +184,9 @@ def bank_table(gains: pd.DataFrame, drift_s: float | None = None) -> pd.DataFram
     return out.sort_values(["method", "rank", "hardware_aware", "n_sources"]).reset_index(drop=True)
 
 
-def _point_label(row: pd.Series, keys: Sequence[str]) -> str:
+def point_label(row: pd.Series, keys: Sequence[str]) -> str:
+    """A sweep point's short label from its swept values: `8 src r4 dig`, plus `recal` when the norm read-out is
+    re-read after drift; other keys as `name=value`."""
     parts = []
     for key in keys:
         if key == SOURCES_KEY:
@@ -227,7 +230,7 @@ def draw_pareto(gains: pd.DataFrame, keys: Sequence[str], drift_s: float) -> Any
         handles.append(ax.scatter(x, frame["recovered_pct_mean"], marker=marker, color=colour, s=36, label=method))
         if keys:
             for xi, (_, row) in zip(x, frame.iterrows()):
-                ax.annotate(_point_label(row, keys), (xi, row["recovered_pct_mean"]), fontsize=6,
+                ax.annotate(point_label(row, keys), (xi, row["recovered_pct_mean"]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")  # fmt: skip
     front = pareto_front(rows)
     ax.plot(front["digital_state_words"].clip(lower=1.0), front["recovered_pct_mean"], color="grey", lw=1, ls="--",

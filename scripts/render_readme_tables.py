@@ -195,7 +195,7 @@ def render_fusion(directory: Path) -> str:
     `python -m scenarios.plots_fusion RUN... --out DIR`): one row per (bank, method), fresh and after the last
     drift time, with the accuracy and digital state; rounded to the t interval over seeds, or with one seed to the
     test sets' binomial half-width (`recovered_pct_binom_half`)."""
-    from scenarios.plots_fusion import AWARE_KEY, RANK_KEY, RECALIBRATE_KEY, SOURCES_KEY, _point_label
+    from scenarios.plots_fusion import AWARE_KEY, RANK_KEY, RECALIBRATE_KEY, SOURCES_KEY, point_label
 
     gains = pd.read_csv(directory / "fusion_pareto.csv")
     keys = [k for k in (SOURCES_KEY, RANK_KEY, AWARE_KEY, RECALIBRATE_KEY) if k in gains.columns]
@@ -215,7 +215,7 @@ def render_fusion(directory: Path) -> str:
 
     for _, row in fresh.iterrows():
         drifted = _one(gains, point=row["point"], method=row["method"], drift_s=last_s)
-        bank = _point_label(row, keys) if keys else str(row["point"])
+        bank = point_label(row, keys) if keys else str(row["point"])
         pooled = row.get("n_test_pooled", math.nan)
         low, high = stats.wilson_interval(row["accuracy_mean"], int(pooled) if pd.notna(pooled) else 0)
         accuracy = stats.format_mean_ci(row["accuracy_mean"], math.nan, scale=100, unit=" %",

@@ -115,7 +115,7 @@ def test_a_study_without_a_sweep_merges_as_one_point(tmp_path: Path) -> None:
 def test_slices_that_sweep_different_keys_merge_with_each_runs_own_values(tmp_path: Path) -> None:
     """A slice sweeping evaluate.recalibrate_after_drift merges with the design run that did not: the design's
     rows get its scenario's value (false), and the point labels tell the two apart."""
-    from scenarios.plots_fusion import _point_label, merge_runs
+    from scenarios.plots_fusion import merge_runs, point_label
 
     methods = [{"name": m} for m in ("zero_shot", "fusion_core", "lora_digital")]
     for name, column, value in (("fd", "tasks.sources", json.dumps(["s1", "s2"])),
@@ -129,7 +129,7 @@ def test_slices_that_sweep_different_keys_merge_with_each_runs_own_values(tmp_pa
         (run / "sweep.json").write_text(json.dumps({"scenario": scenario}))
     merged, roles, keys = merge_runs([tmp_path / "fd", tmp_path / "fd_recal"])
     assert keys == ["tasks.sources", "evaluate.recalibrate_after_drift"]
-    labels = {point: _point_label(rows.iloc[0], keys) for point, rows in merged.groupby("point")}
+    labels = {point: point_label(rows.iloc[0], keys) for point, rows in merged.groupby("point")}
     assert labels == {"fd/p000": "2 src", "fd_recal/p000": "2 src recal"}
     assert roles["fusion_core"] == "mixing"
 
