@@ -15,9 +15,7 @@ from simutil import atomic_write_text, finite_json, plain_json
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["STATISTICS_FILES", "Statistics", "write_statistics"]
-
-STATISTICS_FILES: tuple[str, ...] = ("summary.csv", "summary.json", "paired.csv")
+__all__ = ["Statistics", "write_statistics"]
 
 
 @dataclass(frozen=True)
