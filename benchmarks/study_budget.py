@@ -26,14 +26,7 @@ import time
 
 import torch
 from _common import emit
-from train_step import (
-    build_programmed,
-    digital_twin,
-    fusion_setup,
-    lora_setup,
-    summary,
-    time_steps,
-)
+from train_step import bench_models, fusion_setup, lora_setup, summary, time_steps
 
 from scenarios.loading import load_scenario
 from scenarios.models import accuracy
@@ -96,12 +89,7 @@ def main() -> None:
     scenario = load_scenario("multitask")
     with threads(RUN_THREADS):
         phases = shared_phase_seconds(scenario)
-        analog, bank = build_programmed(scenario)
-        digital, digital_bank = digital_twin(analog, bank)
-        task = target_task(scenario, scenario.tasks.targets[0])
-        x, y, _ = scenario.adaptation_data(task)
-        x, y = x.to(torch.float32), y.to(torch.int64)
-        scope = scenario.new_ledger().scope(phase="adapt", task=task.name, method="bench")
+        analog, bank, digital, digital_bank, x, y, scope = bench_models(scenario)
         step_s: dict[str, dict[str, float]] = {"analog": {}, "digital": {}}
         for family, make in {"fusion": fusion_setup, "lora": lora_setup}.items():
             setups = {"analog": make(scenario, analog, bank, scope),

@@ -116,6 +116,17 @@ def lora_setup(scenario, model: nn.Module, bank: ProgrammedBank, scope: LedgerSc
     return model, [ParamGroup("lora_digital", params, lr=s.lr, weight_decay=s.weight_decay, keep_best=True)]
 
 
+def bench_models(scenario) -> tuple:
+    """(analog model, its bank, their digital twins, the first target task's few-shot x and y, a ledger scope):
+    what the step benchmarks time, built on the calling thread's settings."""
+    analog, bank = build_programmed(scenario)
+    digital, digital_bank = digital_twin(analog, bank)
+    task = target_task(scenario, scenario.tasks.targets[0])
+    x, y, _ = scenario.adaptation_data(task)
+    scope = scenario.new_ledger().scope(phase="adapt", task=task.name, method="bench")
+    return analog, bank, digital, digital_bank, x.to(torch.float32), y.to(torch.int64), scope
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 """Each step is timed on both: wall time is what a run waits, this process's CPU time is what a loaded shared machine
 distorts least (the steps run on one thread)."""
@@ -184,12 +195,7 @@ def main() -> None:
     start = time.perf_counter()
     scenario = load_scenario("multitask")
     with threads(RUN_THREADS):
-        analog, bank = build_programmed(scenario)
-        digital, digital_bank = digital_twin(analog, bank)
-        task = target_task(scenario, scenario.tasks.targets[0])
-        x, y, _ = scenario.adaptation_data(task)
-        x, y = x.to(torch.float32), y.to(torch.int64)
-        scope = scenario.new_ledger().scope(phase="adapt", task=task.name, method="bench")
+        analog, bank, digital, digital_bank, x, y, scope = bench_models(scenario)
         makers: dict[str, Callable] = {"fusion": fusion_setup, "lora": lora_setup}
         setup_s = time.perf_counter() - start
         if args.profile:
