@@ -25,7 +25,7 @@ import math
 import time
 
 import torch
-from _common import emit
+from _common import emit, time_ms
 from train_step import bench_models, fusion_setup, lora_setup, summary, time_steps
 
 from scenarios.loading import load_scenario
@@ -58,20 +58,20 @@ def evaluation_seconds(models: dict[str, torch.nn.Module], scenario, repeats: in
     seconds = {}
     for kind, model in models.items():
         accuracy(model, x, y)
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            accuracy(model, x, y)
-            samples.append(time.perf_counter() - start)
-        seconds[kind] = sorted(samples)[len(samples) // 2]
+        seconds[kind] = time_ms(lambda model=model: accuracy(model, x, y), repeats) / 1e3
     return seconds
+
+
+def shared_seconds(scenario, phases: tuple[float, float]) -> float:
+    """One seed's shared phases (s): the base model and one LoRA per source task."""
+    base_s, part_s = phases
+    return base_s + len(scenario.tasks.sources) * part_s
 
 
 def seed_seconds(scenario, phases: tuple[float, float], step_s: dict[str, float], eval_s: float) -> float:
     """One seed's modelled work (s): shared phases, every gradient method's steps, every unit's evaluations."""
-    base_s, part_s = phases
     targets = len(scenario.tasks.targets)
-    total = base_s + len(scenario.tasks.sources) * part_s
+    total = shared_seconds(scenario, phases)
     for spec in scenario.methods:
         if spec.key in FAMILY:
             config = spec.config()
@@ -103,7 +103,7 @@ def main() -> None:
     for kind in ("analog", "digital"):
         wall = n_seeds * seed_seconds(scenario, phases, step_s[kind], eval_s[kind]) / args.workers
         emit(f"study_modelled_wall_s_{kind}_mvm", wall, "s", TARGET_WALL_S, digits=0)
-    emit("shared_phases_s_per_seed", phases[0] + len(scenario.tasks.sources) * phases[1], "s", digits=1)
+    emit("shared_phases_s_per_seed", shared_seconds(scenario, phases), "s", digits=1)
 
 
 if __name__ == "__main__":
